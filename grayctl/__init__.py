@@ -1,0 +1,20 @@
+"""grayctl — a lab for gray-failure research.
+
+Map of the package (one module per domain concept):
+  errors      the exception root and exit codes
+  units       durations, sizes, rates and percentages with units
+  source      safe YAML loading that keeps line/column positions
+  experiment  the experiment file: models, defaults, validation
+  topology    the topology file: logical app, decomposition, placement
+  labdef      the lab definition (nodes, networks, limits)
+  plan        experiment + topology + lab -> ordered steps (pure data)
+  runner      playbooks through ansible-runner, as events
+  cli/        one module per command or command group
+"""
+
+from importlib.metadata import PackageNotFoundError, version
+
+try:
+    __version__ = version("grayctl")
+except PackageNotFoundError:  # running from a source tree without install
+    __version__ = "0.0.0+src"

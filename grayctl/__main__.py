@@ -1,0 +1,3 @@
+from grayctl.cli import main
+
+main()

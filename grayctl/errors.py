@@ -1,0 +1,121 @@
+"""The one exception root and the exit code of each family.
+
+Every error a user can cause or meet is a ``GrayctlError``; the CLI prints its
+``render()`` and exits with its ``exit_code``. A traceback appears only under
+``--verbose`` — anything else reaching the top is a bug in grayctl.
+
+Exit codes (docs/exit-codes.md):
+  0  success
+  1  internal error (a bug: please report with --verbose output)
+  2  bad input: an experiment, topology, lab file or option is invalid
+  3  lab/environment problem: not root, missing tool, lab not up, address clash
+  4  a step failed on a host (Ansible reported failure or unreachable)
+  5  baseline drift: a node does not match its golden baseline
+  130 interrupted (Ctrl-C / SIGTERM), after cleanup
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+
+class GrayctlError(Exception):
+    exit_code = 1
+    title = "error"
+
+    def __init__(self, message: str, *, hint: str | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        self.hint = hint
+
+    def render(self) -> str:
+        text = f"{self.title}: {self.message}"
+        if self.hint:
+            text += f"\n  hint: {self.hint}"
+        return text
+
+
+@dataclass
+class Problem:
+    """One thing wrong with one place in one input file."""
+
+    message: str
+    file: str | None = None
+    line: int | None = None  # 1-based
+    column: int | None = None  # 1-based
+    path: str | None = None  # field path, e.g. "chaos_injection.parameters.delay"
+    expected: str | None = None
+    suggestion: str | None = None
+
+    def render(self) -> str:
+        where = self.file or "<input>"
+        if self.line is not None:
+            where += f":{self.line}"
+            if self.column is not None:
+                where += f":{self.column}"
+        head = f"{where}: "
+        if self.path:
+            head += f"{self.path}: "
+        lines = [head + self.message]
+        if self.expected:
+            lines.append(f"    expected: {self.expected}")
+        if self.suggestion:
+            lines.append(f"    did you mean: {self.suggestion}")
+        return "\n".join(lines)
+
+
+MAX_PROBLEMS_SHOWN = 8  # one screen
+
+
+@dataclass
+class _ProblemList:
+    items: list[Problem] = field(default_factory=list)
+
+
+class InputError(GrayctlError):
+    """A user-written file or option is invalid. Nothing was changed."""
+
+    exit_code = 2
+    title = "invalid input"
+
+    def __init__(self, problems: list[Problem] | Problem, *, hint: str | None = None) -> None:
+        self.problems = [problems] if isinstance(problems, Problem) else list(problems)
+        first = self.problems[0].render() if self.problems else "invalid input"
+        super().__init__(first, hint=hint)
+
+    def render(self) -> str:
+        shown = self.problems[:MAX_PROBLEMS_SHOWN]
+        body = "\n".join(p.render() for p in shown)
+        more = len(self.problems) - len(shown)
+        if more > 0:
+            body += f"\n  … and {more} more problem(s)"
+        text = f"{self.title}:\n{body}" if len(shown) > 1 else f"{self.title}: {body}"
+        if self.hint:
+            text += f"\n  hint: {self.hint}"
+        return text
+
+
+class LabError(GrayctlError):
+    """The lab or this machine is not in a state to do what was asked."""
+
+    exit_code = 3
+    title = "lab error"
+
+
+class StepFailed(GrayctlError):
+    """A playbook step failed on a host."""
+
+    exit_code = 4
+    title = "step failed"
+
+
+class DriftError(GrayctlError):
+    """A node differs from its golden baseline."""
+
+    exit_code = 5
+    title = "baseline drift"
+
+
+class Interrupted(GrayctlError):
+    exit_code = 130
+    title = "interrupted"

@@ -1,0 +1,223 @@
+"""Playbooks through ansible-runner, observed as events.
+
+``run_playbook`` is the only way grayctl touches a host. Each call gets a fresh
+private data dir (ansible-runner persists env/extravars between runs otherwise),
+owns SIGINT/SIGTERM through ``cancel_callback`` (ansible-runner would install its
+own handlers and never restore them), and builds its result from events, because
+``runner.stats`` can be empty.
+
+A cancelled run SIGKILLs the ansible process group: no ``always``/handlers run.
+Callers that applied something to hosts must run a separate revert afterwards.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import tempfile
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from grayctl.errors import Interrupted, LabError, StepFailed
+from grayctl.paths import ANSIBLE_CFG, CONTROLLER_INVENTORY, PLAYBOOKS_DIR, PROJECT_ROOT, ROLES_DIR
+
+EventHandler = Callable[[dict[str, Any]], None]
+
+
+@dataclass
+class HostFailure:
+    host: str
+    task: str
+    message: str
+    unreachable: bool = False
+
+    def render(self) -> str:
+        what = "unreachable" if self.unreachable else "failed"
+        return f"{self.host}: {what} in task '{self.task}': {self.message}"
+
+
+@dataclass
+class PlaybookResult:
+    playbook: str
+    status: str  # successful | failed | canceled | timeout
+    rc: int
+    failures: list[HostFailure] = field(default_factory=list)
+    # task name -> host -> module result (last one wins for loops)
+    task_results: dict[str, dict[str, dict[str, Any]]] = field(default_factory=dict)
+    artifact_dir: Path | None = None
+    stdout: str = ""
+
+    @property
+    def ok(self) -> bool:
+        return self.status == "successful" and self.rc == 0 and not self.failures
+
+    def results(self, task_name: str) -> dict[str, dict[str, Any]]:
+        """The module results of the task named ``task_name``, per host."""
+        return self.task_results.get(task_name, {})
+
+
+class _Cancel:
+    """SIGINT/SIGTERM set a flag that ansible-runner polls; the previous handlers come back after."""
+
+    def __init__(self) -> None:
+        self.requested = False
+        self._previous: dict[int, Any] = {}
+
+    def __enter__(self) -> _Cancel:
+        if threading.current_thread() is threading.main_thread():
+            for sig in (signal.SIGINT, signal.SIGTERM):
+                self._previous[sig] = signal.signal(sig, self._handle)
+        return self
+
+    def _handle(self, signum: int, frame: Any) -> None:
+        self.requested = True
+
+    def __exit__(self, *exc: object) -> None:
+        for sig, handler in self._previous.items():
+            signal.signal(sig, handler)
+
+    def __call__(self) -> bool:
+        return self.requested
+
+
+def _message(res: dict[str, Any]) -> str:
+    parts = []
+    for key in ("msg", "stderr", "module_stderr", "reason"):
+        value = str(res.get(key) or "").strip()
+        if value and value not in parts:
+            parts.append(value if len(value) < 1500 else value[:1500] + " …")
+    if "rc" in res and res.get("rc") not in (0, None):
+        parts.append(f"(exit code {res['rc']})")
+    return " — ".join(parts) if parts else "no message"
+
+
+def _runner_env(verbose: bool) -> dict[str, str]:
+    return {
+        "ANSIBLE_CONFIG": str(ANSIBLE_CFG),
+        "ANSIBLE_ROLES_PATH": str(ROLES_DIR),
+        "ANSIBLE_NOCOLOR": "1",
+        "ANSIBLE_FORCE_COLOR": "0",
+        "ANSIBLE_DEPRECATION_WARNINGS": "1" if verbose else "0",
+        "ANSIBLE_LOCALHOST_WARNING": "0",
+        "ANSIBLE_INVENTORY_UNPARSED_WARNING": "0",
+        "PATH": os.environ.get("PATH", ""),
+    }
+
+
+def run_playbook(
+    playbook: str,
+    *,
+    inventory: str | Path | None = None,
+    extravars: dict[str, Any] | None = None,
+    limit: str | None = None,
+    check: bool = True,
+    verbose: bool = False,
+    on_event: EventHandler | None = None,
+    log_dir: Path | None = None,
+    forks: int | None = None,
+) -> PlaybookResult:
+    """Run ``playbooks/<playbook>``; raise StepFailed (when ``check``) naming host, task and why."""
+    path = Path(playbook) if os.path.isabs(playbook) else PLAYBOOKS_DIR / playbook
+    if not path.is_file():
+        raise LabError(f"playbook not found: {path}")
+    return _run(
+        dict(playbook=str(path), inventory=str(inventory or CONTROLLER_INVENTORY), extravars=extravars or {},
+             limit=limit, forks=forks),
+        label=path.name, check=check, verbose=verbose, on_event=on_event, log_dir=log_dir,
+    )
+
+
+def run_module(
+    module: str,
+    *,
+    inventory: str | Path,
+    pattern: str = "all",
+    module_args: str = "",
+    check: bool = True,
+    verbose: bool = False,
+) -> PlaybookResult:
+    """Run one ad-hoc module (e.g. ``ansible.builtin.ping``) against ``pattern``."""
+    return _run(
+        dict(module=module, module_args=module_args, host_pattern=pattern, inventory=str(inventory)),
+        label=module, check=check, verbose=verbose, on_event=None, log_dir=None,
+    )
+
+
+def _run(
+    kwargs: dict[str, Any],
+    *,
+    label: str,
+    check: bool,
+    verbose: bool,
+    on_event: EventHandler | None,
+    log_dir: Path | None,
+) -> PlaybookResult:
+    import ansible_runner  # heavy import, only when a step runs
+
+    result = PlaybookResult(playbook=label, status="unknown", rc=-1)
+    private_dir = Path(tempfile.mkdtemp(prefix="grayctl-runner-"))
+
+    def handle(event: dict[str, Any]) -> bool:
+        data = event.get("event_data") or {}
+        kind = event.get("event", "")
+        host = data.get("host")
+        task = data.get("task") or ""
+        res = data.get("res") or {}
+        if kind in ("runner_on_ok", "runner_on_failed", "runner_on_unreachable") and host:
+            result.task_results.setdefault(task, {})[host] = res
+        if kind == "runner_on_failed" and not data.get("ignore_errors"):
+            result.failures.append(HostFailure(host, task, _message(res)))
+        elif kind == "runner_on_unreachable":
+            result.failures.append(HostFailure(host, task, _message(res), unreachable=True))
+        if on_event is not None:
+            on_event(event)
+        return True  # False would drop the event from runner's own records
+
+    try:
+        with _Cancel() as cancel:
+            runner = ansible_runner.run(
+                private_data_dir=str(private_dir),
+                project_dir=str(PROJECT_ROOT),
+                envvars=_runner_env(verbose),
+                quiet=not verbose,
+                event_handler=handle,
+                cancel_callback=cancel,
+                suppress_env_files=True,
+                verbosity=1 if verbose else None,
+                **kwargs,
+            )
+        result.status = runner.status
+        result.rc = runner.rc if runner.rc is not None else -1
+        stdout = runner.stdout.read() if runner.stdout else ""
+        result.stdout = stdout
+        if log_dir is not None:
+            log_dir.mkdir(parents=True, exist_ok=True)
+            (log_dir / f"{label}.log").write_text(stdout)
+            result.artifact_dir = log_dir
+        if cancel.requested or result.status == "canceled":
+            raise Interrupted(f"{label} was interrupted")
+    finally:
+        shutil.rmtree(private_dir, ignore_errors=True)
+
+    if check and not result.ok:
+        raise StepFailed(_failure_text(result), hint=_hint(result))
+    return result
+
+
+def _failure_text(result: PlaybookResult) -> str:
+    if result.failures:
+        lines = [f"{result.playbook} failed on {len({f.host for f in result.failures})} host(s)"]
+        lines += ["  " + f.render() for f in result.failures[:8]]
+        return "\n".join(lines)
+    tail = "\n".join(result.stdout.strip().splitlines()[-15:])
+    return f"{result.playbook} ended with status {result.status} (rc {result.rc})\n{tail}"
+
+
+def _hint(result: PlaybookResult) -> str | None:
+    if any(f.unreachable for f in result.failures):
+        return "is the lab up? try 'grayctl lab status'"
+    return "re-run with --verbose for Ansible's full output"

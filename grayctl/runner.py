@@ -15,6 +15,7 @@ from __future__ import annotations
 import os
 import shutil
 import signal
+import sys
 import tempfile
 import threading
 from collections.abc import Callable
@@ -104,7 +105,8 @@ def _runner_env(verbose: bool) -> dict[str, str]:
         "ANSIBLE_DEPRECATION_WARNINGS": "1" if verbose else "0",
         "ANSIBLE_LOCALHOST_WARNING": "0",
         "ANSIBLE_INVENTORY_UNPARSED_WARNING": "0",
-        "PATH": os.environ.get("PATH", ""),
+        # ansible-playbook must be the one installed beside this interpreter (a venv need not be active).
+        "PATH": os.pathsep.join([os.path.dirname(sys.executable), os.environ.get("PATH", "")]),
     }
 
 

@@ -16,7 +16,8 @@ need_root() {
 # by 'grayctl lab bootstrap' (Ansible's apt module), so plain Ansible users get them too.
 install_base_packages() {
     local missing=()
-    for pkg in python3 python3-venv python3-pip git openssh-client; do
+    # build-essential + libnetfilter-queue-dev: the node extra (netfilterqueue) compiles against them.
+    for pkg in python3 python3-venv python3-pip python3-dev build-essential libnetfilter-queue-dev git openssh-client; do
         dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" || missing+=("$pkg")
     done
     if [ "${#missing[@]}" -gt 0 ]; then

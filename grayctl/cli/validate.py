@@ -1,10 +1,48 @@
-"""``grayctl validate FILE...`` — check experiment files, change nothing."""
+"""``grayctl validate FILE...`` — check experiment (and topology) files, change nothing.
+
+An experiment is validated together with the topology it names. A file whose
+top level has ``application`` and no ``topology`` is a topology file and is
+validated as one, so the same command checks both kinds.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
 
 import click
 
+from grayctl.errors import InputError
+from grayctl.experiment import validate_experiment
+from grayctl.source import load_yaml_document
+from grayctl.topology import validate_topology
+
+
+def validate_file(file: str) -> str:
+    """Validate one experiment or topology file; return its kind. Raises InputError."""
+    data, positions = load_yaml_document(file)
+    if "application" in data and "topology" not in data:
+        validate_topology(data, positions, file, Path(file))
+        return "topology"
+    validate_experiment(data, positions, file, Path(file).resolve().parent)
+    return "experiment"
+
 
 @click.command()
-@click.argument("files", nargs=-1, required=True, type=click.Path(dir_okay=False))
+@click.argument("files", nargs=-1, required=True, type=click.Path(dir_okay=True))
 def validate(files: tuple[str, ...]) -> None:
-    """Validate experiment files; exit 0 when all are valid, 2 otherwise."""
-    raise NotImplementedError
+    """Validate experiment (or topology) files; exit 0 when all are valid, 2 otherwise.
+
+    Prints 'ok  FILE' for each valid file and every problem of each invalid one.
+    """
+    failed = 0
+    for file in files:
+        try:
+            validate_file(file)
+        except InputError as err:
+            failed += 1
+            click.echo(err.render(), err=True)
+            continue
+        click.echo(f"ok  {file}")
+    if failed:
+        click.echo(f"{failed} of {len(files)} file(s) invalid", err=True)
+        raise SystemExit(InputError.exit_code)

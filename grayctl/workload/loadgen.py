@@ -1,0 +1,815 @@
+"""The open-loop load generator: config, live metrics, the run, and its verdict.
+
+Map of this module:
+
+- ``WorkloadConfig`` / ``load_config`` / ``to_config`` — the JSON contract (docs/workload.md),
+  validated at the edge into plain data; mistakes raise ``InputError`` (exit 2).
+- ``LiveMetrics`` — Prometheus counters/histograms updated on the hot path, rendered as
+  text exposition format by a tiny aiohttp handler on ``metrics_listen``.
+- ``run_workload`` — sends the schedule (``schedule.make_schedule``) open-loop: request i is
+  launched at its intended time whether or not earlier ones have answered; if the
+  generator cannot launch on time it launches late and the lateness is recorded.
+- ``summarize_run`` — target vs achieved rate, send-error p99, HdrHistogram latency
+  summaries, and the validity verdict (``valid: false`` with the reason, never hidden).
+
+Time base: the run has one anchor pair ``(epoch_ns, mono_ns)`` taken together; every
+instant is measured with ``time.perf_counter_ns`` (monotonic, sub-µs) as an offset from
+``mono_ns`` and reported as ``epoch_ns + offset``. Offsets therefore never jump with NTP,
+and intended times are exact multiples of the schedule, not re-read wall clocks.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import bisect
+import ctypes
+import difflib
+import gc
+import json
+import math
+import os
+import signal
+import socket
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from types import SimpleNamespace
+from typing import Any
+
+import aiohttp
+import numpy as np
+from aiohttp import web
+
+from grayctl.errors import InputError, Problem, StepFailed
+from grayctl.workload.records import (
+    ERROR_KINDS,
+    KIND_INDEX,
+    RequestRecords,
+    summarize_latency,
+    write_records,
+)
+from grayctl.workload.schedule import ARRIVALS, Schedule, make_schedule
+
+# -- config --------------------------------------------------------------------------------
+
+METHODS = ("GET", "POST")
+
+
+@dataclass(frozen=True)
+class Target:
+    method: str
+    url: str
+    body_size: int = 0
+
+
+@dataclass(frozen=True)
+class KeepUpBound:
+    """How far the generator may miss its schedule before the run is declared invalid."""
+
+    rate_pct: float = 1.0
+    send_error_p99_ms: float = 1.0
+
+
+@dataclass(frozen=True)
+class WorkloadConfig:
+    targets: dict[str, Target]
+    mix: dict[str, float]
+    rate: float
+    duration: float
+    arrival: str = "constant"
+    seed: int = 1
+    start_at: float | None = None
+    timeout: float = 10.0
+    max_in_flight: int = 10_000
+    connections: int = 64
+    records_path: str | None = None
+    summary_path: str | None = None
+    metrics_listen: str | None = None
+    keep_up_bound: KeepUpBound = field(default_factory=KeepUpBound)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "targets": {k: vars(t).copy() for k, t in self.targets.items()},
+            "mix": dict(self.mix),
+            "rate": self.rate,
+            "arrival": self.arrival,
+            "seed": self.seed,
+            "duration": self.duration,
+            "start_at": self.start_at,
+            "timeout": self.timeout,
+            "max_in_flight": self.max_in_flight,
+            "connections": self.connections,
+            "records_path": self.records_path,
+            "summary_path": self.summary_path,
+            "metrics_listen": self.metrics_listen,
+            "keep_up_bound": vars(self.keep_up_bound).copy(),
+        }
+
+
+_FIELDS = {
+    "targets", "mix", "rate", "arrival", "seed", "duration", "start_at", "timeout",
+    "max_in_flight", "connections", "records_path", "summary_path", "metrics_listen",
+    "keep_up_bound",
+}
+
+
+def _num(v: Any) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
+
+
+def to_config(raw: dict[str, Any], *, file: str | None = None) -> WorkloadConfig:
+    """Validate a config mapping into a ``WorkloadConfig``; every problem at once."""
+    problems: list[Problem] = []
+
+    def bad(path: str, message: str, expected: str | None = None, suggestion: str | None = None) -> None:
+        problems.append(Problem(message, file=file, path=path, expected=expected, suggestion=suggestion))
+
+    if not isinstance(raw, dict):
+        raise InputError(Problem("the workload config must be a JSON object", file=file))
+    for key in raw:
+        if key not in _FIELDS:
+            close = difflib.get_close_matches(key, sorted(_FIELDS), n=1)
+            bad(key, "unknown field", suggestion=close[0] if close else None)
+
+    targets: dict[str, Target] = {}
+    raw_targets = raw.get("targets")
+    if not isinstance(raw_targets, dict) or not raw_targets:
+        bad("targets", "required: a map of request type to {method, url, body_size}")
+    else:
+        for name, t in raw_targets.items():
+            p = f"targets.{name}"
+            if not isinstance(t, dict):
+                bad(p, "must be an object with method, url, body_size")
+                continue
+            for key in t:
+                if key not in ("method", "url", "body_size"):
+                    bad(f"{p}.{key}", "unknown field", expected="method, url, body_size")
+            method = str(t.get("method", "GET")).upper()
+            if method not in METHODS:
+                bad(f"{p}.method", f"unsupported method {t.get('method')!r}", expected=" or ".join(METHODS))
+            url = t.get("url")
+            if not isinstance(url, str) or not url.startswith(("http://", "https://")):
+                bad(f"{p}.url", f"not an http(s) URL: {url!r}")
+            body = t.get("body_size", 0)
+            if not isinstance(body, int) or isinstance(body, bool) or body < 0:
+                bad(f"{p}.body_size", f"must be a non-negative integer, got {body!r}")
+                body = 0
+            targets[name] = Target(method, str(url), body)
+
+    mix = raw.get("mix")
+    if mix is None and len(targets) == 1:
+        mix = {next(iter(targets)): 100.0}  # one target needs no mix
+    if mix is None and not targets:
+        mix = {}  # the missing targets are already reported; no second message
+    elif not isinstance(mix, dict) or not mix:
+        bad("mix", "required when there is more than one target: request type -> percent")
+        mix = {}
+    else:
+        for name, pct in mix.items():
+            if targets and name not in targets:
+                close = difflib.get_close_matches(name, list(targets), n=1)
+                bad(f"mix.{name}", "names no target", suggestion=close[0] if close else None)
+            if not _num(pct) or pct < 0:
+                bad(f"mix.{name}", f"must be a non-negative percentage, got {pct!r}")
+        if all(_num(v) for v in mix.values()):
+            total = float(sum(mix.values()))
+            if abs(total - 100.0) > 1e-6:
+                bad("mix", f"percentages sum to {total:g}", expected="100")
+
+    def positive(key: str, default: Any = None, integer: bool = False) -> Any:
+        v = raw.get(key, default)
+        if v is None or not _num(v) or v <= 0 or (integer and not isinstance(v, int)):
+            kind = "a positive integer" if integer else "a positive number"
+            bad(key, f"must be {kind}, got {v!r}")
+            return default if default is not None else 1
+        return v
+
+    rate = float(positive("rate"))
+    duration = float(positive("duration"))
+    timeout = float(positive("timeout", 10.0))
+    max_in_flight = int(positive("max_in_flight", 10_000, integer=True))
+    connections = int(positive("connections", 64, integer=True))
+    arrival = raw.get("arrival", "constant")
+    if arrival not in ARRIVALS:
+        bad("arrival", f"unknown arrival process {arrival!r}", expected=" or ".join(ARRIVALS))
+    seed = raw.get("seed", 1)
+    if not isinstance(seed, int) or isinstance(seed, bool):
+        bad("seed", f"must be an integer, got {seed!r}")
+        seed = 1
+    start_at = raw.get("start_at")
+    if start_at is not None and not _num(start_at):
+        bad("start_at", f"must be UTC epoch seconds, got {start_at!r}")
+        start_at = None
+    for key in ("records_path", "summary_path"):
+        v = raw.get(key)
+        if v is not None and (not isinstance(v, str) or not v):
+            bad(key, f"must be a file path or null, got {v!r}")
+    records_path = raw.get("records_path")
+    if isinstance(records_path, str) and not records_path.endswith((".parquet", ".jsonl", ".json", ".ndjson")):
+        bad("records_path", "unknown format", expected="a .parquet or .jsonl file")
+    listen = raw.get("metrics_listen")
+    if listen is not None:
+        try:
+            _split_listen(listen)
+        except ValueError as e:
+            bad("metrics_listen", str(e), expected="HOST:PORT, e.g. 10.213.0.14:9102")
+    kub = raw.get("keep_up_bound", {})
+    bound = KeepUpBound()
+    if not isinstance(kub, dict):
+        bad("keep_up_bound", "must be an object", expected="{rate_pct, send_error_p99_ms}")
+    else:
+        for key in kub:
+            if key not in ("rate_pct", "send_error_p99_ms"):
+                bad(f"keep_up_bound.{key}", "unknown field", expected="rate_pct, send_error_p99_ms")
+        rp = kub.get("rate_pct", 1.0)
+        sp = kub.get("send_error_p99_ms", 1.0)
+        if not _num(rp) or rp < 0:
+            bad("keep_up_bound.rate_pct", f"must be a non-negative number, got {rp!r}")
+        elif not _num(sp) or sp < 0:
+            bad("keep_up_bound.send_error_p99_ms", f"must be a non-negative number, got {sp!r}")
+        else:
+            bound = KeepUpBound(float(rp), float(sp))
+    if problems:
+        raise InputError(problems)
+    return WorkloadConfig(
+        targets=targets,
+        mix={k: float(v) for k, v in mix.items()},
+        rate=rate,
+        duration=duration,
+        arrival=arrival,
+        seed=seed,
+        start_at=float(start_at) if start_at is not None else None,
+        timeout=timeout,
+        max_in_flight=max_in_flight,
+        connections=connections,
+        records_path=records_path,
+        summary_path=raw.get("summary_path"),
+        metrics_listen=listen,
+        keep_up_bound=bound,
+    )
+
+
+def load_config(path: str | Path) -> WorkloadConfig:
+    """Read and validate a JSON workload config file."""
+    path = Path(path)
+    try:
+        raw = json.loads(path.read_text())
+    except FileNotFoundError:
+        raise InputError(Problem("no such file", file=str(path))) from None
+    except json.JSONDecodeError as e:
+        raise InputError(Problem(f"not valid JSON: {e.msg}", file=str(path), line=e.lineno, column=e.colno)) from None
+    return to_config(raw, file=str(path))
+
+
+def _split_listen(listen: str) -> tuple[str, int]:
+    host, sep, port = str(listen).rpartition(":")
+    if not sep or not host or not port.isdigit() or int(port) > 65535:
+        raise ValueError(f"not HOST:PORT: {listen!r}")
+    return host.strip("[]"), int(port)
+
+
+# -- live metrics --------------------------------------------------------------------------
+
+DURATION_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
+LAG_BUCKETS = (0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1.0)
+
+
+class _Histogram:
+    __slots__ = ("bounds", "counts", "sum", "count")
+
+    def __init__(self, bounds: tuple[float, ...]) -> None:
+        self.bounds = bounds
+        self.counts = [0] * (len(bounds) + 1)  # last = +Inf
+        self.sum = 0.0
+        self.count = 0
+
+    def observe(self, v: float) -> None:
+        # bisect_left finds the first bound >= v, i.e. the smallest "le" bucket holding v.
+        self.counts[bisect.bisect_left(self.bounds, v)] += 1
+        self.sum += v
+        self.count += 1
+
+    def render(self, name: str, labels: str, out: list[str]) -> None:
+        sep = "," if labels else ""
+        acc = 0
+        for b, c in zip(self.bounds, self.counts):
+            acc += c
+            out.append(f'{name}_bucket{{{labels}{sep}le="{b:g}"}} {acc}')
+        acc += self.counts[-1]
+        out.append(f'{name}_bucket{{{labels}{sep}le="+Inf"}} {acc}')
+        brace = f"{{{labels}}}" if labels else ""
+        out.append(f"{name}_sum{brace} {self.sum!r}")
+        out.append(f"{name}_count{brace} {self.count}")
+
+
+def _label(v: str) -> str:
+    return v.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n")
+
+
+class LiveMetrics:
+    """Counters kept on the hot path as plain ints; rendered only when scraped."""
+
+    def __init__(self, type_names: tuple[str, ...], target_rate: float) -> None:
+        self.type_names = type_names
+        self.target_rate = target_rate
+        self.scheduled_rate = target_rate
+        self.sent = [0] * len(type_names)
+        self.responses: dict[tuple[int, int], int] = {}
+        self.errors: dict[tuple[int, int], int] = {}
+        self.duration = [_Histogram(DURATION_BUCKETS) for _ in type_names]
+        self.lag = _Histogram(LAG_BUCKETS)
+        self.in_flight = 0
+
+    def render(self) -> str:
+        out: list[str] = []
+        names = [_label(n) for n in self.type_names]
+        out += [
+            "# HELP grayctl_workload_target_rate Requests per second the generator was asked to send.",
+            "# TYPE grayctl_workload_target_rate gauge",
+            f"grayctl_workload_target_rate {self.target_rate!r}",
+            "# HELP grayctl_workload_scheduled_rate Requests per second in this run's schedule (Poisson differs from the target).",
+            "# TYPE grayctl_workload_scheduled_rate gauge",
+            f"grayctl_workload_scheduled_rate {self.scheduled_rate!r}",
+            "# HELP grayctl_workload_requests_sent_total Requests launched; rate() of this is the achieved rate.",
+            "# TYPE grayctl_workload_requests_sent_total counter",
+        ]
+        out += [f'grayctl_workload_requests_sent_total{{type="{n}"}} {c}' for n, c in zip(names, self.sent)]
+        out += [
+            "# HELP grayctl_workload_requests_total Requests finished, by type and HTTP status (none = no response).",
+            "# TYPE grayctl_workload_requests_total counter",
+        ]
+        for (t, status), c in sorted(self.responses.items()):
+            s = str(status) if status else "none"
+            out.append(f'grayctl_workload_requests_total{{type="{names[t]}",status="{s}"}} {c}')
+        out += [
+            "# HELP grayctl_workload_errors_total Requests that failed, by type and error kind.",
+            "# TYPE grayctl_workload_errors_total counter",
+        ]
+        for (t, k), c in sorted(self.errors.items()):
+            out.append(f'grayctl_workload_errors_total{{type="{names[t]}",kind="{ERROR_KINDS[k]}"}} {c}')
+        out += [
+            "# HELP grayctl_workload_request_duration_seconds Latency from the intended send time (coordinated-omission corrected).",
+            "# TYPE grayctl_workload_request_duration_seconds histogram",
+        ]
+        for n, h in zip(names, self.duration):
+            h.render("grayctl_workload_request_duration_seconds", f'type="{n}"', out)
+        out += [
+            "# HELP grayctl_workload_send_lag_seconds How late each request was launched against its intended time.",
+            "# TYPE grayctl_workload_send_lag_seconds histogram",
+        ]
+        self.lag.render("grayctl_workload_send_lag_seconds", "", out)
+        out += [
+            "# HELP grayctl_workload_in_flight Requests sent and not yet answered.",
+            "# TYPE grayctl_workload_in_flight gauge",
+            f"grayctl_workload_in_flight {self.in_flight}",
+        ]
+        return "\n".join(out) + "\n"
+
+
+async def _start_metrics_server(metrics: LiveMetrics, listen: str) -> tuple[web.AppRunner, str]:
+    async def handle(_request: web.Request) -> web.Response:
+        return web.Response(
+            body=metrics.render().encode(),
+            headers={"Content-Type": "text/plain; version=0.0.4; charset=utf-8"},
+        )
+
+    app = web.Application()
+    app.router.add_get("/metrics", handle)
+    runner = web.AppRunner(app, access_log=None, shutdown_timeout=1.0)
+    await runner.setup()
+    host, port = _split_listen(listen)
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.bind((host, port))  # port 0 = any free port; we report the one we got
+    bound = sock.getsockname()
+    await web.SockSite(runner, sock).start()
+    return runner, f"{host}:{bound[1]}"
+
+
+# -- the run -------------------------------------------------------------------------------
+
+# uvloop timers tick in whole milliseconds (libuv), so an asyncio sleep wakes up to ~1 ms
+# late. On Linux the dispatcher instead arms a timerfd (an hrtimer on CLOCK_MONOTONIC, the
+# clock perf_counter_ns reads) at the next request's absolute time and lets the event loop
+# wake on it: sub-millisecond without burning a core. Elsewhere it sleeps until SPIN_NS
+# before the instant and then yields to the loop (sleep(0) still polls sockets) until then.
+SPIN_NS = 2_000_000
+
+
+class _PreciseTimer:
+    """Wake an asyncio loop at an absolute CLOCK_MONOTONIC instant, via Linux timerfd."""
+
+    _CLOCK_MONOTONIC, _TFD_NONBLOCK, _TFD_CLOEXEC, _TFD_TIMER_ABSTIME = 1, 0o4000, 0o2000000, 1
+
+    class _Itimerspec(ctypes.Structure):  # struct itimerspec: two struct timespec {sec, nsec}
+        _fields_ = [("it_interval", ctypes.c_long * 2), ("it_value", ctypes.c_long * 2)]
+
+    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+        self._libc = ctypes.CDLL(None, use_errno=True)
+        self.fd = self._libc.timerfd_create(self._CLOCK_MONOTONIC, self._TFD_NONBLOCK | self._TFD_CLOEXEC)
+        if self.fd < 0:
+            raise OSError(ctypes.get_errno(), "timerfd_create failed")
+        self._loop = loop
+        self._spec = self._Itimerspec()
+        self._waiter: asyncio.Future[None] | None = None
+        loop.add_reader(self.fd, self._fired)
+
+    @classmethod
+    def create(cls, loop: asyncio.AbstractEventLoop) -> _PreciseTimer | None:
+        if not sys.platform.startswith("linux"):
+            return None
+        try:
+            return cls(loop)
+        except (OSError, AttributeError):
+            return None
+
+    def _fired(self) -> None:
+        try:
+            os.read(self.fd, 8)
+        except BlockingIOError:
+            return
+        if self._waiter is not None and not self._waiter.done():
+            self._waiter.set_result(None)
+
+    async def sleep_until(self, monotonic_ns: int) -> None:
+        self._spec.it_value[0] = monotonic_ns // 1_000_000_000
+        self._spec.it_value[1] = monotonic_ns % 1_000_000_000
+        self._waiter = self._loop.create_future()
+        if self._libc.timerfd_settime(self.fd, self._TFD_TIMER_ABSTIME, ctypes.byref(self._spec), None) != 0:
+            raise OSError(ctypes.get_errno(), "timerfd_settime failed")
+        await self._waiter
+
+    def close(self) -> None:
+        self._loop.remove_reader(self.fd)
+        os.close(self.fd)
+
+
+# When behind, launch at most this many requests before letting the loop run I/O once.
+BURST = 64
+
+
+@dataclass
+class RunResult:
+    summary: dict[str, Any]
+    schedule: Schedule
+    records: RequestRecords
+
+    @property
+    def valid(self) -> bool:
+        return bool(self.summary["valid"])
+
+
+class _Generator:
+    """State of one run; the hot path lives in ``_dispatch`` and ``_request``."""
+
+    def __init__(self, cfg: WorkloadConfig, schedule: Schedule, stop: asyncio.Event, log: Callable[[str], None]) -> None:
+        self.cfg = cfg
+        self.schedule = schedule
+        self.stop = stop
+        self.log = log
+        self.metrics = LiveMetrics(schedule.type_names, cfg.rate)
+        self.metrics.scheduled_rate = schedule.scheduled_rate
+        self.in_flight = 0
+        self.slot_free = asyncio.Event()
+        self.tasks: set[asyncio.Task[None]] = set()
+        self.mono0 = 0
+        self.records: RequestRecords | None = None
+        self.stopped_at_ns: int | None = None
+        # Plain lists: indexing one is several times cheaper than a numpy array element.
+        self.offsets = schedule.offsets_ns.tolist()
+        self.types = schedule.types.tolist()
+        # Per type: (method, url, body) resolved once, not per request.
+        self.plan = [
+            (cfg.targets[n].method, cfg.targets[n].url, b"x" * cfg.targets[n].body_size or None)
+            for n in schedule.type_names
+        ]
+
+    def now(self) -> int:
+        return time.perf_counter_ns() - self.mono0
+
+    async def _dispatch(self) -> None:
+        offsets = self.offsets
+        n = len(offsets)
+        clock = time.perf_counter_ns
+        mono0 = self.mono0
+        sleep = asyncio.sleep
+        cap = self.cfg.max_in_flight
+        spawn = self._spawn
+        timer = _PreciseTimer.create(asyncio.get_running_loop())
+        i = 0
+        burst = 0
+        try:
+            while i < n:
+                now = clock() - mono0
+                due = offsets[i]
+                if now < due:
+                    burst = 0
+                    if timer is not None:
+                        await timer.sleep_until(mono0 + due)
+                    else:
+                        wait = due - now
+                        await sleep((wait - SPIN_NS) / 1e9 if wait > SPIN_NS else 0)
+                    continue
+                if self.in_flight >= cap:
+                    # Open loop with a safety cap: we do not drop, we wait and launch late,
+                    # and the lateness shows in send_error (and so in the verdict).
+                    self.slot_free.clear()
+                    await self.slot_free.wait()
+                    continue
+                spawn(i)
+                i += 1
+                burst += 1
+                if burst >= BURST:
+                    burst = 0
+                    await sleep(0)
+        finally:
+            if timer is not None:
+                timer.close()
+
+    def _spawn(self, i: int) -> None:
+        self.in_flight += 1
+        self.metrics.in_flight = self.in_flight
+        assert self.records is not None
+        self.records.launched = i + 1
+        task = asyncio.get_running_loop().create_task(self._request(i))
+        self.tasks.add(task)
+        task.add_done_callback(self.tasks.discard)
+
+    async def _request(self, i: int) -> None:
+        rec = self.records
+        assert rec is not None
+        t = self.types[i]
+        method, url, body = self.plan[t]
+        ctx = SimpleNamespace(wire=-1)
+        actual = time.perf_counter_ns() - self.mono0
+        rec.actual[i] = actual
+        m = self.metrics
+        m.sent[t] += 1
+        m.lag.observe((actual - self.offsets[i]) / 1e9)
+        status = 0
+        nbytes = 0
+        kind = 0
+        try:
+            async with self.session.request(
+                method, url, data=body, allow_redirects=False, trace_request_ctx=ctx
+            ) as resp:
+                data = await resp.read()
+                status = resp.status
+                nbytes = len(data)
+            if status >= 500:
+                kind = KIND_INDEX["http_5xx"]
+            elif status >= 400:
+                kind = KIND_INDEX["http_4xx"]
+        except asyncio.CancelledError:
+            kind = KIND_INDEX["cancelled"]
+        except TimeoutError:  # asyncio's (an alias since 3.11) and aiohttp's Server/Connection/SocketTimeoutError
+            kind = KIND_INDEX["timeout"]
+        except aiohttp.ClientConnectorError:
+            kind = KIND_INDEX["connect"]
+        except (aiohttp.ServerDisconnectedError, ConnectionResetError, BrokenPipeError):
+            kind = KIND_INDEX["reset"]
+        except aiohttp.ClientOSError as e:
+            kind = KIND_INDEX["reset" if e.errno in (104, 32) else "other"]
+        except (aiohttp.ClientPayloadError, aiohttp.ClientResponseError):
+            kind = KIND_INDEX["protocol"]
+        except Exception:  # noqa: BLE001 - any other failure is still a recorded outcome
+            kind = KIND_INDEX["other"]
+        done = time.perf_counter_ns() - self.mono0
+        rec.done[i] = done
+        rec.wire[i] = ctx.wire
+        rec.status[i] = status
+        rec.nbytes[i] = nbytes
+        rec.kind[i] = kind
+        key = (t, status)
+        m.responses[key] = m.responses.get(key, 0) + 1
+        if kind:
+            ek = (t, kind)
+            m.errors[ek] = m.errors.get(ek, 0) + 1
+        m.duration[t].observe((done - self.offsets[i]) / 1e9)
+        self.in_flight -= 1
+        m.in_flight = self.in_flight
+        if self.in_flight < self.cfg.max_in_flight:
+            self.slot_free.set()
+
+    async def _on_headers_sent(self, _session: Any, ctx: SimpleNamespace, _params: Any) -> None:
+        ctx.trace_request_ctx.wire = time.perf_counter_ns() - self.mono0
+
+    async def run(self) -> dict[str, Any]:
+        cfg = self.cfg
+        trace = aiohttp.TraceConfig()
+        trace.on_request_headers_sent.append(self._on_headers_sent)
+        connector = aiohttp.TCPConnector(limit=cfg.connections, limit_per_host=0, ttl_dns_cache=None)
+        self.session = aiohttp.ClientSession(
+            connector=connector,
+            timeout=aiohttp.ClientTimeout(total=cfg.timeout),
+            trace_configs=[trace],
+            cookie_jar=aiohttp.DummyCookieJar(),  # no cookie bookkeeping per request
+            auto_decompress=False,
+        )
+        metrics_runner = None
+        metrics_at = None
+        try:
+            if cfg.metrics_listen:
+                metrics_runner, metrics_at = await _start_metrics_server(self.metrics, cfg.metrics_listen)
+                self.log(f"metrics on http://{metrics_at}/metrics")
+            # Pay one-off costs before the clock starts: the IDNA codec aiohttp imports on its
+            # first request (~5 ms), and a full collection, after which everything setup
+            # allocated is frozen out of the collector's way for the run.
+            import encodings.idna  # noqa: F401
+
+            self.records = RequestRecords(self.schedule, 0)  # epoch set at the anchor
+
+            gc.collect()
+            gc.freeze()
+            # Anchor the time base. With start_at we sleep to just before the boundary and
+            # define the boundary itself as offset 0; the dispatcher's spin does the rest.
+            if cfg.start_at is not None:
+                start_ns = int(round(cfg.start_at * 1e9))
+                lead = start_ns - time.time_ns()
+                if lead < 0:
+                    raise InputError(
+                        Problem(f"start_at is {-lead / 1e9:.3f} s in the past", path="start_at"),
+                        hint="the controller must give the generator time to start",
+                    )
+                epoch0 = start_ns
+                self.mono0 = time.perf_counter_ns() + (start_ns - time.time_ns())
+            else:
+                epoch0 = time.time_ns()
+                self.mono0 = time.perf_counter_ns()
+            self.records.epoch_ns = epoch0
+            started = time.time()
+            dispatcher = asyncio.get_running_loop().create_task(self._dispatch())
+            stopper = asyncio.get_running_loop().create_task(self.stop.wait())
+            await asyncio.wait({dispatcher, stopper}, return_when=asyncio.FIRST_COMPLETED)
+            if not dispatcher.done():
+                self.stopped_at_ns = self.now()
+                dispatcher.cancel()
+                self.log(f"stopping: no new requests; waiting up to {cfg.timeout:g} s for {self.in_flight} in flight")
+            stopper.cancel()
+            await asyncio.gather(dispatcher, stopper, return_exceptions=True)
+            if self.tasks:
+                # Each request ends by itself within ``timeout``; the margin covers the
+                # last timer tick. Whatever is left after that is cancelled and recorded.
+                _, pending = await asyncio.wait(set(self.tasks), timeout=cfg.timeout + 1.0)
+                for task in pending:
+                    task.cancel()
+                if pending:
+                    await asyncio.gather(*pending, return_exceptions=True)
+            ended = time.time()
+        finally:
+            gc.unfreeze()
+            await self.session.close()
+            if metrics_runner is not None:
+                await metrics_runner.cleanup()
+        return {"started_at": started, "ended_at": ended, "metrics_listen": metrics_at}
+
+
+async def run_workload(
+    cfg: WorkloadConfig,
+    *,
+    stop: asyncio.Event | None = None,
+    handle_signals: bool = False,
+    log: Callable[[str], None] | None = None,
+) -> RunResult:
+    """Run one workload to the end (or until ``stop`` is set); write records; judge it.
+
+    With ``handle_signals`` SIGTERM and SIGINT set ``stop``: no new requests, in-flight ones
+    get up to ``timeout``, and the records and summary are still written.
+    """
+    log = log or (lambda msg: print(f"grayctl.workload: {msg}", file=sys.stderr, flush=True))
+    schedule = make_schedule(
+        seed=cfg.seed, rate=cfg.rate, arrival=cfg.arrival, mix=cfg.mix, duration=cfg.duration
+    )
+    stop = stop or asyncio.Event()
+    loop = asyncio.get_running_loop()
+    signals: list[signal.Signals] = []
+    received: list[str] = []
+    if handle_signals:
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            def on_signal(sig: signal.Signals = sig) -> None:
+                received.append(sig.name)
+                stop.set()
+            loop.add_signal_handler(sig, on_signal)
+            signals.append(sig)
+    gen = _Generator(cfg, schedule, stop, log)
+    log(
+        f"{len(schedule)} requests scheduled over {cfg.duration:g} s "
+        f"({cfg.arrival}, target {cfg.rate:g}/s, seed {cfg.seed})"
+    )
+    try:
+        times = await gen.run()
+    finally:
+        for sig in signals:
+            loop.remove_signal_handler(sig)
+    assert gen.records is not None
+    interrupted = received[0] if received else ("stop" if gen.stopped_at_ns is not None else None)
+    summary = summarize_run(cfg, schedule, gen.records, stopped_at_ns=gen.stopped_at_ns, interrupted=interrupted)
+    summary.update(times)
+    if cfg.records_path:
+        write_records(gen.records, cfg.records_path)
+        summary["records_path"] = cfg.records_path
+    if cfg.summary_path:
+        p = Path(cfg.summary_path)
+        p.parent.mkdir(parents=True, exist_ok=True)
+        p.write_text(json.dumps(summary, indent=2) + "\n")
+    return RunResult(summary, schedule, gen.records)
+
+
+# -- the verdict ---------------------------------------------------------------------------
+
+
+def summarize_run(
+    cfg: WorkloadConfig,
+    schedule: Schedule,
+    records: RequestRecords,
+    *,
+    stopped_at_ns: int | None = None,
+    interrupted: str | None = None,
+) -> dict[str, Any]:
+    """Target vs achieved rate, send error, latency summaries, and the validity verdict.
+
+    Achieved rate = requests sent / the span they took, where the span is the schedule's
+    window (``duration``, or up to the stop) or, if the generator was still launching
+    after it, up to the last launch. It is compared with the rate *the schedule holds* in
+    that window (for Poisson the draw's own rate, so sampling noise is not a failure).
+    """
+    c = records.columns()
+    sent = records.launched
+    window_ns = int(cfg.duration * 1e9) if stopped_at_ns is None else max(1, stopped_at_ns)
+    expected = len(schedule) if stopped_at_ns is None else schedule.count_before(window_ns + 1)
+    last_actual = int(c["actual"].max()) if sent else 0
+    span_ns = max(window_ns, last_actual)
+    expected_rate = expected / (window_ns / 1e9)
+    achieved_rate = sent / (span_ns / 1e9)
+    rate_error_pct = (achieved_rate - expected_rate) / expected_rate * 100.0 if expected_rate else 0.0
+    send_err = c["send_error"]
+    # Exact percentile (not HdrHistogram) because the verdict depends on it.
+    send_p99_ms = float(np.percentile(send_err, 99)) / 1e6 if sent else 0.0
+
+    reasons: list[str] = []
+    b = cfg.keep_up_bound
+    if abs(rate_error_pct) > b.rate_pct:
+        reasons.append(
+            f"achieved rate {achieved_rate:.2f}/s is {rate_error_pct:+.2f}% off the scheduled "
+            f"{expected_rate:.2f}/s (bound ±{b.rate_pct:g}%)"
+        )
+    if send_p99_ms > b.send_error_p99_ms:
+        reasons.append(f"send-error p99 {send_p99_ms:.3f} ms exceeds the {b.send_error_p99_ms:g} ms bound")
+    if interrupted:
+        reasons.append(f"stopped early ({interrupted}) after {window_ns / 1e9:.3f} s: {sent} of {len(schedule)} scheduled requests sent")
+
+    names = schedule.type_names
+    kinds = c["kind_index"]
+    status = c["status"]
+    errors = {ERROR_KINDS[k]: int(v) for k, v in zip(*np.unique(kinds, return_counts=True)) if k}
+    statuses = {str(int(k)) if k else "none": int(v) for k, v in zip(*np.unique(status, return_counts=True))}
+    by_type: dict[str, Any] = {}
+    for ti, name in enumerate(names):
+        sel = c["type_index"] == ti
+        tk = kinds[sel]
+        by_type[name] = {
+            "sent": int(sel.sum()),
+            "errors": {ERROR_KINDS[k]: int(v) for k, v in zip(*np.unique(tk, return_counts=True)) if k},
+            "latency_ms": {
+                "corrected": summarize_latency(c["latency_corrected"][sel]),
+                "uncorrected": summarize_latency(c["latency_uncorrected"][sel]),
+            },
+        }
+    return {
+        "valid": not reasons,
+        "reason": "; ".join(reasons) or None,
+        "complete": interrupted is None,
+        "interrupted": interrupted,
+        "schedule": {
+            "seed": schedule.seed,
+            "arrival": schedule.arrival,
+            "rate": schedule.rate,
+            "duration": schedule.duration,
+            "scheduled": len(schedule),
+            "sha256": schedule.to_digest(),
+        },
+        "target_rate": cfg.rate,
+        "scheduled_rate": round(expected_rate, 4),
+        "achieved_rate": round(achieved_rate, 4),
+        "rate_error_pct": round(rate_error_pct, 4),
+        "sent": sent,
+        "send_error_ms": summarize_latency(send_err) | {"p99_exact": round(send_p99_ms, 4)},
+        "latency_ms": {
+            "corrected": summarize_latency(c["latency_corrected"]),
+            "uncorrected": summarize_latency(c["latency_uncorrected"]),
+        },
+        "errors": errors,
+        "status": statuses,
+        "by_type": by_type,
+        "keep_up_bound": vars(cfg.keep_up_bound).copy(),
+        "pid": os.getpid(),
+    }
+
+
+class RunInvalid(StepFailed):
+    """The generator could not keep to its schedule: its latencies do not mean what they say."""
+
+    title = "workload run invalid"

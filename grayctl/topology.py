@@ -4,7 +4,13 @@ Map:
   load_topology(name_or_path)  -> Topology     read + validate (InputError on any problem)
   find_topology(name)          -> Path         a bare name -> topologies/<name>.yaml
   list_topologies()            -> [(name, path, summary)]
-  validate_topology(data, positions, file) -> Topology   validate already-loaded data
+  validate_topology(data, positions, file, path) -> Topology   validate already-loaded data
+
+The application may live in its own file: ``application: {from: apps/social-network.yaml}``
+(relative to the topology file, same directory or below, one level deep). gen1/gen2/gen3 share
+one such file, so their per-request work is identical by construction. Problems inside the
+application file are reported with that file's name, line and column, plus one problem at the
+``from:`` line of the topology that included it.
 
 The model (pure data, frozen dataclasses):
   Topology
@@ -12,7 +18,8 @@ The model (pure data, frozen dataclasses):
       Endpoint(work: cpu Dist + response_size + store_ops, calls: [Call | Parallel])
     requests:   {request-type: RequestType(entry "component.endpoint", mix Percent)}
     services:   {service: Service(components, slots, replicas, port, metrics_port)}
-  with service_of(component), resolve_target(name), slots(), call_tree(entry).
+  with service_of(component), resolve_target(name), slots(), calls(), call_tree(entry);
+  application_file: the file the application came from (None when inline).
 
 The file format is documented in docs/topology-format.md. Component and
 endpoint names use ``[a-z0-9][a-z0-9_-]*`` (no dots) so that ``component.endpoint``
@@ -21,6 +28,7 @@ is unambiguous.
 
 from __future__ import annotations
 
+import os
 import re
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -55,21 +63,21 @@ except ImportError:  # pragma: no cover
     TOPOLOGIES_DIR = Path(__file__).resolve().parents[1] / "topologies"
 
 __all__ = [
-    "Dist",
+    "TOPOLOGIES_DIR",
     "Call",
-    "Parallel",
-    "Endpoint",
-    "Store",
-    "Concurrency",
     "Component",
+    "Concurrency",
+    "Dist",
+    "Endpoint",
+    "Parallel",
     "RequestType",
     "Service",
+    "Store",
     "Topology",
-    "load_topology",
     "find_topology",
     "list_topologies",
+    "load_topology",
     "validate_topology",
-    "TOPOLOGIES_DIR",
 ]
 
 PART_RE = re.compile(r"\A[a-z0-9][a-z0-9_-]{0,62}\Z")
@@ -84,6 +92,8 @@ DEFAULT_QUEUE = 128
 DEFAULT_PORT_BASE = 8100
 DEFAULT_METRICS_PORT_BASE = 9100
 DEFAULT_CACHE_LATENCY = "100us"
+APP_FILE_KEYS = ("name", "description", "defaults", "components", "requests")
+APP_REF_RE = re.compile(r"\A[A-Za-z0-9_][A-Za-z0-9._-]*(/[A-Za-z0-9_][A-Za-z0-9._-]*)*\.ya?ml\Z")
 
 
 # -- model ----------------------------------------------------------------------
@@ -243,6 +253,7 @@ class Topology:
     services: dict[str, Service]
     path: Path | None = None
     _service_of: dict[str, str] = field(default_factory=dict, repr=False, compare=False)
+    application_file: Path | None = None
 
     # -- what the plan builder needs ---------------------------------------------
     def slots(self) -> list[str]:
@@ -291,6 +302,15 @@ class Topology:
         comp, ep = target.split(".", 1)
         return self.components[comp].endpoints[ep]
 
+    def calls(self) -> Iterator[tuple[str, int, Call, bool]]:
+        """Every call of the application: (caller ``component.endpoint``, step number from 1, call, parallel)."""
+        for cname, comp in self.components.items():
+            for ename, ep in comp.endpoints.items():
+                for i, step in enumerate(ep.calls, start=1):
+                    calls, par = (step.calls, True) if isinstance(step, Parallel) else ((step,), False)
+                    for c in calls:
+                        yield f"{cname}.{ename}", i, c, par
+
     def call_tree(self, entry: str) -> Iterator[tuple[int, str, Call | None, bool]]:
         """Walk the call graph from ``entry`` depth-first.
 
@@ -312,7 +332,8 @@ class Topology:
                 f"{len(self.slots())} slots, requests: {', '.join(self.requests)}")
 
     def to_dict(self) -> dict[str, Any]:
-        return {
+        """Plain JSON data, the application always inline (resolved); ``application_file`` says where it came from."""
+        out: dict[str, Any] = {
             "name": self.name,
             "description": self.description,
             "application": {
@@ -322,6 +343,12 @@ class Topology:
             "services": {n: s.to_dict() for n, s in self.services.items()},
             "slots": self.slots(),
         }
+        if self.application_file is not None:
+            shown = self.application_file
+            if self.path is not None and shown.resolve().is_relative_to(self.path.resolve().parent):
+                shown = shown.resolve().relative_to(self.path.resolve().parent)
+            out["application_file"] = str(shown)
+        return out
 
 
 # -- finding and loading --------------------------------------------------------------
@@ -424,14 +451,32 @@ def _parse_dist(ck: Checker, raw: Any, path: FieldPath) -> Dist | None:
 
 
 class _TopologyValidator:
+    """Validates one topology file (and the application file it includes, if any).
+
+    Two checkers: ``topo_ck`` for the topology file, ``app_ck`` for the file holding the
+    application (the same checker when the application is inline). ``self.ck`` is whichever
+    file is being walked, and ``self.app_root`` the field path of the application in it.
+    """
+
     def __init__(self, data: dict[str, Any], positions: Positions, file: str, path: Path | None) -> None:
         self.data = data
-        self.ck = Checker(file, positions)
+        self.topo_ck = Checker(file, positions)
+        self.app_ck = self.topo_ck
+        self.ck = self.topo_ck
+        self.app_root: FieldPath = ("application",)
+        self.app_file: Path | None = None
+        self.app_display: str | None = None
         self.path = path
         self.file = file
 
     def run(self) -> Topology:
-        ck = self.ck
+        ck = self.topo_ck
+        if isinstance(self.data, dict) and "application" not in self.data and "components" in self.data:
+            raise InputError(Problem(
+                "this is an application file (components and requests), not a topology",
+                file=self.file, line=1, column=1,
+                expected="a topology that includes it: application: {from: <this file>}, plus decomposition "
+                         "and placement"))
         top = ck.mapping(self.data, (), allowed=("name", "description", "defaults", "application",
                                                  "decomposition", "placement", "ports"),
                          required=("application", "decomposition", "placement"))
@@ -441,15 +486,105 @@ class _TopologyValidator:
         if name is None:
             name = stem if re.match(r"\A[a-z0-9][a-z0-9._-]{0,62}\Z", stem) else "topology"
         description = ck.field(top, (), "description", parse_text, "")
-        self._defaults(top.get("defaults"))
-        components = self._components(top.get("application"))
-        requests = self._requests(top.get("application"), components)
-        services = self._services(top, components)
-        if not ck.problems:
+        app_raw = top.get("application")
+        walk_app = "application" in top
+        if isinstance(app_raw, dict) and "from" in app_raw:
+            if "defaults" in top:
+                ck.problem(("defaults",), "'defaults' next to 'application: {from: ...}': defaults belong in the "
+                           "application file, so every decomposition of it gets the same timeouts and pools",
+                           at_key=True, expected="a 'defaults' block in the application file")
+            app_raw = self._include(app_raw)
+            walk_app = app_raw is not None
+        else:
+            self._defaults(top.get("defaults"))
+        components: dict[str, Component] = {}
+        requests: dict[str, RequestType] = {}
+        if walk_app:
+            self.ck = self.app_ck
+            if self.app_ck is not self.topo_ck and isinstance(app_raw, dict):
+                self.ck.field(app_raw, (), "name", lambda v: parse_identifier(v, what="application name"), None)
+                self.ck.field(app_raw, (), "description", parse_text, "")
+                self._defaults(app_raw.get("defaults"))
+            components = self._components(app_raw)
+            requests = self._requests(app_raw, components)
+            self.ck = self.topo_ck
+        # Without a readable application every component name would be "unknown": say nothing more.
+        services = self._services(top, components) if walk_app else {}
+        if not self.topo_ck.problems and not self.app_ck.problems:
+            self.ck = self.app_ck
             self._check_cycles(components)
-        ck.raise_if_problems()
+            self.ck = self.topo_ck
+        self._raise_if_problems()
         service_of = {c: s.name for s in services.values() for c in s.components}
-        return Topology(name, description or "", components, requests, services, self.path, service_of)
+        return Topology(name, description or "", components, requests, services, self.path, service_of,
+                        self.app_file)
+
+    def _raise_if_problems(self) -> None:
+        """One InputError: the topology's problems (by line), then the application file's."""
+        app = [] if self.app_ck is self.topo_ck else self.app_ck.problems
+        if app:
+            self.topo_ck.problem(("application", "from"), f"application file {self.app_display} has "
+                                 f"{len(app)} problem(s), listed below",
+                                 expected="a valid application file (components, requests, optional defaults)")
+        if not self.topo_ck.problems:
+            return
+        raise InputError(sorted(self.topo_ck.problems, key=_by_position) + sorted(app, key=_by_position))
+
+    # application: {from: apps/x.yaml}
+    def _include(self, app_raw: dict[str, Any]) -> dict[str, Any] | None:
+        """Load the application file named by ``application.from``; None (problem recorded) when it can't be."""
+        ck = self.topo_ck
+        fpath: FieldPath = ("application", "from")
+        for key in app_raw:
+            if key != "from":
+                ck.problem(("application", key), f"'{key}' next to 'from': the application comes either from "
+                           "a file or inline, not both", at_key=True,
+                           expected="application: {from: apps/<name>.yaml} alone, or components and requests inline")
+        rel = ck.convert(app_raw["from"], fpath, _parse_app_ref)
+        if rel is None:
+            return None
+        topo_file = self.path if self.path is not None else Path(self.file)
+        base = topo_file.parent
+        target = base / rel
+        shown = os.path.normpath(os.path.join(os.path.dirname(self.file), rel))
+        if not target.resolve().is_relative_to(base.resolve()):
+            ck.problem(fpath, f"application file {rel!r} resolves outside the topology's directory "
+                       f"(through a symbolic link): {target.resolve()}",
+                       expected="a file in the topology's directory or below it")
+            return None
+        if target.resolve() == topo_file.resolve():
+            ck.problem(fpath, f"include cycle: {topo_file.name} takes its application from itself",
+                       expected="a separate application file (components and requests)")
+            return None
+        if not target.is_file():
+            folder = target.parent
+            files = {p.stem: p.name for p in folder.glob("*.y*ml")} if folder.is_dir() else {}
+            near = suggest(target.stem, files)
+            ck.problem(fpath, f"application file {rel!r} not found (looked for {shown})",
+                       expected="an existing YAML file, relative to the topology file",
+                       suggestion=str(Path(rel).parent / files[near]) if near else None)
+            return None
+        self.app_file = target
+        self.app_display = shown
+        try:
+            data, positions = load_yaml_document(shown if Path(shown).resolve() == target.resolve() else target)
+        except InputError as err:
+            self.app_ck = Checker(shown)
+            self.app_ck.problems.extend(err.problems)
+            return None
+        self.app_ck = Checker(shown, positions)
+        self.app_root = ()
+        if "from" in data:
+            self.app_ck.problem(("from",), "an application file cannot itself use 'from': includes are one level "
+                                "deep (which also rules out include cycles)", at_key=True,
+                                expected="components and requests written out in this file")
+            return None
+        if any(k in data for k in ("decomposition", "placement", "application")):
+            self.app_ck.problem((), f"{shown} is a topology file, not an application file",
+                                expected="a file with components and requests (and optional name, "
+                                         "description, defaults)")
+            return None
+        return data
 
     # defaults: {call: {timeout, retries, backoff}, concurrency: {workers, queue}}
     def _defaults(self, raw: Any) -> None:
@@ -480,12 +615,13 @@ class _TopologyValidator:
 
     def _components(self, app_raw: Any) -> dict[str, Component]:
         ck = self.ck
-        app = ck.mapping(app_raw, ("application",), allowed=("components", "requests"),
-                         required=("components", "requests"))
+        allowed = ("components", "requests") if self.app_root else APP_FILE_KEYS
+        app = ck.mapping(app_raw, self.app_root, allowed=allowed, required=("components", "requests"),
+                         what="a mapping with components and requests")
         if app is None or "components" not in app:
             return {}
         comps_raw = app["components"]
-        path = ("application", "components")
+        path = self.app_root + ("components",)
         if not isinstance(comps_raw, dict) or not comps_raw:
             ck.problem(path, "expected a non-empty mapping of components", expected="{component-name: {endpoints: ...}}")
             return {}
@@ -586,6 +722,7 @@ class _TopologyValidator:
 
     def _call(self, raw: Any, path: FieldPath, comps: list[str]) -> Call | None:
         ck = self.ck
+        m: dict[str, Any] | None
         if isinstance(raw, str):
             raw_target, m = raw, {}
             tpath = path
@@ -626,7 +763,7 @@ class _TopologyValidator:
         ck = self.ck
         if not isinstance(app_raw, dict) or "requests" not in app_raw:
             return {}
-        path = ("application", "requests")
+        path = self.app_root + ("requests",)
         raw = app_raw["requests"]
         if not isinstance(raw, dict) or not raw:
             ck.problem(path, "expected a non-empty mapping of request types",
@@ -684,7 +821,8 @@ class _TopologyValidator:
             ok: list[str] = []
             for i, comp in enumerate(seq):
                 if not isinstance(comp, str) or comp not in comp_names:
-                    ck.problem(sp + (i,), f"unknown component {comp!r}", expected="a component of application.components",
+                    where = f"the application in {self.app_display}" if self.app_display else "application.components"
+                    ck.problem(sp + (i,), f"unknown component {comp!r}", expected=f"a component of {where}",
                                suggestion=suggest(comp, comp_names) if isinstance(comp, str) else None)
                     continue
                 if comp in owner:
@@ -768,7 +906,7 @@ class _TopologyValidator:
 
         def edges(target: str) -> list[tuple[int, int | None, Call]]:
             comp, ep = target.split(".")
-            out = []
+            out: list[tuple[int, int | None, Call]] = []
             for i, step in enumerate(components[comp].endpoints[ep].calls):
                 if isinstance(step, Parallel):
                     out += [(i, j, c) for j, c in enumerate(step.calls)]
@@ -786,7 +924,7 @@ class _TopologyValidator:
                 if state.get(nxt) == 1:
                     cycle = stack[stack.index(nxt):] + [nxt]
                     comp, ep = target.split(".")
-                    path: FieldPath = ("application", "components", comp, "endpoints", ep, "calls", i)
+                    path: FieldPath = self.app_root + ("components", comp, "endpoints", ep, "calls", i)
                     if j is not None:
                         path += ("parallel", j)
                     self.ck.problem(path, "call cycle: " + " -> ".join(cycle),
@@ -803,6 +941,25 @@ class _TopologyValidator:
                 t = f"{cname}.{ename}"
                 if state.get(t) is None and visit(t):
                     return
+
+
+def _by_position(problem: Problem) -> tuple[int, int]:
+    return problem.line or 0, problem.column or 0
+
+
+def _parse_app_ref(value: Any) -> str:
+    """``application.from``: a relative path to a .yaml file in the topology's directory or below."""
+    form = "a relative path to a .yaml file in the topology's directory or below, e.g. apps/social-network.yaml"
+    if not isinstance(value, str):
+        raise ValueProblem(f"expected a file path, got {type(value).__name__}", form)
+    if value.startswith("/"):
+        raise ValueProblem(f"{value!r} is an absolute path", form)
+    if ".." in value.split("/"):
+        raise ValueProblem(f"{value!r} leaves the topology's directory ('..'); an application file must sit "
+                           "beside the topology or below it", form)
+    if not APP_REF_RE.match(value):
+        raise ValueProblem(f"{value!r} is not a plain relative .yaml path", form)
+    return value
 
 
 def _with_ep(comp: str | None, ep: str | None) -> str | None:

@@ -3,16 +3,23 @@
 from __future__ import annotations
 
 import re
+import shutil
+import subprocess
 import textwrap
 from pathlib import Path
 
 import pytest
+from click.testing import CliRunner
 
-from grayctl.errors import InputError
+from grayctl.cli import cli
+from grayctl.errors import InputError, LabError
+from grayctl.graph import to_dot, to_image
 from grayctl.source import ValueProblem
 from grayctl.topology import Call, Parallel, list_topologies, load_topology
 
 ROOT = Path(__file__).resolve().parents[2]
+CORPUS = ROOT / "tests" / "corpus" / "topologies"
+GENERATIONS = ("gen1-monolith", "gen2-coarse", "gen3-disaggregated")
 SOCIAL = ["nginx-frontend", "compose-post-service", "text-service", "url-shorten-service", "user-mention-service",
           "user-service", "media-service", "unique-id-service", "post-storage-service", "user-timeline-service",
           "home-timeline-service", "social-graph-service"]
@@ -84,10 +91,199 @@ def test_defaults_apply_to_calls_and_concurrency() -> None:
     assert t.services["monolith"].port == 8200
 
 
-def test_list_topologies_names_every_shipped_file() -> None:
-    names = [n for n, _, _ in list_topologies()]
-    assert {"three-tier", "gen3-disaggregated"} <= set(names)
-    assert all(not s.startswith("INVALID") for _, _, s in list_topologies())
+def test_list_topologies_names_every_shipped_file_and_no_application_file() -> None:
+    items = list_topologies()
+    names = [n for n, _, _ in items]
+    assert {"three-tier", *GENERATIONS} <= set(names)
+    assert all(not s.startswith("INVALID") for _, _, s in items)
+    assert "social-network" not in names and all(p.parent.name != "apps" for _, p, _ in items)
+
+
+# -- one application, three decompositions ------------------------------------------------
+
+def test_the_three_generations_do_the_same_work_per_request_and_differ_only_in_decomposition() -> None:
+    gens = [load_topology(g) for g in GENERATIONS]
+    app = ROOT / "topologies" / "apps" / "social-network.yaml"
+    for t in gens:
+        assert t.application_file is not None and t.application_file.resolve() == app.resolve()
+        assert list(t.components) == SOCIAL
+        assert t.to_dict()["application_file"] == "apps/social-network.yaml"
+    first = gens[0]
+    for t in gens[1:]:
+        assert t.components == first.components  # endpoints, work, calls, timeouts, retries, pools, stores
+        assert t.requests == first.requests
+        assert t.to_dict()["application"] == first.to_dict()["application"]
+    assert [len(t.services) for t in gens] == [1, 4, 12]
+    assert len({tuple(t.services) for t in gens}) == 3
+
+
+def test_gen1_is_one_service_on_one_slot_with_every_call_in_process() -> None:
+    t = load_topology("gen1-monolith")
+    assert list(t.services) == ["monolith"] and t.slots() == ["app1"]
+    assert t.resolve_target("social-graph-service") == "monolith"
+    assert not t.is_network_hop("social-graph-service")
+
+
+def test_gen2_cuts_the_application_along_its_request_paths() -> None:
+    t = load_topology("gen2-coarse")
+    assert {n: s.components for n, s in t.services.items()} == {
+        "frontend": ("nginx-frontend",),
+        "write-path": ("compose-post-service", "text-service", "url-shorten-service", "user-mention-service",
+                       "media-service", "unique-id-service"),
+        "read-path": ("post-storage-service", "user-timeline-service", "home-timeline-service"),
+        "user-graph": ("user-service", "social-graph-service"),
+    }
+    assert t.resolve_target("social-graph-service") == "user-graph"
+
+
+
+def _network_hops(t: object, request: str) -> int:
+    """Calls of one request that cross the network (caller and callee in different services)."""
+    from grayctl.topology import Topology
+
+    assert isinstance(t, Topology)
+    hops, services = 0, []
+    for depth, target, _call, _ in t.call_tree(t.requests[request].entry):
+        svc = t.service_of(target.split(".")[0])
+        del services[depth:]
+        hops += bool(services) and services[-1] != svc
+        services.append(svc)
+    return hops
+
+
+def test_network_hops_per_request_grow_from_gen1_to_gen3() -> None:
+    hops = {g: {r: _network_hops(load_topology(g), r) for r in ("compose-post", "read-home-timeline",
+                                                               "read-user-timeline")} for g in GENERATIONS}
+    assert hops == {
+        "gen1-monolith": {"compose-post": 0, "read-home-timeline": 0, "read-user-timeline": 0},
+        "gen2-coarse": {"compose-post": 6, "read-home-timeline": 1, "read-user-timeline": 1},
+        "gen3-disaggregated": {"compose-post": 11, "read-home-timeline": 2, "read-user-timeline": 2},
+    }
+
+
+def test_gen3_service_names_are_component_names_so_fault_targets_resolve() -> None:
+    t = load_topology("gen3-disaggregated")
+    assert list(t.services) == SOCIAL
+    assert t.resolve_target("social-graph-service") == "social-graph-service"
+    assert t.is_network_hop("social-graph-service")
+
+
+def test_storage_like_components_model_a_cached_or_plain_store() -> None:
+    t = load_topology("gen3-disaggregated")
+    storage = ["post-storage-service", "user-timeline-service", "home-timeline-service", "social-graph-service",
+               "url-shorten-service", "user-service"]
+    assert all(t.components[c].store is not None for c in storage)
+    assert all(t.components[c].store.cache_hit_ratio is not None  # type: ignore[union-attr]
+               for c in storage if c != "url-shorten-service")
+    assert t.components["media-service"].store is None and t.components["unique-id-service"].store is None
+
+
+# -- application files: errors point into the right file ----------------------------------
+
+def test_a_problem_in_the_application_file_names_that_file_and_line(tmp_path: Path) -> None:
+    with pytest.raises(InputError) as info:
+        load_topology(CORPUS / "bad" / "app-file-with-errors.yaml")
+    problems = info.value.problems
+    assert problems[0].file is not None and problems[0].file.endswith("app-file-with-errors.yaml")
+    assert problems[0].line == 3 and problems[0].path == "application.from"
+    app = [p for p in problems if p.file and p.file.endswith("apps/broken-app.yaml")]
+    assert len(app) == 1 and app[0].line == 8 and app[0].path == "components.front.endpoints.post.calls[0]"
+    assert app[0].suggestion == "text-service.process"
+
+
+def test_a_yaml_syntax_error_in_the_application_file_is_reported_there(tmp_path: Path) -> None:
+    (tmp_path / "apps").mkdir()
+    (tmp_path / "apps" / "app.yaml").write_text("components:\n  web: {endpoints: [\n")
+    topo = _write(tmp_path, """\
+        application: {from: apps/app.yaml}
+        decomposition: {web: [web]}
+        placement: {web: {slots: [app1]}}
+        """)
+    with pytest.raises(InputError) as info:
+        load_topology(topo)
+    files = [(Path(p.file or "").name, p.line) for p in info.value.problems]
+    assert files[0] == ("t.yaml", 1)
+    assert files[1][0] == "app.yaml" and files[1][1] is not None
+    assert "YAML syntax error" in info.value.problems[1].message
+
+
+def test_a_symbolic_link_out_of_the_topology_directory_is_refused(tmp_path: Path) -> None:
+    outside = tmp_path / "outside.yaml"
+    outside.write_text("components: {web: {endpoints: {page: {}}}}\nrequests: {p: {entry: web.page, mix: 100%}}\n")
+    (tmp_path / "topos").mkdir()
+    (tmp_path / "topos" / "app.yaml").symlink_to(outside)
+    topo = _write(tmp_path / "topos", """\
+        application: {from: app.yaml}
+        decomposition: {web: [web]}
+        placement: {web: {slots: [app1]}}
+        """)
+    with pytest.raises(InputError) as info:
+        load_topology(topo)
+    assert "outside the topology's directory" in info.value.problems[0].message
+
+
+def test_an_experiment_reports_problems_of_the_application_its_topology_includes(tmp_path: Path) -> None:
+    from grayctl.experiment import load_experiment
+
+    exp = _write(tmp_path, f"topology: {CORPUS / 'bad' / 'app-file-with-errors.yaml'}\n", "exp.yaml")
+    with pytest.raises(InputError) as info:
+        load_experiment(exp)
+    assert any(p.file and p.file.endswith("apps/broken-app.yaml") and p.line == 8 for p in info.value.problems)
+
+
+def test_an_application_file_given_as_a_topology_says_what_it_is() -> None:
+    with pytest.raises(InputError) as info:
+        load_topology(ROOT / "topologies" / "apps" / "social-network.yaml")
+    assert "application file" in info.value.problems[0].message
+
+
+# -- graph --------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("name", [*GENERATIONS, "three-tier"])
+def test_dot_has_a_cluster_per_service_and_one_edge_per_call(name: str) -> None:
+    t = load_topology(name)
+    dot = to_dot(t)
+    assert dot.startswith(f'digraph "{name}" {{') and dot.rstrip().endswith("}")
+    assert dot.count("{") == dot.count("}")
+    clusters = re.findall(r'subgraph "cluster_([^"]+)"', dot)
+    assert clusters == list(t.services)
+    for svc in t.services.values():
+        block = dot.split(f'subgraph "cluster_{svc.name}"', 1)[1].split("\n  }", 1)[0]
+        assert re.findall(r'"component:([^"]+)" \[', block) == list(svc.components)
+    edges = [line for line in dot.splitlines() if " -> " in line]
+    calls = list(t.calls())
+    assert len([e for e in edges if 'comment="entry"' in e]) == len(t.requests)
+    call_edges = [e for e in edges if 'comment="network"' in e or 'comment="in-process"' in e]
+    assert len(call_edges) == len(calls)
+    network = sum(t.service_of(caller.split(".")[0]) != t.service_of(c.component) for caller, _, c, _ in calls)
+    assert sum('comment="network"' in e for e in call_edges) == network
+    assert sum("∥" in e for e in call_edges) == sum(par for _, _, _, par in calls)
+    if shutil.which("dot"):
+        done = subprocess.run(["dot", "-Tsvg"], input=dot.encode(), capture_output=True, timeout=60, check=False)
+        assert done.returncode == 0, done.stderr.decode()
+        assert b"<svg" in done.stdout
+
+
+def test_dot_styles_in_process_calls_apart_from_network_calls() -> None:
+    gen1, gen3 = to_dot(load_topology("gen1-monolith")), to_dot(load_topology("gen3-disaggregated"))
+    assert 'comment="network"' not in gen1 and "in-process" in gen1 and 'style="dashed"' in gen1
+    assert 'comment="in-process"' not in gen3
+    assert "timeout 100ms, 2 retries (backoff 5ms)" in gen3  # compose -> unique-id, on its edge
+
+
+def test_graph_command_writes_dot_and_refuses_images_without_graphviz(tmp_path: Path,
+                                                                       monkeypatch: pytest.MonkeyPatch) -> None:
+    runner = CliRunner()
+    out = tmp_path / "g.dot"
+    result = runner.invoke(cli, ["topology", "graph", "gen2-coarse", "-o", str(out)], obj={})
+    assert result.exit_code == 0, result.output
+    assert out.read_text().startswith('digraph "gen2-coarse"')
+    monkeypatch.setattr(shutil, "which", lambda _name: None)
+    with pytest.raises(LabError) as info:
+        to_image("digraph {}", "svg")
+    assert "install graphviz" in (info.value.hint or "")
+    result = runner.invoke(cli, ["topology", "graph", "gen2-coarse", "-o", str(tmp_path / "g.svg")], obj={})
+    assert result.exit_code == 3 and "not installed" in result.output
 
 
 def test_unknown_topology_name_suggests_the_closest() -> None:
@@ -138,7 +334,12 @@ def test_to_dict_is_plain_json_data() -> None:
 
 def test_topology_examples_in_the_docs_validate(tmp_path: Path) -> None:
     text = (ROOT / "docs" / "topology-format.md").read_text()
-    blocks = [b for b in re.findall(r"```yaml\n(.*?)```", text, flags=re.S) if b.startswith("# file: topology")]
-    assert blocks
-    for i, block in enumerate(blocks):
+    blocks = re.findall(r"```yaml\n(.*?)```", text, flags=re.DOTALL)
+    for block in blocks:  # application files first: topology examples may include them
+        if m := re.match(r"# file: application (\S+)\n", block):
+            (tmp_path / m.group(1)).parent.mkdir(parents=True, exist_ok=True)
+            (tmp_path / m.group(1)).write_text(block)
+    topologies = [b for b in blocks if b.startswith("# file: topology")]
+    assert len(topologies) >= 3
+    for i, block in enumerate(topologies):
         load_topology(_write(tmp_path, block, f"example{i}.yaml"))

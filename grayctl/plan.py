@@ -1,0 +1,224 @@
+"""The run plan: experiment + topology + lab -> an ordered list of steps. Pure data.
+
+Map:
+  build_plan(experiment, lab) -> Plan     bind topology slots to lab nodes, faults to nodes and
+                                          interfaces, the schedule to time windows
+  Plan.to_dict()                          what ``grayctl plan --json`` prints
+  Step                                    one playbook + hosts + extra vars + time window
+
+Binding rule: the topology's placement *slots* (in order of first use) are bound to the lab's
+``app`` nodes in order, so the same experiment gives the same binding on every run. A fault's
+target is resolved to the nodes of every replica of the service that hosts it, on the data
+interface and the service's port. Nothing here touches a host; ``grayctl run`` executes ``steps``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from grayctl.errors import InputError, Problem
+from grayctl.experiment import Experiment, Fault
+from grayctl.labdef import LabDefinition
+from grayctl.paths import PLAYBOOKS_DIR
+
+# The network interface faults may touch on netns nodes; physical labs set it per host.
+DATA_IFACE = "data"
+NETWORK_LAYER = "network"
+
+
+@dataclass(frozen=True)
+class Step:
+    name: str
+    phase: str  # prepare | run | collect | teardown
+    playbook: str  # under playbooks/
+    hosts: str  # an inventory pattern
+    extravars: dict[str, Any]
+    at_s: float | None = None  # from the start of the run (workload start); None = as soon as possible
+    until_s: float | None = None
+    why: str = ""
+
+    @property
+    def available(self) -> bool:
+        """Whether the playbook exists in this version (later issues add deploy, faults, collection)."""
+        return (PLAYBOOKS_DIR / self.playbook).is_file()
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"name": self.name, "phase": self.phase, "playbook": self.playbook, "hosts": self.hosts,
+                "extravars": self.extravars, "at_s": self.at_s, "until_s": self.until_s,
+                "available": self.available, "why": self.why}
+
+
+@dataclass(frozen=True)
+class Replica:
+    service: str
+    index: int
+    slot: str
+    node: str
+    data_ip: str
+    mgmt_ip: str
+    port: int
+    metrics_port: int
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"service": self.service, "replica": self.index, "slot": self.slot, "node": self.node,
+                "data_ip": self.data_ip, "mgmt_ip": self.mgmt_ip, "port": self.port,
+                "metrics_port": self.metrics_port}
+
+
+@dataclass(frozen=True)
+class FaultTarget:
+    """Where one fault lands: the logical target resolved for this topology and lab."""
+
+    fault: Fault
+    service: str
+    nodes: tuple[str, ...]
+    interface: str | None  # network faults only
+    ports: tuple[int, ...]
+    peers: tuple[str, ...]  # resolved peer services, empty = all
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"id": self.fault.id, "type": self.fault.type, "target_service": self.fault.target_service,
+                "service": self.service, "nodes": list(self.nodes), "interface": self.interface,
+                "ports": list(self.ports), "peers": list(self.peers) or "all",
+                "window_s": [self.fault.start_s, self.fault.end_s], "backend": self.fault.backend}
+
+
+@dataclass(frozen=True)
+class Plan:
+    experiment: Experiment
+    lab: LabDefinition
+    binding: dict[str, str]  # slot -> node
+    replicas: tuple[Replica, ...]
+    faults: tuple[FaultTarget, ...]
+    steps: tuple[Step, ...]
+    phases: tuple[tuple[str, float, float], ...] = field(default=())
+
+    @property
+    def duration_s(self) -> float:
+        return self.experiment.schedule.total_s
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "experiment": self.experiment.to_dict(),
+            "lab": {"name": self.lab.name, "provider": self.lab.provider,
+                    "inventory": str(self.lab.inventory_path)},
+            "topology": self.experiment.topology.name,
+            "binding": dict(self.binding),
+            "replicas": [r.to_dict() for r in self.replicas],
+            "faults": [f.to_dict() for f in self.faults],
+            "phases": [{"phase": p, "start_s": s, "end_s": e} for p, s, e in self.phases],
+            "steps": [s.to_dict() for s in self.steps],
+        }
+
+
+def build_plan(experiment: Experiment, lab: LabDefinition) -> Plan:
+    """Resolve ``experiment`` against ``lab``; raise InputError when they cannot fit together."""
+    binding = _bind_slots(experiment, lab)
+    replicas = _replicas(experiment, lab, binding)
+    faults = tuple(_fault_target(f, experiment, replicas) for f in experiment.faults)
+    phases = tuple(experiment.schedule.phases())
+    return Plan(experiment, lab, binding, replicas, faults, _steps(experiment, lab, replicas, faults), phases)
+
+
+def _problem(experiment: Experiment, message: str, path: str, expected: str | None = None) -> Problem:
+    return Problem(message, file=str(experiment.source) if experiment.source else None, path=path,
+                   expected=expected)
+
+
+def _bind_slots(experiment: Experiment, lab: LabDefinition) -> dict[str, str]:
+    slots = experiment.topology.slots()
+    app_nodes = [n.name for n in lab.nodes if "app" in n.roles]
+    if len(slots) > len(app_nodes):
+        need = len(slots) + (len(lab.nodes) - len(app_nodes))
+        raise InputError(
+            _problem(experiment,
+                     f"topology {experiment.topology.name!r} places services on {len(slots)} node slots, "
+                     f"but lab {lab.name!r} has {len(app_nodes)} app node(s)", "topology",
+                     f"a lab with at least {len(slots)} app nodes"),
+            hint=f"grayctl lab up --nodes {need}  (or a topology with fewer slots)")
+    return dict(zip(slots, app_nodes))
+
+
+def _replicas(experiment: Experiment, lab: LabDefinition, binding: dict[str, str]) -> tuple[Replica, ...]:
+    by_name = {n.name: n for n in lab.nodes}
+    out = []
+    for svc in experiment.topology.services.values():
+        for i, slot in enumerate(svc.replica_slots()):
+            node = by_name[binding[slot]]
+            out.append(Replica(svc.name, i, slot, node.name, str(node.data_ip), str(node.mgmt_ip),
+                               svc.port, svc.metrics_port))
+    return tuple(out)
+
+
+def _fault_target(fault: Fault, experiment: Experiment, replicas: tuple[Replica, ...]) -> FaultTarget:
+    topo = experiment.topology
+    service = fault.service
+    network = fault.layer == NETWORK_LAYER
+    if network and not topo.is_network_hop(fault.target_service):
+        # Refuse rather than inject something else silently: in this decomposition the component's
+        # calls are in-process, so there is no packet to delay. (Issue 4 may add a mapped equivalent.)
+        raise InputError(_problem(
+            experiment,
+            f"{fault.target_service!r} runs in-process inside service {service!r} in topology "
+            f"{topo.name!r}, so a {fault.type} fault has no network hop to act on",
+            f"chaos_injections.{fault.id}.target_service",
+            f"the service {service!r} itself, or a process/cpu/memory fault"))
+    mine = [r for r in replicas if r.service == service]
+    peers: tuple[str, ...] = ()
+    if fault.scope.direction is not None and fault.scope.peers != "all":
+        peers = tuple(dict.fromkeys(topo.resolve_target(p) for p in fault.scope.peers))
+    return FaultTarget(fault, service, tuple(dict.fromkeys(r.node for r in mine)),
+                       DATA_IFACE if network else None, tuple(sorted({r.port for r in mine})), peers)
+
+
+def _steps(experiment: Experiment, lab: LabDefinition, replicas: tuple[Replica, ...],
+           faults: tuple[FaultTarget, ...]) -> tuple[Step, ...]:
+    sched = experiment.schedule
+    total = sched.total_s
+    app_nodes = ":".join(dict.fromkeys(r.node for r in replicas))
+    lab_vars = {"netns_lab_state": "reset", "netns_lab_definition": str(lab.source)} \
+        if lab.provider == "netns" else {}
+    steps = [
+        Step("reimage", "prepare", "lab_reset.yml", "localhost", lab_vars,
+             why="every node back to the golden baseline"),
+        Step("verify-baseline", "prepare", "baseline.yml", "lab_nodes", {"baseline_mode": "verify"},
+             why="fingerprint each node; refuse to run on drift"),
+        Step("deploy", "prepare", "deploy.yml", app_nodes,
+             {"deploy_state": "present", "deploy_topology": experiment.topology.name,
+              "deploy_replicas": [r.to_dict() for r in replicas]},
+             why="start every service replica and wait for health"),
+        Step("monitor", "prepare", "monitor.yml", "monitor",
+             {"monitor_state": "present", "monitor_interval": experiment.metrics.interval.canonical(),
+              "monitor_extra_queries": dict(experiment.metrics.extra)},
+             why="fresh Prometheus TSDB scraping every target at the metrics interval"),
+        Step("workload", "run", "workload.yml", "client",
+             {**{f"workload_{k}": v for k, v in experiment.workload.to_dict().items()},
+              "workload_duration": f"{total:g}s"}, 0.0, total,
+             why="open-loop load for the whole schedule"),
+    ]
+    for ft in faults:
+        f = ft.fault
+        spec = {"fault_id": f.id, "fault_type": f.type, "fault_parameters": ft.fault.to_dict()["parameters"],
+                "fault_interface": ft.interface, "fault_ports": list(ft.ports), "fault_peers": list(ft.peers),
+                "fault_scope": f.scope.to_dict(), "fault_backend": f.backend,
+                # On-host expiry: the node reverts by itself this long after the planned end.
+                "fault_expire_after": f"{f.end_s - f.start_s + 30:g}s"}
+        hosts = ":".join(ft.nodes)
+        steps.append(Step(f"inject:{f.id}", "run", "fault.yml", hosts, {"fault_state": "present", **spec},
+                          f.start_s, f.end_s, why=f"{f.type} on {ft.service}"))
+        steps.append(Step(f"revert:{f.id}", "run", "fault.yml", hosts, {"fault_state": "absent", **spec},
+                          f.end_s, None, why="revert and verify the kernel state is back"))
+    steps += [
+        Step("collect", "collect", "collect.yml", "lab_nodes", {"collect_window_s": [0.0, total]}, total,
+             why="fetch requests, spans and logs; query Prometheus"),
+        Step("undeploy", "teardown", "deploy.yml", app_nodes, {"deploy_state": "absent"},
+             why="stop every service replica"),
+        Step("verify-clean", "teardown", "baseline.yml", "lab_nodes", {"baseline_mode": "verify"},
+             why="nothing left behind"),
+    ]
+    steps.sort(key=lambda s: (_PHASE_ORDER[s.phase], s.at_s if s.at_s is not None else -1.0))
+    return tuple(steps)
+
+
+_PHASE_ORDER = {"prepare": 0, "run": 1, "collect": 2, "teardown": 3}

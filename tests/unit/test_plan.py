@@ -1,0 +1,76 @@
+"""The plan: slots bound to lab nodes in order, faults resolved to nodes/interfaces, steps ordered."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from grayctl.errors import InputError
+from grayctl.experiment import load_experiment
+from grayctl.labdef import load_lab
+from grayctl.plan import build_plan
+
+ROOT = Path(__file__).resolve().parents[2]
+SEED = ROOT / "experiments" / "seed.yaml"
+
+
+def _lab(tmp_path: Path, count: int) -> Path:
+    path = tmp_path / "lab.yml"
+    path.write_text(f"name: plantest\nprovider: netns\nnodes:\n  count: {count}\n")
+    return path
+
+
+def test_seed_plan_binds_every_gen3_service_to_its_own_app_node():
+    plan = build_plan(load_experiment(SEED), load_lab("local"))
+    services = {r.service for r in plan.replicas}
+    assert "social-graph-service" in services
+    nodes = [r.node for r in plan.replicas]
+    assert len(set(nodes)) == len(plan.experiment.topology.slots())
+    app = {n.name for n in plan.lab.nodes if "app" in n.roles}
+    assert set(nodes) <= app
+
+
+def test_seed_fault_resolves_to_the_social_graph_node_on_the_data_interface():
+    plan = build_plan(load_experiment(SEED), load_lab("local"))
+    (fault,) = plan.faults
+    node = next(r.node for r in plan.replicas if r.service == "social-graph-service")
+    assert fault.nodes == (node,)
+    assert fault.interface == "data"
+    assert fault.fault.start_s == plan.experiment.schedule.start_of("fault")
+
+
+def test_steps_run_in_order_prepare_then_timed_then_collect_then_teardown():
+    plan = build_plan(load_experiment(SEED), load_lab("local"))
+    names = [s.name for s in plan.steps]
+    assert names[:2] == ["reimage", "verify-baseline"]
+    assert names.index("inject:f1") < names.index("revert:f1") < names.index("collect")
+    assert names[-1] == "verify-clean"
+    inject = next(s for s in plan.steps if s.name == "inject:f1")
+    assert inject.at_s < inject.until_s
+    assert inject.extravars["fault_type"] == "network-latency"
+
+
+def test_a_lab_too_small_for_the_topology_is_refused_with_the_command_that_fixes_it(tmp_path):
+    with pytest.raises(InputError) as err:
+        build_plan(load_experiment(SEED), load_lab(str(_lab(tmp_path, 4))))
+    text = err.value.render()
+    assert "app node" in text and "--nodes" in text
+
+
+def test_plan_json_is_complete_and_touches_no_host():
+    proc = subprocess.run([sys.executable, "-m", "grayctl", "plan", "--json", str(SEED)],
+                          capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr
+    data = json.loads(proc.stdout)
+    assert data["experiment"]["schedule"] and data["experiment"]["workload"]["seed"] is not None
+    assert {"playbook", "hosts", "extravars", "at_s"} <= set(data["steps"][0])
+
+
+def test_plan_text_lists_steps_with_playbooks_and_hosts():
+    proc = subprocess.run([sys.executable, "-m", "grayctl", "plan", str(SEED)], capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr
+    assert "steps:" in proc.stdout and "lab_reset.yml" in proc.stdout and "hosts=" in proc.stdout

@@ -29,7 +29,7 @@ from typing import Any, TypeVar
 import yaml
 
 from grayctl.errors import InputError, Problem
-from grayctl.units import UnitError
+from grayctl.units import UnitError, describe_value
 
 __all__ = [
     "MAX_FILE_BYTES",
@@ -359,7 +359,7 @@ class Checker:
         """
         allowed = list(allowed)
         if not isinstance(value, dict):
-            self.problem(path, f"expected {what}, got {_describe(value)}", expected=what)
+            self.problem(path, f"expected {what}, got {describe_value(value)}", expected=what)
             return None
         suggested: set[str] = set()
         for key in value:
@@ -377,7 +377,7 @@ class Checker:
 
     def sequence(self, value: Any, path: FieldPath, *, what: str = "a list") -> list[Any] | None:
         if not isinstance(value, list):
-            self.problem(path, f"expected {what}, got {_describe(value)}", expected=what)
+            self.problem(path, f"expected {what}, got {describe_value(value)}", expected=what)
             return None
         return value
 
@@ -417,18 +417,6 @@ class ValueProblem(ValueError):
         self.suggestion = suggestion
 
 
-def _describe(value: Any) -> str:
-    if value is None:
-        return "nothing (null)"
-    if isinstance(value, bool):
-        return f"a boolean ({str(value).lower()})"
-    if isinstance(value, dict):
-        return "a mapping"
-    if isinstance(value, list):
-        return "a list"
-    if isinstance(value, str):
-        return f"the text {value!r}"
-    return f"the number {value!r}"
 
 
 # ---------------------------------------------------------------------------
@@ -452,7 +440,7 @@ def shell_syntax_in(text: str) -> str | None:
 def parse_identifier(value: Any, *, what: str = "name", candidates: Iterable[str] = ()) -> str:
     """A name that may reach a command line: ``^[a-z0-9][a-z0-9._-]{0,62}$``."""
     if not isinstance(value, str):
-        raise ValueProblem(f"expected a {what}, got {_describe(value)}", IDENTIFIER_FORM)
+        raise ValueProblem(f"expected a {what}, got {describe_value(value)}", IDENTIFIER_FORM)
     if IDENTIFIER_RE.match(value):
         return value
     shell = shell_syntax_in(value)
@@ -471,7 +459,7 @@ def parse_choice(choices: Iterable[str], what: str = "value") -> Callable[[Any],
     def parse(value: Any) -> str:
         if isinstance(value, str) and value in options:
             return value
-        shown = value if isinstance(value, str) else _describe(value)
+        shown = value if isinstance(value, str) else describe_value(value)
         raise ValueProblem(f"unknown {what} {shown!r}" if isinstance(value, str) else f"expected a {what}, got {shown}",
                            "one of: " + ", ".join(options),
                            suggest(value, options) if isinstance(value, str) else None)
@@ -485,7 +473,7 @@ def parse_int(lo: int | None = None, hi: int | None = None, what: str = "an inte
         if isinstance(value, bool) or not isinstance(value, int):
             if isinstance(value, str) and re.fullmatch(r"-?[0-9]+", value.strip()):
                 raise ValueProblem(f"expected {what}, got the text {value!r}", f"{what} without quotes{rng}")
-            raise ValueProblem(f"expected {what}, got {_describe(value)}", f"{what}{rng}")
+            raise ValueProblem(f"expected {what}, got {describe_value(value)}", f"{what}{rng}")
         if lo is not None and value < lo:
             word = "negative" if value < 0 <= lo else "too small"
             raise ValueProblem(f"{value} is {word}", f"{what}{rng}")
@@ -509,7 +497,7 @@ def _range_text(lo: Any, hi: Any) -> str:
 def parse_bool(value: Any) -> bool:
     if isinstance(value, bool):
         return value
-    raise ValueProblem(f"expected true or false, got {_describe(value)}", "true or false")
+    raise ValueProblem(f"expected true or false, got {describe_value(value)}", "true or false")
 
 
 MAX_TEXT = 4096
@@ -518,7 +506,7 @@ MAX_TEXT = 4096
 def parse_text(value: Any) -> str:
     """Free text (descriptions, PromQL): any string without control characters, at most 4 KiB."""
     if not isinstance(value, str):
-        raise ValueProblem(f"expected text, got {_describe(value)}", "a string")
+        raise ValueProblem(f"expected text, got {describe_value(value)}", "a string")
     if len(value) > MAX_TEXT:
         raise ValueProblem(f"text is too long ({len(value)} characters)", f"at most {MAX_TEXT} characters")
     if any((ord(c) < 32 and c not in "\n\t") or ord(c) == 127 for c in value):

@@ -93,7 +93,7 @@ def _fmt(x: float) -> str:
 def _match(text: Any, pattern: re.Pattern[str], kind: str, form: str, units: dict[str, Any]) -> re.Match[str]:
     """Match ``text`` against ``pattern`` or raise a UnitError that says what is wrong."""
     if isinstance(text, bool) or text is None or isinstance(text, (list, dict)):
-        raise UnitError(f"expected {kind}, got {_describe(text)}", form)
+        raise UnitError(f"expected {kind}, got {describe_value(text)}", form)
     if isinstance(text, (int, float)):
         if isinstance(text, float) and not math.isfinite(text):
             raise UnitError(f"expected {kind}, got {text!r}", form)
@@ -101,7 +101,7 @@ def _match(text: Any, pattern: re.Pattern[str], kind: str, form: str, units: dic
             raise UnitError(f"{kind} must not be negative (got {_fmt(text)}) and needs a unit", form)
         raise UnitError(f"missing unit: {_fmt(text)} has no unit", form)
     if not isinstance(text, str):
-        raise UnitError(f"expected {kind}, got {_describe(text)}", form)
+        raise UnitError(f"expected {kind}, got {describe_value(text)}", form)
     m = pattern.match(text)
     if m:
         return m
@@ -129,7 +129,8 @@ def _match(text: Any, pattern: re.Pattern[str], kind: str, form: str, units: dic
     raise UnitError(f"{text!r} is not {kind}", form)
 
 
-def _describe(value: Any) -> str:
+def describe_value(value: Any) -> str:
+    """How a wrong value reads in an error message ("the text 'x'", "a list", …)."""
     if value is None:
         return "nothing (null)"
     if isinstance(value, bool):
@@ -138,7 +139,9 @@ def _describe(value: Any) -> str:
         return "a mapping"
     if isinstance(value, list):
         return "a list"
-    return f"{type(value).__name__} {value!r}"
+    if isinstance(value, str):
+        return f"the text {value!r}"
+    return f"the number {value!r}"
 
 
 @dataclass(frozen=True, order=True)

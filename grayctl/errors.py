@@ -11,6 +11,7 @@ Exit codes (docs/exit-codes.md):
   3  lab/environment problem: not root, missing tool, lab not up, address clash
   4  a step failed on a host (Ansible reported failure or unreachable)
   5  baseline drift: a node does not match its golden baseline
+  6  dataset problem: a run directory is incomplete, corrupted or not a dataset
   130 interrupted (Ctrl-C / SIGTERM), after cleanup
 """
 
@@ -114,6 +115,13 @@ class DriftError(GrayctlError):
 
     exit_code = 5
     title = "baseline drift"
+
+
+class DatasetError(GrayctlError):
+    """A run directory is not a whole, verified dataset (or cannot be read or exported)."""
+
+    exit_code = 6
+    title = "dataset error"
 
 
 class Interrupted(GrayctlError):

@@ -1,0 +1,196 @@
+"""The run dataset, assembled from records of real components (see dataset_inputs.py): a real runtime,
+the real load generator, real health checks. Node/network metrics are synthetic (no Prometheus in a
+unit test) and say so in dataset_inputs.py.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import sys
+from pathlib import Path
+
+import duckdb
+import numpy as np
+import pandas as pd
+import pytest
+from click.testing import CliRunner
+
+import grayctl.dataset
+from grayctl.cli import cli
+from grayctl.dataset import assemble as assemble_mod
+from grayctl.dataset.assemble import FILES, assemble_run
+from grayctl.dataset.export import export_dataset
+from grayctl.dataset.verify import verify_dataset
+
+sys.path.insert(0, str(Path(__file__).parent))
+from dataset_inputs import real_inputs
+
+NS = 1_000_000_000
+
+
+@pytest.fixture(scope="module")
+def inputs(tmp_path_factory: pytest.TempPathFactory) -> dict:
+    return real_inputs(tmp_path_factory.mktemp("real"))
+
+
+@pytest.fixture(scope="module")
+def run(inputs: dict, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    d = tmp_path_factory.mktemp("runs") / "run-0001"
+    assemble_run(d, **inputs, status="complete")
+    return d
+
+
+def copy_of(run: Path, tmp_path: Path) -> Path:
+    dest = tmp_path / run.name
+    shutil.copytree(run, dest)
+    return dest
+
+
+def test_every_file_is_written_listed_and_verified(run: Path) -> None:
+    m = json.loads((run / "manifest.json").read_text())
+    assert m["status"] == "complete"
+    assert sorted(m["files"]) == sorted(FILES)
+    assert sorted(p.name for p in run.iterdir()) == sorted([*FILES, "manifest.json"])
+    assert verify_dataset(run) == []
+    assert m["fault_backends"] == ["test-endpoint-swap"]
+    assert set(m["baseline"]["nodes"]) == {"n1", "n2"} and len(m["baseline"]["fingerprints_sha256"]) == 64
+    assert m["slo"]["latency_source"] == "auto (baseline)"
+
+
+def test_verify_catches_a_corrupted_byte(run: Path, tmp_path: Path) -> None:
+    d = copy_of(run, tmp_path)
+    p = d / "requests.parquet"
+    data = bytearray(p.read_bytes())
+    data[len(data) // 2] ^= 0x01
+    p.write_bytes(bytes(data))
+    problems = verify_dataset(d)
+    assert any(x.startswith("requests.parquet: sha256") for x in problems), problems
+
+
+def test_verify_catches_a_missing_and_an_extra_file(run: Path, tmp_path: Path) -> None:
+    d = copy_of(run, tmp_path)
+    (d / "spans.parquet").unlink()
+    (d / "notes.txt").write_text("added later")
+    problems = verify_dataset(d)
+    assert any("spans.parquet: listed in the manifest but missing" in x for x in problems)
+    assert any(x.startswith("notes.txt") for x in problems)
+    result = CliRunner().invoke(cli, ["dataset", "verify", str(d)])
+    assert result.exit_code == 6 and "spans.parquet" in result.output
+
+
+def test_an_interrupted_assembly_stays_incomplete(inputs: dict, tmp_path: Path,
+                                                  monkeypatch: pytest.MonkeyPatch) -> None:
+    def boom(*_a: object, **_k: object) -> None:
+        raise KeyboardInterrupt("simulated crash while building features")
+
+    monkeypatch.setattr(assemble_mod, "make_features", boom)
+    d = tmp_path / "crashed"
+    with pytest.raises(KeyboardInterrupt):
+        assemble_run(d, **inputs, status="complete")
+    m = json.loads((d / "manifest.json").read_text())
+    assert m["status"] == "incomplete"
+    present = {p.name for p in d.iterdir()}
+    assert "features.parquet" not in present and not any(n.startswith(".tmp-") for n in present)
+    assert set(m["files"]) == set()  # nothing claims to be whole
+    problems = verify_dataset(d)
+    assert problems and "status is 'incomplete'" in problems[0]
+
+
+def test_labels_fault_window_matches_host_timestamps(run: Path, inputs: dict) -> None:
+    lab = grayctl.dataset.load(run).labels
+    inj = inputs["injections"][0]
+    active = lab[lab["fault_active"]]
+    first = active["ts"].iloc[0].value
+    last_end = active["ts"].iloc[-1].value + NS
+    assert abs(first - inj["start_ns"]) < NS and abs(last_end - inj["end_ns"]) < NS
+    assert (active["fault_ids"] == "f1").all() and (active["fault_targets"] == "db").all()
+    assert (lab.loc[~lab["fault_active"], "fault_ids"] == "").all()
+
+
+def test_gray_is_slo_violation_while_observer_says_healthy(run: Path) -> None:
+    lab = grayctl.dataset.load(run).labels
+    expected = lab["slo_violation"] & lab["healthy_observed"].fillna(False).astype(bool)
+    assert (lab["gray"] == expected).all()
+    # the slow phase really hurt users, and /health stayed green: a gray failure
+    assert lab.loc[lab["fault_active"], "gray"].sum() >= 2
+    # before the fault users were fine (a baseline second that the fault's start overlaps is a fault second)
+    assert not lab.loc[(lab["phase"] == "baseline") & ~lab["fault_active"], "slo_violation"].any()
+
+
+def test_features_have_a_contiguous_second_index_with_explicit_missing_marks(run: Path) -> None:
+    ds = grayctl.dataset.load(run)
+    f, lab = ds.features, ds.labels
+    assert (np.diff(f["ts"].astype("int64")) == NS).all() and f["ts"].equals(lab["ts"])
+    assert str(f["ts"].dtype) == "datetime64[ns, UTC]"
+    col = "system/n2/cpu_usage_ratio"
+    assert col in f.columns and f"{col}__missing" in f.columns
+    gap = f[f[f"{col}__missing"]]
+    assert len(gap) >= 1 and gap[col].isna().all()  # the failed scrape is explicit
+    assert f.loc[~f[f"{col}__missing"], col].notna().all()
+
+
+def test_load_round_trips_every_table(run: Path, inputs: dict) -> None:
+    ds = grayctl.dataset.load(run)
+    assert len(ds.requests) == len(inputs["requests_df"])
+    assert len(ds.spans) == len(inputs["spans_df"]) and str(ds.spans["start_ns"].dtype) == "datetime64[ns, UTC]"
+    assert len(ds.observer) == len(inputs["observer_df"]) and len(ds.logs) == len(inputs["logs_df"])
+    assert ds.experiment["name"] == "dstest-latency" and ds.injections[0]["id"] == "f1"
+    assert set(ds.metrics.columns) == {"ts", "layer", "entity", "metric", "value"}
+    pd.testing.assert_series_equal(ds.requests["latency_corrected_ns"], inputs["requests_df"]["latency_corrected_ns"],
+                                   check_names=False)
+
+
+def test_duckdb_reads_every_parquet_file_as_is(run: Path) -> None:
+    for p in sorted(run.glob("*.parquet")):
+        n = duckdb.sql(f"select count(*) from '{p}'").fetchall()[0][0]
+        assert n == json.loads((run / "manifest.json").read_text())["files"][p.name]["rows"]
+    gray = duckdb.sql(f"select count(*) from '{run / 'labels.parquet'}' where gray").fetchall()[0][0]
+    assert gray >= 2
+
+
+def test_export_rcaeval_writes_the_case_layout(run: Path, tmp_path: Path) -> None:
+    case = export_dataset(run, "rcaeval", tmp_path / "rca")
+    assert case == tmp_path / "rca" / "dstest" / "db_delay" / "1"
+    for name in ("data.csv", "metrics.csv", "inject_time.txt", "logs.csv", "traces.csv"):
+        assert (case / name).is_file(), name
+    m = pd.read_csv(case / "metrics.csv")
+    assert m.columns[0] == "time" and "n1_cpu-usage-ratio" in m.columns
+    assert all("_" in c for c in m.columns[1:])
+    inject = int((case / "inject_time.txt").read_text())
+    assert m["time"].iloc[0] <= inject <= m["time"].iloc[-1]
+    tr = pd.read_csv(case / "traces.csv")
+    assert list(tr.columns[:4]) == ["time", "traceID", "spanID", "serviceName"] and len(tr) > 0
+    assert export_dataset(run, "rcaeval", tmp_path / "rca").name == "2"  # repeats number on
+
+
+def test_export_csv_and_parquet_and_the_cli(run: Path, tmp_path: Path) -> None:
+    out = export_dataset(run, "csv", tmp_path / "csv")
+    assert (out / "labels.csv").is_file() and (out / "manifest.json").is_file()
+    copy = export_dataset(run, "parquet", tmp_path / "copy")
+    assert verify_dataset(copy) == []
+    r = CliRunner()
+    res = r.invoke(cli, ["dataset", "ls", str(run.parent)])
+    assert res.exit_code == 0 and "run-0001" in res.output and "network-latency@db" in res.output
+    res = r.invoke(cli, ["dataset", "show", str(run)])
+    assert res.exit_code == 0 and "gray" in res.output
+    assert r.invoke(cli, ["dataset", "verify", str(run)]).exit_code == 0
+    res = r.invoke(cli, ["dataset", "export", str(run), "--format", "rcaeval", "-o", str(tmp_path / "x")])
+    assert res.exit_code == 0, res.output
+
+
+def test_observer_verdicts_can_come_from_the_collectors_long_table() -> None:
+    from grayctl.dataset.labels import (
+        observer_from_metrics,
+        observer_per_second,
+        second_index,
+    )
+
+    t0 = 1_700_000_000 * NS
+    long = pd.DataFrame({"ts": pd.to_datetime([t0, t0, t0 + NS, t0 + NS], unit="ns", utc=True),
+                         "layer": "observer", "entity": ["db/0", "n1", "db/0", "n1"],
+                         "metric": ["healthy", "node_up", "healthy", "target_up"], "value": [1.0, 1.0, 0.0, 1.0]})
+    obs = observer_from_metrics(long)
+    assert list(obs["check"]) == ["healthy", "node_up", "healthy"]
+    per_s = observer_per_second(obs, second_index(t0, t0 + 3 * NS))
+    assert per_s.iloc[0] == True and per_s.iloc[1] == False and per_s.isna().iloc[2]

@@ -17,8 +17,10 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
+from grayctl.deploy import deploy_extravars, undeploy_extravars, workload_extravars
 from grayctl.errors import InputError, Problem
 from grayctl.experiment import Experiment, Fault
+from grayctl.faultspec import node_fault_id
 from grayctl.labdef import LabDefinition
 from grayctl.paths import PLAYBOOKS_DIR
 
@@ -76,11 +78,13 @@ class FaultTarget:
     interface: str | None  # network faults only
     ports: tuple[int, ...]
     peers: tuple[str, ...]  # resolved peer services, empty = all
+    peer_addresses: tuple[str, ...] = ()  # data IPs of the peer services' replicas
 
     def to_dict(self) -> dict[str, Any]:
         return {"id": self.fault.id, "type": self.fault.type, "target_service": self.fault.target_service,
                 "service": self.service, "nodes": list(self.nodes), "interface": self.interface,
                 "ports": list(self.ports), "peers": list(self.peers) or "all",
+                "peer_addresses": list(self.peer_addresses),
                 "window_s": [self.fault.start_s, self.fault.end_s], "backend": self.fault.backend}
 
 
@@ -166,16 +170,33 @@ def _fault_target(fault: Fault, experiment: Experiment, replicas: tuple[Replica,
             f"the service {service!r} itself, or a process/cpu/memory fault"))
     mine = [r for r in replicas if r.service == service]
     peers: tuple[str, ...] = ()
-    if fault.scope.direction is not None and fault.scope.peers != "all":
-        peers = tuple(dict.fromkeys(topo.resolve_target(p) for p in fault.scope.peers))
-    return FaultTarget(fault, service, tuple(dict.fromkeys(r.node for r in mine)),
-                       DATA_IFACE if network else None, tuple(sorted({r.port for r in mine})), peers)
+    wanted = fault.parameters.get("peers") if fault.type == "network-partition" else (
+        fault.scope.peers if fault.scope.direction is not None else "all")
+    if wanted not in (None, "all"):
+        peers = tuple(dict.fromkeys(topo.resolve_target(p) for p in wanted))
+    nodes = tuple(dict.fromkeys(r.node for r in mine))
+    frac = fault.scope.fraction.fraction
+    if frac < 1.0:
+        # A fraction of the target's replica nodes, first ones in placement order. Refuse when it
+        # is not a whole number of nodes: injecting on more or fewer would be another fault.
+        count = frac * len(nodes)
+        if abs(count - round(count)) > 1e-9 or round(count) == 0:
+            raise InputError(_problem(
+                experiment, f"fraction {fault.scope.fraction} of {len(nodes)} replica node(s) of {service!r} is not a "
+                f"whole number of nodes (flow fractions are not supported)",
+                f"chaos_injections.{fault.id}.scope.fraction",
+                f"a multiple of {100 / len(nodes):g}%"))
+        nodes = nodes[:round(count)]
+    peer_ips = tuple(dict.fromkeys(r.data_ip for r in replicas if r.service in peers))
+    return FaultTarget(fault, service, nodes, DATA_IFACE if network else None,
+                       tuple(sorted({r.port for r in mine})), peers, peer_ips)
 
 
 def _steps(experiment: Experiment, lab: LabDefinition, replicas: tuple[Replica, ...],
            faults: tuple[FaultTarget, ...]) -> tuple[Step, ...]:
     sched = experiment.schedule
     total = sched.total_s
+    wl = experiment.workload
     app_nodes = ":".join(dict.fromkeys(r.node for r in replicas))
     lab_vars = {"netns_lab_state": "reset", "netns_lab_definition": str(lab.source)} \
         if lab.provider == "netns" else {}
@@ -185,25 +206,32 @@ def _steps(experiment: Experiment, lab: LabDefinition, replicas: tuple[Replica, 
         Step("verify-baseline", "prepare", "baseline.yml", "lab_nodes", {"baseline_mode": "verify"},
              why="fingerprint each node; refuse to run on drift"),
         Step("deploy", "prepare", "deploy.yml", app_nodes,
-             {"deploy_state": "present", "deploy_topology": experiment.topology.name,
-              "deploy_replicas": [r.to_dict() for r in replicas]},
+             deploy_extravars(experiment.topology, replicas, seed=experiment.workload.seed),
              why="start every service replica and wait for health"),
-        Step("monitor", "prepare", "monitor.yml", "monitor",
+        # Hosts lab_nodes: the playbook runs the exporters on every node, Prometheus on group monitor.
+        Step("monitor", "prepare", "monitor.yml", "lab_nodes",
              {"monitor_state": "present", "monitor_interval": experiment.metrics.interval.canonical(),
-              "monitor_extra_queries": dict(experiment.metrics.extra)},
+              "monitor_extra_queries": dict(experiment.metrics.extra),
+              "monitor_services": [r.to_dict() for r in replicas]},
              why="fresh Prometheus TSDB scraping every target at the metrics interval"),
         Step("workload", "run", "workload.yml", "client",
-             {**{f"workload_{k}": v for k, v in experiment.workload.to_dict().items()},
-              "workload_duration": f"{total:g}s"}, 0.0, total,
-             why="open-loop load for the whole schedule"),
+             workload_extravars(experiment.topology, replicas, rate=wl.rate.per_second, duration=total,
+                                arrival=wl.arrival, mix={k: v.value for k, v in wl.mix.items()},
+                                seed=wl.seed, connections=wl.connections),
+             0.0, total, why="open-loop load for the whole schedule"),
     ]
     for ft in faults:
         f = ft.fault
-        spec = {"fault_id": f.id, "fault_type": f.type, "fault_parameters": ft.fault.to_dict()["parameters"],
-                "fault_interface": ft.interface, "fault_ports": list(ft.ports), "fault_peers": list(ft.peers),
+        # Network faults scope to the service's own ports only where it shares its node; on a node
+        # of its own every packet of the data interface is the service's (its calls included).
+        shared = any(r.node in ft.nodes and r.service != ft.service for r in replicas)
+        spec = {"fault_id": node_fault_id(f.id), "fault_name": f.id, "fault_type": f.type, "fault_parameters": ft.fault.to_dict()["parameters"],
+                "fault_interface": ft.interface, "fault_ports": list(ft.ports) if shared else [],
+                "fault_peers": list(ft.peer_addresses), "fault_peer_services": list(ft.peers),
                 "fault_scope": f.scope.to_dict(), "fault_backend": f.backend,
-                # On-host expiry: the node reverts by itself this long after the planned end.
-                "fault_expire_after": f"{f.end_s - f.start_s + 30:g}s"}
+                "fault_service": ft.service, "fault_target_service": f.target_service,
+                # On-host expiry: the node reverts by itself this long after the apply.
+                "fault_expire_after_s": round(f.end_s - f.start_s + 30, 3)}
         hosts = ":".join(ft.nodes)
         steps.append(Step(f"inject:{f.id}", "run", "fault.yml", hosts, {"fault_state": "present", **spec},
                           f.start_s, f.end_s, why=f"{f.type} on {ft.service}"))
@@ -212,7 +240,7 @@ def _steps(experiment: Experiment, lab: LabDefinition, replicas: tuple[Replica, 
     steps += [
         Step("collect", "collect", "collect.yml", "lab_nodes", {"collect_window_s": [0.0, total]}, total,
              why="fetch requests, spans and logs; query Prometheus"),
-        Step("undeploy", "teardown", "deploy.yml", app_nodes, {"deploy_state": "absent"},
+        Step("undeploy", "teardown", "deploy.yml", app_nodes, undeploy_extravars(experiment.topology),
              why="stop every service replica"),
         Step("verify-clean", "teardown", "baseline.yml", "lab_nodes", {"baseline_mode": "verify"},
              why="nothing left behind"),

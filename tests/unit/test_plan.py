@@ -74,3 +74,22 @@ def test_plan_text_lists_steps_with_playbooks_and_hosts():
     proc = subprocess.run([sys.executable, "-m", "grayctl", "plan", str(SEED)], capture_output=True, text=True)
     assert proc.returncode == 0, proc.stderr
     assert "steps:" in proc.stdout and "lab_reset.yml" in proc.stdout and "hosts=" in proc.stdout
+
+
+def test_deploy_step_carries_each_nodes_resolved_runtime_configs_and_workload_targets_the_entry():
+    plan = build_plan(load_experiment(SEED), load_lab("local"))
+    deploy = next(s for s in plan.steps if s.name == "deploy")
+    services = deploy.extravars["topology_deploy_services"]
+    assert deploy.extravars["topology_deploy_state"] == "present"
+    for r in plan.replicas:
+        (entry,) = [e for e in services[r.node] if e["name"] == r.service and e["replica"] == r.index]
+        assert entry["config"]["listen"] == {"ip": r.data_ip, "port": r.port}
+        assert entry["config"]["metrics"] == {"ip": r.mgmt_ip, "port": r.metrics_port}
+    workload = next(s for s in plan.steps if s.name == "workload")
+    frontend = next(r for r in plan.replicas if r.service == "nginx-frontend")
+    targets = workload.extravars["workload_targets"]
+    assert set(targets) == set(workload.extravars["workload_mix"])
+    assert all(t["url"].startswith(f"http://{frontend.data_ip}:{frontend.port}/nginx-frontend/") for t in targets.values())
+    assert workload.extravars["workload_duration"] == plan.duration_s
+    undeploy = next(s for s in plan.steps if s.name == "undeploy")
+    assert undeploy.extravars["topology_deploy_state"] == "absent"

@@ -1,0 +1,636 @@
+"""Node-side fault executor: apply, revert, list, probe, and the on-host expiry watcher.
+
+Run on a lab node by the fault roles (argv lists, no shell), inside the node (its network
+namespace and cgroup, since the SSH session lands there)::
+
+    python -m grayctl.faulthelpers.faultctl probe
+    python -m grayctl.faulthelpers.faultctl apply  --dir FAULT_DIR --spec JSON
+    python -m grayctl.faulthelpers.faultctl revert --dir FAULT_DIR --id ID
+    python -m grayctl.faulthelpers.faultctl list   --dir FAULT_DIR
+    python -m grayctl.faulthelpers.faultctl purge  --dir FAULT_DIR --id ID
+    python -m grayctl.faulthelpers.faultctl watch  --dir FAULT_DIR --id ID --at EPOCH [--pid PID]
+
+Each prints one JSON object. ``apply`` is idempotent: an active record with the same spec is
+left alone (``changed: false``). Every fault gets an on-host expiry in its own session:
+``grayctl.faulthelpers.expiry`` for netfilter-only faults (its revert is by fault id), ``faultctl
+watch`` for everything else (tc qdiscs, stress-ng, stutter, a killed service) — it reverts from
+the record at the deadline, or as soon as the fault's helper process exits.
+
+The record ``FAULT_DIR/<id>.json`` holds type, target, interface, ports, peers, parameters,
+backend (and the probe's evidence), the exact argv lists applied, host timestamps (UTC, ns) and,
+after revert, what removed it, when, and whether the kernel/process state read back clean.
+Records stay until ``purge`` (after the controller fetched them).
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Sequence
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from grayctl import faultspec, tc
+from grayctl.faulthelpers import steer
+from grayctl.units import parse_duration
+
+__all__ = ["apply_fault", "list_faults", "main", "probe_netem", "revert_fault"]
+
+EXPIRY_GRACE_S = 2.0
+
+
+def _now() -> tuple[int, str]:
+    ns = time.time_ns()
+    return ns, datetime.fromtimestamp(ns / 1e9, UTC).isoformat(timespec="microseconds")
+
+
+def _run(argv: Sequence[str], stdin: str | None = None) -> dict[str, Any]:
+    ns, utc = _now()
+    try:
+        proc = subprocess.run(list(argv), input=stdin, capture_output=True, text=True, timeout=30, check=False)
+        rc, err = proc.returncode, proc.stderr.strip()
+    except (OSError, subprocess.TimeoutExpired) as exc:
+        rc, err = 127, str(exc)
+    return {"argv": list(argv), "rc": rc, "stderr": err[-500:], "at_ns": ns, "at_utc": utc}
+
+
+def _write_json(path: Path, data: dict[str, Any]) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(json.dumps(data, indent=1, sort_keys=True) + "\n")
+    os.replace(tmp, path)
+
+
+def _read_json(path: Path) -> dict[str, Any] | None:
+    try:
+        return json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None
+
+
+def _cmdline(pid: int) -> list[str] | None:
+    try:
+        raw = Path(f"/proc/{pid}/cmdline").read_bytes()
+    except OSError:
+        return None
+    return raw.rstrip(b"\0").decode(errors="replace").split("\0") if raw else None
+
+
+def _proc_state(pid: int) -> str | None:
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except (OSError, IndexError):
+        return None
+
+
+def _alive(pid: int | None, argv: list[str] | None = None) -> bool:
+    if not pid:
+        return False
+    cmd = _cmdline(pid)
+    if cmd is None or _proc_state(pid) in (None, "Z", "X"):
+        return False
+    return argv is None or cmd == argv
+
+
+def _group_members(pgid: int) -> list[int]:
+    out = []
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                if os.getpgid(int(entry)) == pgid and _proc_state(int(entry)) not in ("Z", "X", None):
+                    out.append(int(entry))
+            except OSError:
+                continue
+    return out
+
+
+def _spawn(argv: list[str], log: Path) -> int:
+    """Start ``argv`` detached (own session, stdio to ``log``) and return its pid."""
+    with open(log, "ab") as out:
+        proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=out, stderr=out, start_new_session=True,
+                                close_fds=True)
+    return proc.pid
+
+
+def _stop_group(pgid: int, grace: float = 3.0) -> str:
+    """SIGTERM a process group, SIGKILL what is left after ``grace``; SIGCONT so stopped members see it."""
+    members = _group_members(pgid)
+    if not members:
+        return "not running"
+    for sig in (signal.SIGTERM, signal.SIGCONT):
+        try:
+            os.killpg(pgid, sig)
+        except ProcessLookupError:
+            return "terminated"
+    end = time.monotonic() + grace
+    while time.monotonic() < end:
+        if not _group_members(pgid):
+            return "terminated"
+        time.sleep(0.05)
+    try:
+        os.killpg(pgid, signal.SIGKILL)
+    except ProcessLookupError:
+        return "terminated"
+    end = time.monotonic() + 3
+    while _group_members(pgid) and time.monotonic() < end:
+        time.sleep(0.05)
+    return "killed"
+
+
+# ---------------------------------------------------------------------------- probe
+
+def probe_netem() -> dict[str, Any]:
+    """Whether this kernel can run netem: add a netem qdisc to a throwaway ifb device, then delete it.
+
+    Evidence: the exact commands and tc's answer ("Specified qdisc kind is unknown" = no sch_netem).
+    ifb is used because it is a device this node may create and delete without touching traffic.
+    """
+    dev = f"gcprb{os.getpid() % 100000}"
+    steps = [_run(["ip", "link", "add", dev, "type", "ifb"])]
+    if steps[0]["rc"] != 0:
+        return {"netem": False, "evidence": steps, "why": "could not create a throwaway ifb device"}
+    steps.append(_run(["tc", "qdisc", "add", "dev", dev, "root", "netem", "delay", "1ms"]))
+    steps.append(_run(["ip", "link", "del", "dev", dev]))
+    ok = steps[1]["rc"] == 0
+    return {"netem": ok, "evidence": steps,
+            "why": "netem qdisc added" if ok else f"tc refused netem: {steps[1]['stderr']}"}
+
+
+# ---------------------------------------------------------------------------- records
+
+class Store:
+    def __init__(self, root: Path) -> None:
+        self.root = root
+
+    def path(self, fid: str, suffix: str = ".json") -> Path:
+        return self.root / f"{tc.validate_fault_id(fid)}{suffix}"
+
+    def read(self, fid: str) -> dict[str, Any] | None:
+        return _read_json(self.path(fid))
+
+    def write(self, rec: dict[str, Any]) -> None:
+        _write_json(self.path(rec["fault_id"]), rec)
+
+    def all(self) -> list[dict[str, Any]]:
+        out = []
+        for p in sorted(self.root.glob("*.json")):
+            if re.fullmatch(r"[a-z0-9][a-z0-9_]{0,31}\.json", p.name):
+                rec = _read_json(p)
+                if rec and "fault_id" in rec:
+                    out.append(rec)
+        return out
+
+
+def _spec_hash(spec: dict[str, Any]) -> str:
+    return hashlib.sha256(json.dumps(spec, sort_keys=True).encode()).hexdigest()
+
+
+# ---------------------------------------------------------------------------- process targets
+
+def service_dirs(services_dir: Path, service: str) -> list[Path]:
+    """The replica directories of ``service`` on this node: ``<service>-<n>`` (topology_deploy)."""
+    if not services_dir.is_dir():
+        return []
+    pat = re.compile(rf"\A{re.escape(service)}-\d+\Z")
+    return sorted(d for d in services_dir.iterdir() if d.is_dir() and pat.match(d.name))
+
+
+def service_process(d: Path) -> dict[str, Any] | None:
+    """pid and argv recorded by topology_deploy's grayctl_process, if that process still runs it."""
+    try:
+        pid = int((d / "pid").read_text().strip())
+        argv = (d / "pid.cmd").read_text().split("\0")
+    except (OSError, ValueError):
+        return None
+    return {"dir": str(d), "pid": pid, "argv": argv, "running": _alive(pid, argv)}
+
+
+def _restart_service(t: dict[str, Any]) -> dict[str, Any]:
+    """Re-exec the recorded command line, the way grayctl_process starts it (setsid, cwd, logs)."""
+    d = Path(t["dir"])
+    (d / "ready").unlink(missing_ok=True)
+    with open(d / "stdout.log", "ab") as out, open(d / "stderr.log", "ab") as err:
+        proc = subprocess.Popen(t["argv"], cwd=d, stdin=subprocess.DEVNULL, stdout=out, stderr=err,
+                                start_new_session=True, close_fds=True)
+    (d / "pid").write_text(f"{proc.pid}\n")
+    ns, utc = _now()
+    return {"dir": str(d), "pid": proc.pid, "restarted_ns": ns, "restarted_utc": utc}
+
+
+def _memory_limit() -> int | None:
+    """The memory limit of this process's cgroup (the node's): v2 memory.max, else v1 limit_in_bytes."""
+    try:
+        lines = Path("/proc/self/cgroup").read_text().splitlines()
+    except OSError:
+        return None
+    for line in lines:
+        hid, ctrls, path = line.split(":", 2)
+        candidates = []
+        if hid == "0":
+            candidates += [Path("/sys/fs/cgroup") / path.lstrip("/") / "memory.max",
+                           Path("/sys/fs/cgroup/unified") / path.lstrip("/") / "memory.max"]
+        if "memory" in ctrls.split(","):
+            candidates.append(Path("/sys/fs/cgroup/memory") / path.lstrip("/") / "memory.limit_in_bytes")
+        for c in candidates:
+            try:
+                text = c.read_text().strip()
+            except OSError:
+                continue
+            if text.isdigit() and int(text) < 1 << 60:
+                return int(text)
+    return None
+
+
+# ---------------------------------------------------------------------------- apply
+
+def _start_expiry(store: Store, rec: dict[str, Any], python: str, helper_pid: int | None) -> None:
+    fid = rec["fault_id"]
+    if rec.get("netfilter_only"):
+        argv = [python, "-m", "grayctl.faulthelpers.expiry", "--at", f"{rec['expire_at']:.3f}", "--fault-id", fid,
+                "--record", str(store.path(fid, ".expiry.json")), "--pidfile", str(store.path(fid, ".expiry.pid"))]
+        if helper_pid:
+            argv += ["--pid", str(helper_pid)]
+    else:
+        argv = [python, "-m", "grayctl.faulthelpers.faultctl", "watch", "--dir", str(store.root), "--id", fid,
+                "--at", f"{rec['expire_at']:.3f}"]
+        if helper_pid:
+            argv += ["--pid", str(helper_pid)]
+    pid = _spawn(argv, store.path(fid, ".expiry.log"))
+    rec["expiry"] = {"argv": argv, "pid": pid, "at": rec["expire_at"],
+                     "at_utc": datetime.fromtimestamp(rec["expire_at"], UTC).isoformat()}
+
+
+def _wait_file(path: Path, pid: int, timeout: float) -> bool:
+    end = time.monotonic() + timeout
+    while time.monotonic() < end:
+        if path.exists():
+            return True
+        if not _alive(pid):
+            return False
+        time.sleep(0.02)
+    return path.exists()
+
+
+def apply_fault(store: Store, raw: dict[str, Any]) -> dict[str, Any]:
+    """Apply the fault of ``raw`` (the role's spec); return {changed, record}. Rolls back on failure."""
+    spec = faultspec.load_spec(raw)
+    fid = spec.fault_id
+    digest = _spec_hash(raw)
+    old = store.read(fid)
+    if old and old.get("status") == "active":
+        if old.get("spec_sha256") == digest:
+            return {"changed": False, "record": old}
+        raise faultspec.FaultRefused(f"fault {fid} is already active on this node with other parameters: "
+                                     f"revert it first")
+    python = faultspec._path(raw.get("python") or sys.executable, "python")
+    start_ns, start_utc = _now()
+    expire_at = start_ns / 1e9 + spec.expire_after_s
+    rec: dict[str, Any] = {
+        "fault_id": fid, "type": spec.type, "service": spec.service, "target_service": raw.get("target_service"),
+        "node": raw.get("node"), "interface": spec.interface, "ports": list(spec.ports), "peers": list(spec.peers),
+        "peer_services": raw.get("peer_services"), "direction": spec.direction, "parameters": spec.parameters,
+        "backend_requested": spec.backend, "spec": raw, "spec_sha256": digest, "status": "applying",
+        "start_ns": start_ns, "start_utc": start_utc, "expire_at": expire_at, "commands": [], "notes": [],
+        "end_ns": None, "end_utc": None, "revert_verified": None,
+    }
+    store.write(rec)
+    try:
+        if spec.type in faultspec.NETWORK_TYPES:
+            _apply_network(store, spec, rec, python, expire_at)
+        elif spec.type in faultspec.STRESS_TYPES:
+            _apply_stress(store, spec, rec, python)
+        else:
+            _apply_process(store, spec, rec, python)
+    except Exception as exc:
+        rec["status"] = "failed"
+        rec["error"] = str(exc)
+        store.write(rec)
+        revert_fault(store, fid, reason="apply-failed")
+        raise
+    rec["status"] = "active"
+    rec["applied_ns"], rec["applied_utc"] = _now()
+    store.write(rec)
+    return {"changed": True, "record": rec}
+
+
+def _check(rec: dict[str, Any], result: dict[str, Any]) -> None:
+    rec["commands"].append(result)
+    if result["rc"] != 0:
+        raise RuntimeError(f"{' '.join(result['argv'])} failed (rc {result['rc']}): {result['stderr']}")
+
+
+def _apply_network(store: Store, spec: faultspec.Spec, rec: dict[str, Any], python: str, expire_at: float) -> None:
+    faultspec.ensure_interface_allowed(spec)
+    if not Path(f"/sys/class/net/{spec.interface}").exists():
+        raise faultspec.FaultRefused(f"interface {spec.interface!r} does not exist on this host")
+    probe = probe_netem()
+    rec["probe"] = probe
+    backend = faultspec.select_backend(spec, probe["netem"])
+    files = {"helper_pid": str(store.path(spec.fault_id, ".helper.pid")),
+             "stats": str(store.path(spec.fault_id, ".stats.json"))}
+    act = faultspec.network_actions(spec, backend, python=python, expire_at=expire_at, files=files)
+    if act.tc_devices:
+        _refuse_foreign_qdisc(act, spec)
+    rec.update(backend=backend, mechanism=act.mechanism, revert_commands=act.revert, tc_devices=act.tc_devices,
+               ifb=act.ifb, netfilter=act.netfilter, nft_script=act.nft_script,
+               netfilter_only=act.netfilter and not act.tc_devices)
+    rec["notes"] += act.notes
+    store.write(rec)
+    helper_pid = None
+    if act.helper:
+        helper_pid = _spawn(act.helper, store.path(spec.fault_id, ".helper.log"))
+        rec["helper"] = {"argv": act.helper, "pid": helper_pid}
+        store.write(rec)
+        if not _wait_file(Path(files["stats"]), helper_pid, 10):
+            log = store.path(spec.fault_id, ".helper.log").read_text()[-500:]
+            raise RuntimeError(f"the delayer did not start: {log}")
+    _start_expiry(store, rec, python, helper_pid)
+    store.write(rec)
+    for argv in act.commands:
+        _check(rec, _run(argv))
+    if act.nft_script:
+        _check(rec, {**_run(["nft", "-f", "-"], stdin=act.nft_script), "stdin": act.nft_script})
+
+
+def _refuse_foreign_qdisc(act: faultspec.Actions, spec: faultspec.Spec) -> None:
+    """One tc fault per interface: never replace a qdisc tree that is not the baseline's."""
+    for dev in act.tc_devices:
+        out = subprocess.run(["tc", "-j", "qdisc", "show", "dev", dev], capture_output=True, text=True, check=False)
+        try:
+            qdiscs = json.loads(out.stdout or "[]")
+        except ValueError:
+            qdiscs = []
+        busy = [q for q in qdiscs if q.get("kind") not in ("noqueue", "pfifo_fast", "fq_codel", "mq", "pfifo", "fq")]
+        if busy:
+            raise faultspec.FaultRefused(f"{dev} already has qdiscs {[q.get('kind') for q in busy]} (another tc "
+                                         f"fault?): {spec.fault_id} would replace them; compound tc faults on one "
+                                         f"interface are not supported")
+
+
+def _apply_stress(store: Store, spec: faultspec.Spec, rec: dict[str, Any], python: str) -> None:
+    temp = store.path(spec.fault_id, ".hdd")
+    if spec.type == "disk-io-stress":
+        temp.mkdir(mode=0o700, exist_ok=True)
+        rec["temp_dir"] = str(temp)
+    limit = _memory_limit()
+    argv, notes = faultspec.stress_argv(spec, timeout_s=spec.expire_after_s, memory_limit=limit, temp_dir=str(temp))
+    rec.update(backend="stress-ng", mechanism="stress-ng", memory_limit=limit)
+    rec["notes"] += notes + ["stress-ng runs in the node's cgroup (the SSH session's); --timeout is the on-host expiry"]
+    pid = _spawn(argv, store.path(spec.fault_id, ".helper.log"))
+    rec["helper"] = {"argv": argv, "pid": pid}
+    rec["commands"].append({"argv": argv, "rc": None, "detached": True, "pid": pid, "at_ns": _now()[0]})
+    store.write(rec)
+    time.sleep(0.3)
+    if not _alive(pid):
+        raise RuntimeError(f"stress-ng exited at once: {store.path(spec.fault_id, '.helper.log').read_text()[-500:]}")
+    _start_expiry(store, rec, python, pid)
+
+
+def _apply_process(store: Store, spec: faultspec.Spec, rec: dict[str, Any], python: str) -> None:
+    services_dir = Path(faultspec._path(spec.raw.get("services_dir", ""), "services_dir"))
+    dirs = service_dirs(services_dir, spec.service)
+    targets = [t for t in (service_process(d) for d in dirs) if t]
+    running = [t for t in targets if t["running"]]
+    if not running:
+        raise faultspec.FaultRefused(f"no running replica of service {spec.service!r} on this node "
+                                     f"(looked in {services_dir}/{spec.service}-<n>/pid)")
+    rec.update(targets=running, backend="signals", mechanism=spec.type)
+    p = spec.parameters
+    if spec.type == "process-pause":
+        argv = [python, "-m", "grayctl.faulthelpers.stutter", "--at", f"{rec['expire_at']:.3f}",
+                "--stats", str(store.path(spec.fault_id, ".stats.json"))]
+        for t in running:
+            argv += ["--pgid", str(t["pid"])]
+        st = p.get("stutter")
+        if st:
+            argv += ["--pause", parse_duration(st["pause"]).to_tc(), "--every", parse_duration(st["every"]).to_tc()]
+            rec["mechanism"] = "stutter"
+        elif p.get("duration"):
+            argv += ["--pause", parse_duration(p["duration"]).to_tc()]
+        rec["notes"].append("SIGSTOP/SIGCONT of each replica's process group; the helper SIGCONTs on any exit")
+        pid = _spawn(argv, store.path(spec.fault_id, ".helper.log"))
+        rec["helper"] = {"argv": argv, "pid": pid}
+        rec["commands"].append({"argv": argv, "rc": None, "detached": True, "pid": pid, "at_ns": _now()[0]})
+        store.write(rec)
+        _start_expiry(store, rec, python, pid)
+        return
+    sig = getattr(signal, "SIG" + str(p.get("signal", "KILL")))
+    restart = bool(p.get("restart", True))
+    rec["killed"] = []
+    for t in running:
+        ns, utc = _now()
+        os.killpg(t["pid"], sig)
+        rec["killed"].append({"pid": t["pid"], "signal": sig.name, "at_ns": ns, "at_utc": utc})
+        rec["commands"].append({"argv": ["kill", f"-{sig.name}", f"-{t['pid']}"], "rc": 0, "at_ns": ns})
+    end = time.monotonic() + 10
+    while time.monotonic() < end and any(_group_members(t["pid"]) for t in running):
+        time.sleep(0.05)
+    if restart:
+        rec["restarted"] = [_restart_service(t) for t in running]
+        rec["notes"].append("killed, then restarted at once from the recorded command line (pid.cmd)")
+    else:
+        rec["notes"].append("killed; restarted from the recorded command line at revert (window end or expiry)")
+        store.write(rec)
+        _start_expiry(store, rec, python, None)
+
+
+# ---------------------------------------------------------------------------- revert
+
+def _leftovers(rec: dict[str, Any]) -> list[str]:
+    """Read the state back: what of this fault is still on the node."""
+    left: list[str] = []
+    fid = rec["fault_id"]
+    if rec.get("netfilter"):
+        left += steer.fault_leftovers(fid)
+    for dev in rec.get("tc_devices") or []:
+        out = subprocess.run(["tc", "-j", "qdisc", "show", "dev", dev], capture_output=True, text=True, check=False)
+        for q in json.loads(out.stdout or "[]"):
+            if q.get("kind") not in ("noqueue",):
+                left.append(f"qdisc {q.get('kind')} {q.get('handle')} on {dev}")
+    if rec.get("ifb") and Path(f"/sys/class/net/{rec['ifb']}").exists():
+        left.append(f"link {rec['ifb']}")
+    helper = rec.get("helper") or {}
+    if helper.get("pid") and _alive(helper["pid"], helper.get("argv")):
+        left.append(f"helper pid {helper['pid']} ({helper['argv'][0]})")
+    if helper.get("pid") and rec.get("type") in faultspec.STRESS_TYPES and _group_members(helper["pid"]):
+        left.append(f"stress-ng processes in group {helper['pid']}")
+    for t in rec.get("targets") or []:
+        for pid in _group_members(t["pid"]) if rec["type"] == "process-pause" else []:
+            if _proc_state(pid) == "T":
+                left.append(f"stopped process {pid} of {t['dir']}")
+    if rec.get("type") == "process-kill":
+        for t in rec.get("targets") or []:
+            now = service_process(Path(t["dir"]))
+            if not now or not now["running"]:
+                left.append(f"service {t['dir']} is not running")
+    if rec.get("temp_dir") and Path(rec["temp_dir"]).exists():
+        left.append(f"directory {rec['temp_dir']}")
+    return left
+
+
+def revert_fault(store: Store, fid: str, *, reason: str = "revert") -> dict[str, Any]:
+    """Remove everything of fault ``fid`` per its record, verify by reading back; idempotent."""
+    rec = store.read(fid)
+    if rec is None:
+        left = steer.fault_leftovers(fid)
+        return {"changed": False, "record": None, "left": left, "clean": not left}
+    if rec.get("status") == "reverted" and rec.get("revert_verified"):
+        return {"changed": False, "record": rec, "left": [], "clean": True}
+    steps: list[dict[str, Any]] = []
+    exp = rec.get("expiry") or {}
+    me = os.getpid()
+    if exp.get("pid") and exp["pid"] != me and _alive(exp["pid"], exp.get("argv")):
+        # The expiry of a netfilter fault reverts on SIGTERM itself ("cancelled"); the watcher is
+        # simply stopped (this process does the revert).
+        try:
+            os.kill(exp["pid"], signal.SIGTERM)
+        except ProcessLookupError:
+            pass
+        end = time.monotonic() + 10
+        while _alive(exp["pid"], exp.get("argv")) and time.monotonic() < end:
+            time.sleep(0.02)
+    helper = rec.get("helper") or {}
+    if helper.get("pid"):
+        if rec.get("type") in faultspec.STRESS_TYPES or rec.get("type") == "process-pause":
+            steps.append({"stop_group": helper["pid"], "result": _stop_group(helper["pid"])})
+        elif _alive(helper["pid"], helper.get("argv")):
+            steps.append({"stop_group": helper["pid"], "result": _stop_group(helper["pid"], grace=EXPIRY_GRACE_S)})
+    for t in rec.get("targets") or []:
+        if rec.get("type") == "process-pause":
+            for pid in _group_members(t["pid"]):
+                if _proc_state(pid) == "T":
+                    os.kill(pid, signal.SIGCONT)
+                    steps.append({"sigcont": pid})
+    if rec.get("type") == "process-kill" and not rec.get("restarted"):
+        rec["restarted"] = []
+        for t in rec.get("targets") or []:
+            now = service_process(Path(t["dir"]))
+            if not now or not now["running"]:
+                rec["restarted"].append(_restart_service(t))
+    for argv in rec.get("revert_commands") or []:
+        steps.append(_run(argv))
+    if rec.get("netfilter"):
+        steps.append({"removed": steer.revert_fault(fid)})
+    if rec.get("temp_dir"):
+        subprocess.run(["rm", "-rf", "--one-file-system", rec["temp_dir"]], check=False)
+    left = _leftovers(rec)
+    for _ in range(10):
+        if not left:
+            break
+        time.sleep(0.2)
+        if rec.get("netfilter"):
+            steer.revert_fault(fid)
+        left = _leftovers(rec)
+    ns, utc = _now()
+    expiry_rec = _read_json(store.path(fid, ".expiry.json"))
+    if reason == "revert" and expiry_rec and expiry_rec.get("reason") in ("expired", "helper-exited"):
+        reason = f"expiry:{expiry_rec['reason']}"
+    rec.update(status="reverted" if not left else "revert-failed", end_ns=ns, end_utc=utc, end_reason=reason,
+               revert_steps=steps, leftovers=left, revert_verified=not left,
+               helper_stats=_read_json(store.path(fid, ".stats.json")), expiry_record=expiry_rec)
+    if rec.get("type") == "process-kill" and rec.get("restarted"):
+        rec["notes"].append("the restarted replicas are not health-checked here; topology_deploy verifies them")
+    store.write(rec)
+    return {"changed": True, "record": rec, "left": left, "clean": not left}
+
+
+def purge(store: Store, fid: str) -> dict[str, Any]:
+    rec = store.read(fid)
+    if rec and rec.get("status") in ("active", "applying"):
+        raise faultspec.FaultRefused(f"fault {fid} is still active: revert it before purging its record")
+    removed = []
+    for p in store.root.glob(f"{tc.validate_fault_id(fid)}.*"):
+        if p.is_file():
+            p.unlink()
+            removed.append(p.name)
+    return {"changed": bool(removed), "removed": removed}
+
+
+def list_faults(store: Store) -> dict[str, Any]:
+    recs = store.all()
+    return {"changed": False, "faults": recs, "active": [r["fault_id"] for r in recs if r.get("status") != "reverted"]}
+
+
+def watch(store: Store, fid: str, at: float, pid: int | None) -> int:
+    """The on-host expiry of non-netfilter faults: revert at ``at``, when ``pid`` exits, or on SIGTERM."""
+    import select
+
+    stop: list[str] = []
+    wake_r, wake_w = os.pipe()
+    os.set_blocking(wake_w, False)
+    signal.set_wakeup_fd(wake_w)
+    for s in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
+        signal.signal(s, lambda n, _f: stop.append("cancelled"))
+    try:
+        pidfd = os.pidfd_open(pid) if pid else None
+    except ProcessLookupError:
+        pidfd = None
+    reason = "helper-exited" if (pid and pidfd is None) else ""
+    while not reason:
+        if stop:
+            return 0  # the controller's revert stops the watcher and reverts itself
+        left = at - time.time()
+        if left <= 0:
+            reason = "expired"
+            break
+        ready, _, _ = select.select([wake_r] + ([pidfd] if pidfd is not None else []), [], [], min(left, 1.0))
+        if pidfd is not None and pidfd in ready:
+            reason = "helper-exited"
+        elif wake_r in ready:
+            os.read(wake_r, 64)
+    out = revert_fault(store, fid, reason=f"expiry:{reason}")
+    _write_json(store.path(fid, ".expiry.json"), {"fault_id": fid, "reason": reason, "clean": out["clean"],
+                                                  "left": out["left"], "reverted_utc": _now()[1]})
+    return 0 if out["clean"] else 1
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(prog="python -m grayctl.faulthelpers.faultctl")
+    sub = ap.add_subparsers(dest="cmd", required=True)
+    sub.add_parser("probe")
+    for name in ("apply", "revert", "list", "purge", "watch"):
+        sp = sub.add_parser(name)
+        sp.add_argument("--dir", type=Path, required=True)
+        if name == "apply":
+            sp.add_argument("--spec", required=True, help="the fault spec as JSON")
+        elif name != "list":
+            sp.add_argument("--id", required=True)
+        if name == "watch":
+            sp.add_argument("--at", type=float, required=True)
+            sp.add_argument("--pid", type=int, default=None)
+    args = ap.parse_args(argv)
+    try:
+        if args.cmd == "probe":
+            print(json.dumps(probe_netem()))
+            return 0
+        args.dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+        store = Store(args.dir)
+        if args.cmd == "watch":
+            return watch(store, args.id, args.at, args.pid)
+        if args.cmd == "apply":
+            out = apply_fault(store, json.loads(args.spec))
+        elif args.cmd == "revert":
+            out = revert_fault(store, args.id)
+        elif args.cmd == "purge":
+            out = purge(store, args.id)
+        else:
+            out = list_faults(store)
+    except (faultspec.FaultRefused, tc.TcError, steer.SteerError, ValueError) as exc:
+        print(json.dumps({"changed": False, "failed": True, "msg": str(exc)}))
+        return 3
+    except RuntimeError as exc:
+        print(json.dumps({"changed": True, "failed": True, "msg": str(exc)}))
+        return 4
+    print(json.dumps(out, default=str))
+    return 0 if out.get("clean", True) else 5
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,264 @@
+"""tc argv lists for network faults: netem qdiscs, token-bucket bandwidth, scoping, ifb ingress.
+
+Pure functions: validated values in, exact argv lists out. Nothing here runs a command; the
+node-side executor (``grayctl.faulthelpers.faultctl``) runs the lists with ``subprocess`` — argv
+only, never a shell — and records them verbatim in the fault record.
+
+Map:
+  validate_ifname / validate_network / validate_port     refuse anything that is not plainly valid
+  TcScope                                                interface, direction, peers, ports
+  netem_args(type, params) -> ["delay", "200ms", ...]     tc-netem(8) options of one fault
+  bandwidth_leaf(params) / bandwidth_tbf_args(params)    the shaper of network-bandwidth
+  build_apply(fault_id, scope, kind, args) -> [argv]     root qdisc or prio/htb tree + u32 filters,
+                                                         plus the ifb redirect for ingress
+  build_revert(fault_id, scope) -> [argv]                what removes it (each may fail harmlessly)
+  ifb_name(fault_id)                                     the fault's own ifb device
+
+Scoping (FIELD-NOTES, "Traffic control"): without peers or ports the fault's qdisc is the root
+qdisc of the interface. With them, a classful root sends only the matching packets through the
+fault: ``prio`` (3 bands, every priority mapped to band 2 — class 1:2 — and the fault on band 3 —
+class 1:3) for netem, ``htb default 0`` (unclassified packets take htb's unshaped direct queue)
+with one shaped class 1:1 for bandwidth. u32 filters match the peer addresses (destination on
+egress, source on ingress) and the service's local ports (source on egress, destination on
+ingress); several peers or ports give several filters (OR), a peer and a port in one filter AND.
+Ingress: ``ingress`` qdisc on the interface, one u32 catch-all with ``mirred egress redirect`` to
+an ifb device named after the fault, the fault tree on the ifb's root.
+
+u32's ``ip sport/dport`` assume an IPv4 header without options (IHL 5), as every u32 recipe does.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import ipaddress
+import re
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from grayctl.units import parse_duration, parse_percent, parse_rate, parse_size
+
+__all__ = [
+    "NETEM_TYPES",
+    "TcError",
+    "TcScope",
+    "bandwidth_class_args",
+    "bandwidth_tbf_args",
+    "build_apply",
+    "build_revert",
+    "ifb_name",
+    "netem_args",
+    "validate_ifname",
+    "validate_network",
+    "validate_port",
+]
+
+_IFNAME = re.compile(r"\A[A-Za-z0-9_][A-Za-z0-9_.-]{0,14}\Z")
+_FAULT_ID = re.compile(r"\A[a-z0-9][a-z0-9_]{0,31}\Z")
+DIRECTIONS = ("egress", "ingress", "both")
+NETEM_TYPES = ("network-latency", "network-loss", "network-corruption", "network-duplication",
+               "network-reorder")
+# Every skb priority to band 2 (class 1:2); band 3 (class 1:3) only receives filtered packets.
+_PRIOMAP = ["1"] * 16
+Network = ipaddress.IPv4Network | ipaddress.IPv6Network
+
+
+class TcError(ValueError):
+    """An input to a tc command is invalid: refused before anything is built."""
+
+
+def validate_ifname(name: Any) -> str:
+    if not isinstance(name, str) or not _IFNAME.match(name) or name in {".", ".."}:
+        raise TcError(f"interface name {name!r} is not a valid Linux interface name")
+    return name
+
+
+def validate_fault_id(fault_id: Any) -> str:
+    if not isinstance(fault_id, str) or not _FAULT_ID.match(fault_id):
+        raise TcError(f"fault id {fault_id!r} must match {_FAULT_ID.pattern}")
+    return fault_id
+
+
+def validate_network(text: Any) -> Network:
+    """An address or network (``10.0.0.2``, ``10.0.0.0/24``, ``fd00::1``); nothing else."""
+    if not isinstance(text, str) or not re.fullmatch(r"[0-9A-Fa-f.:/]{2,64}", text):
+        raise TcError(f"peer {text!r} is not an IP address or network")
+    try:
+        return ipaddress.ip_network(text, strict=True)
+    except ValueError as exc:
+        raise TcError(f"peer {text!r} is not an IP address or network: {exc}") from None
+
+
+def validate_port(port: Any) -> int:
+    if isinstance(port, bool) or not isinstance(port, int) or not 1 <= port <= 65535:
+        raise TcError(f"port {port!r} must be an integer 1..65535")
+    return port
+
+
+def ifb_name(fault_id: str) -> str:
+    """The fault's ifb device: ``gcifb`` + 8 hex digits of the id's sha1 (IFNAMSIZ allows 15)."""
+    return "gcifb" + hashlib.sha1(validate_fault_id(fault_id).encode()).hexdigest()[:8]
+
+
+@dataclass(frozen=True)
+class TcScope:
+    """Which packets a fault touches. Empty ``peers`` = every peer; empty ``ports`` = every port."""
+
+    ifname: str
+    direction: str = "egress"
+    peers: tuple[Network, ...] = ()
+    ports: tuple[int, ...] = ()  # this node's ports (the target service's)
+
+    @classmethod
+    def build(cls, ifname: str, direction: str = "egress", peers: Iterable[str] = (),
+              ports: Iterable[int] = ()) -> TcScope:
+        if direction not in DIRECTIONS:
+            raise TcError(f"direction {direction!r} must be one of {', '.join(DIRECTIONS)}")
+        nets = tuple(dict.fromkeys(validate_network(p) for p in peers))
+        return cls(validate_ifname(ifname), direction, nets, tuple(dict.fromkeys(validate_port(p) for p in ports)))
+
+    @property
+    def scoped(self) -> bool:
+        return bool(self.peers or self.ports)
+
+    @property
+    def directions(self) -> tuple[str, ...]:
+        return ("egress", "ingress") if self.direction == "both" else (self.direction,)
+
+
+# ---------------------------------------------------------------------------- parameters
+
+def _pct(value: Any) -> str:
+    return f"{parse_percent(value).value:g}%"
+
+
+def _dur(value: Any) -> str:
+    return parse_duration(value).to_tc()
+
+
+def netem_args(fault_type: str, params: Mapping[str, Any]) -> list[str]:
+    """tc-netem(8) options for one fault, from canonical parameter strings (``200ms``, ``5%``).
+
+    ``distribution`` is always explicit when there is jitter (the kernel falls back to uniform
+    when tc sends no table; ``uniform`` is exactly that table-less case, so it is omitted).
+    """
+    p = dict(params)
+    corr = _pct(p.get("correlation", "0%"))
+    if fault_type == "network-latency":
+        args = ["delay", _dur(p["delay"])]
+        jitter = parse_duration(p.get("jitter", "0ms"))
+        if jitter.seconds > 0:
+            args += [jitter.to_tc(), corr]
+            dist = p.get("distribution", "normal")
+            if dist not in ("normal", "pareto", "paretonormal", "uniform"):
+                raise TcError(f"distribution {dist!r} is not one of normal, pareto, paretonormal, uniform")
+            if dist != "uniform":
+                args += ["distribution", dist]
+        return args
+    if fault_type == "network-loss":
+        burst = p.get("burst")
+        if burst:
+            return ["loss", "gemodel", _pct(burst["p"]), _pct(burst["r"]), _pct(burst.get("bad_loss", "100%")),
+                    _pct(burst.get("good_loss", "0%"))]
+        return ["loss", "random", _pct(p["percent"]), corr]
+    if fault_type == "network-corruption":
+        return ["corrupt", _pct(p["percent"]), corr]
+    if fault_type == "network-duplication":
+        return ["duplicate", _pct(p["percent"]), corr]
+    if fault_type == "network-reorder":
+        gap = p.get("gap", 5)
+        if isinstance(gap, bool) or not isinstance(gap, int) or not 1 <= gap <= 1000:
+            raise TcError(f"gap {gap!r} must be an integer 1..1000")
+        return ["delay", _dur(p.get("delay", "10ms")), "reorder", _pct(p["percent"]), corr, "gap", str(gap)]
+    raise TcError(f"{fault_type} is not a netem fault")
+
+
+def bandwidth_tbf_args(params: Mapping[str, Any]) -> list[str]:
+    """``tbf rate R burst B limit L`` (unscoped bandwidth: the interface's root)."""
+    return ["tbf", "rate", parse_rate(params["rate"]).to_tc(), "burst", parse_size(params.get("burst", "32KiB")).to_tc(),
+            "limit", parse_size(params.get("limit", "1MiB")).to_tc()]
+
+
+def bandwidth_class_args(params: Mapping[str, Any]) -> list[str]:
+    """htb class options of scoped bandwidth: rate = ceil, burst = cburst."""
+    rate = parse_rate(params["rate"]).to_tc()
+    burst = parse_size(params.get("burst", "32KiB")).to_tc()
+    return ["htb", "rate", rate, "ceil", rate, "burst", burst, "cburst", burst]
+
+
+# ---------------------------------------------------------------------------- trees
+
+def _filters(dev: str, scope: TcScope, direction: str, flowid: str) -> list[list[str]]:
+    addr_key = "dst" if direction == "egress" else "src"
+    port_key = "sport" if direction == "egress" else "dport"
+    out = []
+    peers: list[Network | None] = list(scope.peers) or [None]
+    ports: list[int | None] = list(scope.ports) or [None]
+    for peer in peers:
+        for port in ports:
+            v6 = peer is not None and peer.version == 6
+            proto, fam = ("ipv6", "ip6") if v6 else ("ip", "ip")
+            argv = ["tc", "filter", "add", "dev", dev, "parent", "1:", "protocol", proto, "prio", "1", "u32"]
+            if peer is not None:
+                argv += ["match", fam, addr_key, str(peer)]
+            if port is not None:
+                argv += ["match", fam, port_key, str(port), "0xffff"]
+            argv += ["flowid", flowid]
+            out.append(argv)
+            if peer is None and port is not None:
+                # no peer to fix the family: the same port match for IPv6 as well
+                out.append(argv[:8] + ["ipv6"] + argv[9:12]
+                           + ["match", "ip6", port_key, str(port), "0xffff", "flowid", flowid])
+    return out
+
+
+def _tree(dev: str, scope: TcScope, direction: str, kind: str, args: list[str]) -> list[list[str]]:
+    """The fault's qdisc tree on ``dev`` for packets going ``direction``."""
+    if kind == "netem":
+        if not scope.scoped:
+            return [["tc", "qdisc", "replace", "dev", dev, "root", "handle", "1:", "netem", *args]]
+        return [["tc", "qdisc", "replace", "dev", dev, "root", "handle", "1:", "prio", "bands", "3", "priomap", *_PRIOMAP],
+                ["tc", "qdisc", "replace", "dev", dev, "parent", "1:3", "handle", "30:", "netem", *args],
+                *_filters(dev, scope, direction, "1:3")]
+    if kind == "bandwidth":
+        if not scope.scoped:
+            return [["tc", "qdisc", "replace", "dev", dev, "root", "handle", "1:", *args[0]]]
+        cls_args, limit = args[1], args[2]
+        return [["tc", "qdisc", "replace", "dev", dev, "root", "handle", "1:", "htb", "default", "0"],
+                ["tc", "class", "replace", "dev", dev, "parent", "1:", "classid", "1:1", *cls_args],
+                ["tc", "qdisc", "replace", "dev", dev, "parent", "1:1", "handle", "10:", "bfifo", "limit", limit],
+                *_filters(dev, scope, direction, "1:1")]
+    raise TcError(f"unknown tree kind {kind!r}")
+
+
+def build_apply(fault_id: str, scope: TcScope, kind: str, args: Any) -> list[list[str]]:
+    """Every argv that installs the fault, in order.
+
+    ``kind`` ``netem``: ``args`` = ``netem_args(...)``. ``bandwidth``: ``args`` =
+    ``(bandwidth_tbf_args(p), bandwidth_class_args(p), limit_tc)``.
+    """
+    validate_fault_id(fault_id)
+    dev = scope.ifname
+    out: list[list[str]] = []
+    if "egress" in scope.directions:
+        out += _tree(dev, scope, "egress", kind, args)
+    if "ingress" in scope.directions:
+        ifb = ifb_name(fault_id)
+        out += [["ip", "link", "add", ifb, "type", "ifb"],
+                ["ip", "link", "set", "dev", ifb, "up"],
+                *_tree(ifb, scope, "ingress", kind, args),
+                ["tc", "qdisc", "add", "dev", dev, "handle", "ffff:", "ingress"],
+                ["tc", "filter", "add", "dev", dev, "parent", "ffff:", "protocol", "all", "prio", "1", "u32",
+                 "match", "u32", "0", "0", "action", "mirred", "egress", "redirect", "dev", ifb]]
+    return out
+
+
+def build_revert(fault_id: str, scope: TcScope) -> list[list[str]]:
+    """argv lists that remove the fault; each may fail harmlessly when its part is already gone."""
+    dev = scope.ifname
+    out = []
+    if "egress" in scope.directions:
+        out.append(["tc", "qdisc", "del", "dev", dev, "root"])
+    if "ingress" in scope.directions:
+        out += [["tc", "qdisc", "del", "dev", dev, "ingress"], ["ip", "link", "del", "dev", ifb_name(fault_id)]]
+    return out

@@ -1,0 +1,350 @@
+"""Every fault type on a real netns lab: inject through playbooks/fault.yml, measure from another
+node on the data network, revert, and check the node against its golden baseline.
+
+One lab for the module (3 nodes, 10.232.8.0/24 + 10.232.72.0/24, lab home in a tmp dir). Node01
+holds the target; probes (grayctl.faulthelpers.probe, UDP one-way) go from node01 to node02, so
+egress faults on node01 show. Process faults act on a stand-in service recorded the way
+topology_deploy records a replica (``services/<service>-<n>/pid`` and ``pid.cmd``). Bounds are
+generous: fidelity is bench/fault_fidelity.py's job. The three revert paths: the revert step,
+SIGTERM of ``grayctl fault inject``, SIGKILL of it (the on-host expiry cleans up alone).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import yaml
+
+from grayctl.faulthelpers.probe import run_probes
+from grayctl.paths import PROJECT_ROOT
+
+pytestmark = [
+    pytest.mark.lab,
+    pytest.mark.skipif(os.geteuid() != 0, reason="the netns lab needs root"),
+]
+
+MGMT, DATA = "10.232.8.0/24", "10.232.72.0/24"
+NODE2_DATA = "10.232.72.3"
+
+
+class FaultLab:
+    def __init__(self, tmp: Path) -> None:
+        self.name = f"tf{os.getpid() % 100000}"
+        self.tmp = tmp
+        self.file = tmp / "lab.yml"
+        self.file.write_text(yaml.safe_dump({"name": self.name, "nodes": {"count": 3},
+                                             "networks": {"management": MGMT, "data": DATA},
+                                             "limits": {"cpu": "50%", "memory": "256MiB"}}))
+        self.env = {**os.environ, "GRAYCTL_LAB_HOME": str(tmp / "labs")}
+        self.dir = tmp / "labs" / self.name
+        self.inventory = self.dir / "inventory.yml"
+
+    def grayctl(self, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
+        proc = subprocess.run([sys.executable, "-m", "grayctl", *args, "--lab", str(self.file)], env=self.env,
+                              capture_output=True, text=True, cwd=PROJECT_ROOT, timeout=300, check=False)
+        assert not check or proc.returncode == 0, f"{args}: {proc.stdout}\n{proc.stderr}"
+        return proc
+
+    def netns(self, node: str) -> str:
+        return f"gc-{self.name}-{node}"
+
+    def node_vars(self, node: str) -> dict:
+        inv = yaml.safe_load(self.inventory.read_text())["all"]["children"]["lab_nodes"]
+        return {**inv["vars"], **inv["hosts"][node]}
+
+    def fault(self, state: str, fid: str, ftype: str, params: dict, *, check: bool = True, limit: str = "node01",
+              **extra) -> subprocess.CompletedProcess[str]:
+        ev = {"fault_state": state, "fault_id": fid, "fault_type": ftype, "fault_parameters": params,
+              "fault_expire_after_s": 120, "fault_service": "svc", "fault_record_dir": str(self.tmp / "records"),
+              **extra}
+        evf = self.tmp / f"{fid}-{state}.json"
+        evf.write_text(json.dumps(ev))
+        proc = subprocess.run(["ansible-playbook", "-i", str(self.inventory), "playbooks/fault.yml", "--limit", limit,
+                               "-e", f"@{evf}"], env=self.env, capture_output=True, text=True, cwd=PROJECT_ROOT,
+                              timeout=180, check=False)
+        assert not check or proc.returncode == 0, proc.stdout[-4000:]
+        return proc
+
+    def record(self, fid: str) -> dict:
+        return json.loads((self.tmp / "records" / "node01" / f"{fid}.json").read_text())
+
+    def assert_baseline(self) -> None:
+        proc = subprocess.run(["ansible-playbook", "-i", str(self.inventory), "playbooks/baseline.yml"], env=self.env,
+                              capture_output=True, text=True, cwd=PROJECT_ROOT, timeout=180, check=False)
+        assert proc.returncode == 0, proc.stdout[-4000:]
+
+    def probe(self, port: int, count: int = 150, rate: float = 100.0, **kw):
+        return run_probes(self.netns("node01"), self.netns("node02"), NODE2_DATA, port, rate=rate, count=count,
+                          flows=8, **kw)
+
+
+@pytest.fixture(scope="module")
+def lab(tmp_path_factory) -> FaultLab:
+    tmp = tmp_path_factory.mktemp("faults")
+    fl = FaultLab(tmp)
+    fl.grayctl("lab", "up")
+    try:
+        yield fl
+    finally:
+        fl.grayctl("fault", "revert", "--all", check=False)
+        fl.grayctl("lab", "down", check=False)
+    assert fl.name not in subprocess.run(["ip", "netns", "list"], capture_output=True, text=True, check=False).stdout
+
+
+def _mean(run) -> float:
+    return statistics.fmean(run.delays_ms()) if run.delays_ms() else float("nan")
+
+
+# ---------------------------------------------------------------------------- network
+
+def test_latency_on_the_fallback_adds_the_delay_then_reverts_to_baseline(lab):
+    base = _mean(lab.probe(40001))
+    lab.fault("present", "lat", "network-latency", {"delay": "50ms", "jitter": "5ms", "correlation": "0%",
+                                                     "distribution": "normal"})
+    rec = lab.record("lat")
+    assert rec["backend"] == "fallback" and rec["probe"]["netem"] is False
+    assert rec["helper"]["argv"][2] == "grayctl.faulthelpers.nfqdelay" and rec["expiry"]["pid"]
+    lab.fault("present", "lat", "network-latency", {"delay": "50ms", "jitter": "5ms", "correlation": "0%",
+                                                     "distribution": "normal"})  # idempotent
+    added = _mean(lab.probe(40002)) - base
+    assert 40 < added < 65, added
+    lab.fault("absent", "lat", "network-latency", {})
+    rec = lab.record("lat")
+    assert rec["revert_verified"] and rec["end_ns"] > rec["start_ns"]
+    assert _mean(lab.probe(40003)) < base + 5
+    lab.assert_baseline()
+
+
+@pytest.mark.parametrize("peers,hit", [([NODE2_DATA], True), (["10.232.72.4"], False)])
+def test_loss_is_scoped_to_the_peer_addresses(lab, peers, hit):
+    lab.fault("present", "loss", "network-loss", {"percent": "30%", "correlation": "0%"}, fault_peers=peers)
+    run = lab.probe(40010, count=300, rate=200)
+    lab.fault("absent", "loss", "network-loss", {})
+    frac = run.lost / run.sent
+    assert (0.18 < frac < 0.45) if hit else frac < 0.02, frac
+    assert lab.record("loss")["mechanism"] == "nft-loss"
+    lab.assert_baseline()
+
+
+def test_partition_drops_everything_and_traffic_recovers_after_revert(lab):
+    lab.fault("present", "part", "network-partition", {"peers": "all", "direction": "both"},
+              fault_peers=[NODE2_DATA])
+    assert lab.probe(40020, count=50).received == 0
+    lab.fault("absent", "part", "network-partition", {})
+    assert lab.probe(40021, count=50).received == 50
+    lab.assert_baseline()
+
+
+def test_reorder_sends_a_share_at_once_and_delays_the_rest(lab):
+    lab.fault("present", "reo", "network-reorder", {"percent": "50%", "correlation": "0%", "gap": 1,
+                                                     "delay": "40ms"})
+    d = lab.probe(40030, count=200).delays_ms()
+    lab.fault("absent", "reo", "network-reorder", {})
+    fast, slow = sum(x < 15 for x in d), sum(x > 30 for x in d)
+    assert fast > 40 and slow > 40, (fast, slow)
+    lab.assert_baseline()
+
+
+def test_bandwidth_shapes_with_a_token_bucket(lab):
+    lab.fault("present", "bw", "network-bandwidth", {"rate": "1mbit", "burst": "4KiB", "limit": "64KiB"})
+    rec = lab.record("bw")
+    assert rec["mechanism"] == "tbf" and rec["commands"][0]["argv"][:3] == ["tc", "qdisc", "replace"]
+    run = lab.probe(40040, count=200, rate=400, payload=1200)  # ~3.8 Mbit/s offered
+    lab.fault("absent", "bw", "network-bandwidth", {})
+    assert run.lost > 20 or _mean(run) > 50, (run.lost, _mean(run))
+    lab.assert_baseline()
+
+
+@pytest.mark.parametrize("ftype,word", [("network-corruption", "corrupt"), ("network-duplication", "duplicate")])
+def test_the_fallback_refuses_what_it_cannot_do_instead_of_injecting_something_else(lab, ftype, word):
+    proc = lab.fault("present", "nope", ftype, {"percent": "5%", "correlation": "0%"}, check=False)
+    assert proc.returncode != 0 and f"cannot {word}" in proc.stdout
+    lab.fault("absent", "nope", ftype, {})
+    lab.assert_baseline()
+
+
+def test_a_required_netem_backend_fails_preflight_on_this_kernel(lab):
+    proc = lab.fault("present", "nem", "network-latency", {"delay": "10ms"}, fault_backend="netem", check=False)
+    assert proc.returncode != 0 and "no sch_netem" in proc.stdout
+    lab.assert_baseline()
+
+
+@pytest.mark.parametrize("iface", ["mgmt", "lo", "eth9"])
+def test_the_guard_refuses_any_interface_but_the_data_interface(lab, iface):
+    proc = lab.fault("present", "grd", "network-loss", {"percent": "50%"}, fault_interface=iface, check=False)
+    assert proc.returncode != 0 and "data interface only" in proc.stdout
+    lab.assert_baseline()
+
+
+# ---------------------------------------------------------------------------- stress
+
+def _cgroup_procs(lab: FaultLab, name: str) -> list[str]:
+    cg = Path(lab.node_vars("node01")["grayctl_node_cgroup"])
+    out = []
+    for f in cg.rglob("cgroup.procs"):
+        for pid in f.read_text().split():
+            try:
+                if name in Path(f"/proc/{pid}/cmdline").read_bytes().decode(errors="replace"):
+                    out.append(pid)
+            except OSError:
+                pass
+    return out
+
+
+@pytest.mark.parametrize("ftype,params", [
+    ("cpu-stress", {"workers": 1, "load": "50%"}),
+    ("memory-stress", {"bytes": "32MiB", "workers": 1}),
+    ("disk-io-stress", {"workers": 1, "bytes": "8MiB"}),
+])
+def test_stress_runs_inside_the_node_cgroup_and_is_gone_after_revert(lab, ftype, params):
+    lab.fault("present", "st", ftype, params)
+    time.sleep(0.5)
+    assert _cgroup_procs(lab, "stress-ng"), "stress-ng is not in the node's cgroup"
+    lab.fault("absent", "st", ftype, {})
+    assert not _cgroup_procs(lab, "stress-ng")
+    assert lab.record("st")["revert_verified"]
+    lab.assert_baseline()
+
+
+# ---------------------------------------------------------------------------- process
+
+@pytest.fixture
+def service(lab):
+    """A stand-in replica 'svc-0' on node01, recorded the way topology_deploy's grayctl_process does."""
+    d = Path(lab.node_vars("node01")["grayctl_state_dir"]) / "services" / "svc-0"
+    d.mkdir(parents=True)
+    argv = [sys.executable, "-c", "import time\nwhile True: time.sleep(0.01)"]
+    proc = subprocess.Popen(["ip", "netns", "exec", lab.netns("node01"), *argv], start_new_session=True)
+    time.sleep(0.3)
+    child = proc.pid  # ip netns exec execs the command in place: same pid, own session
+    (d / "pid.cmd").write_text("\0".join(argv))
+    (d / "pid").write_text(f"{child}\n")
+    yield d
+    pid = int((d / "pid").read_text())
+    for p in (pid, proc.pid):
+        try:
+            os.killpg(p, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+    proc.wait(timeout=5)
+    subprocess.run(["rm", "-rf", str(d.parent)], check=True)
+
+
+def _state(pid: int) -> str:
+    return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+
+
+def test_process_pause_stops_the_service_and_revert_continues_it(lab, service):
+    pid = int((service / "pid").read_text())
+    lab.fault("present", "pz", "process-pause", {}, fault_service="svc")
+    time.sleep(0.3)
+    assert _state(pid) == "T"
+    lab.fault("absent", "pz", "process-pause", {}, fault_service="svc")
+    assert _state(pid) in "RS"
+    assert lab.record("pz")["revert_verified"]
+
+
+def test_process_stutter_pauses_periodically(lab, service):
+    pid = int((service / "pid").read_text())
+    lab.fault("present", "stu", "process-pause", {"stutter": {"pause": "100ms", "every": "200ms"}},
+              fault_service="svc")
+    seen = {_state(pid) for _ in range(60) if time.sleep(0.01) is None}
+    lab.fault("absent", "stu", "process-pause", {}, fault_service="svc")
+    assert "T" in seen and seen & set("RS"), seen
+    events = lab.record("stu")["helper_stats"]["events"]
+    assert sum(e[0] == "STOP" for e in events) >= 2
+    assert _state(pid) in "RS"
+
+
+@pytest.mark.parametrize("restart", [True, False])
+def test_process_kill_with_and_without_restart(lab, service, restart):
+    pid = int((service / "pid").read_text())
+    lab.fault("present", "kil", "process-kill", {"signal": "KILL", "restart": restart}, fault_service="svc")
+    time.sleep(0.2)
+    new = int((service / "pid").read_text())
+    assert not Path(f"/proc/{pid}/cmdline").exists() or _state(pid) == "Z"
+    assert (new != pid) == restart
+    lab.fault("absent", "kil", "process-kill", {}, fault_service="svc")
+    now = int((service / "pid").read_text())
+    assert _state(now) in "RS" and lab.record("kil")["revert_verified"]
+
+
+# ---------------------------------------------------------------------------- revert paths
+
+EXPERIMENT = """\
+name: fx
+topology: gen1-monolith
+schedule: {warmup: 0s, baseline: 0s, fault: 60s, recovery: 0s}
+chaos_injections:
+  - id: lat-x
+    type: network-latency
+    target_service: monolith
+    parameters: {delay: 30ms}
+"""
+
+
+def _inject_in_background(lab: FaultLab, *args: str) -> subprocess.Popen:
+    exp = lab.tmp / "exp.yaml"
+    exp.write_text(EXPERIMENT)
+    return subprocess.Popen([sys.executable, "-m", "grayctl", "fault", "inject", str(exp), "--lab", str(lab.file),
+                             *args], env=lab.env, cwd=PROJECT_ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            text=True)
+
+
+def _wait_injected(proc: subprocess.Popen, lab: FaultLab, timeout: float = 60) -> None:
+    netns = lab.netns("node01")
+    end = time.monotonic() + timeout
+    while time.monotonic() < end:
+        out = subprocess.run(["ip", "netns", "exec", netns, "nft", "list", "tables"], capture_output=True, text=True, check=False)
+        if "grayctl_lat_x" in out.stdout or "mangle" in out.stdout:
+            return
+        assert proc.poll() is None, proc.communicate()
+        time.sleep(0.2)
+    raise AssertionError("the fault never appeared")
+
+
+def _node_clean(lab: FaultLab) -> bool:
+    netns = lab.netns("node01")
+    rules = subprocess.run(["ip", "netns", "exec", netns, "nft", "list", "ruleset"], capture_output=True, text=True, check=False)
+    return not rules.stdout.strip() and not _cgroup_procs(lab, "grayctl.faulthelpers")
+
+
+def test_revert_at_the_end_of_the_window(lab):
+    proc = _inject_in_background(lab, "--duration", "2")
+    out, err = proc.communicate(timeout=120)
+    assert proc.returncode == 0, err
+    assert "verified clean" in out
+    assert _node_clean(lab)
+    lab.assert_baseline()
+
+
+def test_sigterm_of_grayctl_reverts_every_fault(lab):
+    proc = _inject_in_background(lab, "--duration", "60")
+    _wait_injected(proc, lab)
+    proc.send_signal(signal.SIGTERM)
+    _out, err = proc.communicate(timeout=120)
+    assert proc.returncode == 130, err
+    assert _node_clean(lab)
+    lab.assert_baseline()
+
+
+def test_sigkill_of_grayctl_leaves_the_node_clean_within_the_expiry_margin(lab):
+    proc = _inject_in_background(lab, "--duration", "3", "--expire-margin", "2")
+    _wait_injected(proc, lab)
+    proc.kill()
+    proc.communicate(timeout=10)
+    killed = time.monotonic()
+    while time.monotonic() - killed < 12 and not _node_clean(lab):
+        time.sleep(0.2)
+    assert _node_clean(lab), "the on-host expiry did not revert the fault"
+    # the record stays on the node until the next revert-all fetches and removes it
+    lab.grayctl("fault", "revert", "--all")
+    lab.assert_baseline()

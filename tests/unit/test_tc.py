@@ -1,0 +1,141 @@
+"""Exact command lines from fault parameters (grayctl.tc, grayctl.faultspec); hostile values refused."""
+
+from __future__ import annotations
+
+import pytest
+
+from grayctl import faultspec, tc
+from grayctl.faultspec import (
+    FaultRefused,
+    load_spec,
+    network_actions,
+    node_fault_id,
+    select_backend,
+)
+
+
+def _spec(**kw):
+    base = {"id": "f1", "type": "network-latency", "parameters": {"delay": "200ms", "jitter": "50ms",
+            "correlation": "25%", "distribution": "normal"}, "interface": "data", "peers": [], "ports": [],
+            "direction": "egress", "backend": "auto", "expire_after_s": 90, "service": "svc",
+            "data_iface": "data", "mgmt_iface": "mgmt"}
+    base.update(kw)
+    return load_spec(base)
+
+
+def test_unscoped_latency_is_one_netem_root_qdisc_with_an_explicit_distribution():
+    act = network_actions(_spec(), "netem", python="/py", expire_at=0, files={})
+    assert act.commands == [["tc", "qdisc", "replace", "dev", "data", "root", "handle", "1:", "netem",
+                             "delay", "200ms", "50ms", "25%", "distribution", "normal"]]
+    assert act.revert == [["tc", "qdisc", "del", "dev", "data", "root"]]
+
+
+def test_peer_and_port_scoping_uses_prio_band_3_and_u32_filters():
+    act = network_actions(_spec(peers=["10.0.64.3"], ports=[8080]), "netem", python="/py", expire_at=0, files={})
+    assert act.commands[0][:9] == ["tc", "qdisc", "replace", "dev", "data", "root", "handle", "1:", "prio"]
+    assert act.commands[1][:8] == ["tc", "qdisc", "replace", "dev", "data", "parent", "1:3", "handle"]
+    assert act.commands[2] == ["tc", "filter", "add", "dev", "data", "parent", "1:", "protocol", "ip", "prio", "1",
+                               "u32", "match", "ip", "dst", "10.0.64.3/32", "match", "ip", "sport", "8080",
+                               "0xffff", "flowid", "1:3"]
+
+
+def test_ingress_goes_through_the_faults_own_ifb_device():
+    act = network_actions(_spec(direction="ingress"), "netem", python="/py", expire_at=0, files={})
+    ifb = tc.ifb_name("f1")
+    assert ["ip", "link", "add", ifb, "type", "ifb"] in act.commands
+    assert act.commands[-1][-6:] == ["action", "mirred", "egress", "redirect", "dev", ifb]
+    assert ["ip", "link", "del", "dev", ifb] in act.revert
+
+
+@pytest.mark.parametrize("ftype,params,args", [
+    ("network-loss", {"percent": "5%", "correlation": "0%"}, ["loss", "random", "5%", "0%"]),
+    ("network-loss", {"burst": {"p": "1%", "r": "25%"}}, ["loss", "gemodel", "1%", "25%", "100%", "0%"]),
+    ("network-corruption", {"percent": "0.5%"}, ["corrupt", "0.5%", "0%"]),
+    ("network-duplication", {"percent": "2%"}, ["duplicate", "2%", "0%"]),
+    ("network-reorder", {"percent": "10%", "gap": 5, "delay": "10ms"},
+     ["delay", "10ms", "reorder", "10%", "0%", "gap", "5"]),
+    ("network-latency", {"delay": "10ms", "jitter": "2ms", "distribution": "uniform"}, ["delay", "10ms", "2ms", "0%"]),
+])
+def test_netem_options_per_type(ftype, params, args):
+    assert tc.netem_args(ftype, params) == args
+
+
+def test_bandwidth_is_tbf_on_both_backends():
+    s = _spec(type="network-bandwidth", parameters={"rate": "10mbit", "burst": "32KiB", "limit": "1MiB"})
+    for backend in ("netem", "fallback"):
+        act = network_actions(s, backend, python="/py", expire_at=0, files={})
+        assert act.commands == [["tc", "qdisc", "replace", "dev", "data", "root", "handle", "1:", "tbf", "rate",
+                                 "10mbit", "burst", "32kb", "limit", "1mb"]]
+
+
+def test_fallback_latency_starts_the_delayer_and_steers_with_iptables():
+    act = network_actions(_spec(peers=["10.0.64.3"]), "fallback", python="/py", expire_at=100.0,
+                          files={"helper_pid": "/f/p", "stats": "/f/s"})
+    q = str(faultspec.fallback_queue("f1"))
+    assert act.helper[:6] == ["/py", "-m", "grayctl.faulthelpers.nfqdelay", "--queue", q, "--fault-id"]
+    assert ["--delay", "200ms", "--jitter", "50ms"] == act.helper[act.helper.index("--delay"):][:4]
+    assert act.commands[0] == ["iptables", "-t", "mangle", "-N", "GRAYCTL_f1"]
+    assert act.commands[-1] == ["iptables", "-t", "mangle", "-I", "OUTPUT", "-j", "GRAYCTL_f1"]
+
+
+def test_fallback_random_loss_is_an_nft_table_named_after_the_fault():
+    act = network_actions(_spec(type="network-loss", parameters={"percent": "5%"}), "fallback", python="/py",
+                          expire_at=0, files={})
+    assert "table inet grayctl_f1" in act.nft_script and "numgen random mod 1000000 < 50000" in act.nft_script
+
+
+@pytest.mark.parametrize("ftype,params", [("network-corruption", {"percent": "1%"}),
+                                          ("network-duplication", {"percent": "1%"}),
+                                          ("network-loss", {"burst": {"p": "1%", "r": "10%"}})])
+def test_the_fallback_refuses_what_it_cannot_do(ftype, params):
+    with pytest.raises(FaultRefused):
+        select_backend(_spec(type=ftype, parameters=params), netem_available=False)
+
+
+def test_required_netem_on_a_kernel_without_it_is_refused():
+    with pytest.raises(FaultRefused, match="no sch_netem"):
+        select_backend(_spec(backend="netem"), netem_available=False)
+    assert select_backend(_spec(), netem_available=True) == "netem"
+    assert select_backend(_spec(), netem_available=False) == "fallback"
+
+
+@pytest.mark.parametrize("iface", ["mgmt", "eth0", "lo"])
+def test_the_guard_refuses_anything_but_the_data_interface(iface):
+    with pytest.raises(FaultRefused):
+        network_actions(_spec(interface=iface), "netem", python="/py", expire_at=0, files={})
+
+
+@pytest.mark.parametrize("field,value", [
+    ("interface", "data; rm -rf /"), ("interface", "$(reboot)"), ("interface", "a" * 16), ("interface", "-v"),
+    ("peers", ["10.0.0.1 || true"]), ("peers", ["10.0.0.1/33"]), ("peers", ["--help"]), ("ports", [0]),
+    ("ports", ["80"]), ("ports", [True]), ("ports", [70000]), ("id", "F1"), ("id", "f1;x"), ("id", "-f"),
+    ("backend", "shell"), ("direction", "sideways"), ("expire_after_s", -1),
+])
+def test_hostile_values_are_refused_before_any_command_is_built(field, value):
+    with pytest.raises(ValueError):
+        _spec(**{field: value})
+
+
+@pytest.mark.parametrize("params", [{"delay": "200ms; reboot"}, {"delay": "-5ms"}, {"delay": "5"},
+                                    {"delay": "10ms", "jitter": "2ms", "distribution": "x;y"}])
+def test_hostile_parameters_are_refused(params):
+    with pytest.raises(ValueError):
+        tc.netem_args("network-latency", params)
+
+
+def test_node_fault_ids_fit_iptables_and_stay_distinct():
+    assert node_fault_id("f1") == "f1"
+    assert node_fault_id("api-loss") == "api_loss"
+    a, b = node_fault_id("a-very-long-fault-identifier-1"), node_fault_id("a-very-long-fault-identifier-2")
+    assert a != b and len(a) <= 20 and len(b) <= 20
+
+
+def test_stress_argv_uses_the_on_host_expiry_as_timeout():
+    s = _spec(type="cpu-stress", parameters={"workers": 2, "load": "50%"})
+    argv, _ = faultspec.stress_argv(s, timeout_s=90.2, memory_limit=None, temp_dir="/t")
+    assert argv == ["stress-ng", "--timeout", "91s", "--metrics-brief", "--cpu", "2", "--cpu-load", "50"]
+    m = _spec(type="memory-stress", parameters={"percent": "50%", "workers": 1})
+    argv, notes = faultspec.stress_argv(m, timeout_s=10, memory_limit=256 << 20, temp_dir="/t")
+    assert argv[-3:] == ["--vm-bytes", str(128 << 20), "--vm-keep"] and notes
+    with pytest.raises(FaultRefused):
+        faultspec.stress_argv(m, timeout_s=10, memory_limit=None, temp_dir="/t")

@@ -41,12 +41,17 @@ def cli(ctx: click.Context, verbose: bool) -> None:
 
 
 def _register() -> None:
-    from grayctl.cli import lab, plan, topology, validate
+    from grayctl.cli import dataset, deploy, fault, lab, plan, topology, validate
 
     cli.add_command(validate.validate)
     cli.add_command(plan.plan)
     cli.add_command(topology.topology)
     cli.add_command(lab.lab)
+    cli.add_command(deploy.deploy)
+    cli.add_command(deploy.undeploy)
+    cli.add_command(deploy.load)
+    cli.add_command(fault.fault)
+    cli.add_command(dataset.dataset)
 
 
 _register()

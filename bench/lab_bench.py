@@ -15,6 +15,7 @@ playbook through the same runner: the part of every lab command that is Ansible 
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import platform
 import statistics
@@ -51,12 +52,15 @@ NOOP = """- name: Do nothing (runner start-up floor)
 """
 
 
-def timed(cmd: list[str], env: dict[str, str]) -> float:
+def timed(cmd: list[str], env: dict[str, str], parts: dict[str, list[float]], op: str) -> float:
+    """Wall time of one lab command; its own per-playbook split (``--json`` seconds) goes to ``parts``."""
     t0 = time.perf_counter()
-    proc = subprocess.run(cmd, env=env, capture_output=True, text=True)
+    proc = subprocess.run(cmd + ["--json"], env=env, capture_output=True, text=True)
     elapsed = time.perf_counter() - t0
     if proc.returncode != 0:
         sys.exit(f"benchmark step failed: {' '.join(cmd)}\n{proc.stdout}\n{proc.stderr}")
+    for part, seconds in json.loads(proc.stdout).get("seconds", {}).items():
+        parts.setdefault(f"{op}:{part}", []).append(seconds)
     return elapsed
 
 
@@ -69,6 +73,7 @@ def lab_definition(path: Path, name: str, nodes: int, index: int) -> None:
 
 def bench_grayctl(nodes: int, repeat: int, index: int) -> dict[str, list[float]]:
     times: dict[str, list[float]] = {"up": [], "reset": [], "down": []}
+    parts: dict[str, list[float]] = {}
     with tempfile.TemporaryDirectory(prefix="grayctl-bench-") as tmp:
         env = dict(os.environ, GRAYCTL_LAB_HOME=tmp)
         lab = Path(tmp) / "lab.yml"
@@ -76,12 +81,11 @@ def bench_grayctl(nodes: int, repeat: int, index: int) -> dict[str, list[float]]
         grayctl = [sys.executable, "-m", "grayctl", "lab"]
         try:
             for _ in range(repeat):
-                times["up"].append(timed(grayctl + ["up", "--lab", str(lab)], env))
-                times["reset"].append(timed(grayctl + ["reset", "--lab", str(lab)], env))
-                times["down"].append(timed(grayctl + ["down", "--lab", str(lab)], env))
+                for op in ("up", "reset", "down"):
+                    times[op].append(timed(grayctl + [op, "--lab", str(lab)], env, parts, op))
         finally:
             subprocess.run(grayctl + ["down", "--lab", str(lab)], env=env, capture_output=True)
-    return times
+    return {**times, "parts": parts}
 
 
 def bench_mininet(nodes: int, repeat: int) -> dict[str, list[float]]:
@@ -120,8 +124,9 @@ def machine() -> str:
     mem = int(Path("/proc/meminfo").read_text().split()[1]) // 1024 // 1024
     import ansible
 
+    load = Path("/proc/loadavg").read_text().split()[:3]
     return (
-        f"{platform.platform()}; {cpu}; {os.cpu_count()} cores; {mem} GiB; "
+        f"{platform.platform()}; {cpu}; {os.cpu_count()} cores; {mem} GiB; load average {' '.join(load)}; "
         f"Python {platform.python_version()}; ansible-core {ansible.__version__ if hasattr(ansible, '__version__') else '?'}"
     )
 
@@ -147,6 +152,10 @@ def render(results: dict[int, dict], floor: list[float], repeat: int) -> str:
         lines.append(
             f"| {n} | {med(g['up'])} | {med(g['reset'])} | {med(g['down'])} | {med(m['up'])} | {med(m['down'])} | {ratio:.1f}× |"
         )
+    lines += ["", "Where the time goes (median seconds of each playbook inside the command):", ""]
+    for n, r in results.items():
+        split = ", ".join(f"{k} {statistics.median(v):.2f}" for k, v in r["grayctl"]["parts"].items())
+        lines.append(f"- {n} nodes: {split}")
     lines += [
         "",
         f"Floor: an empty playbook through the same runner takes {med(floor)}; every lab command pays it "

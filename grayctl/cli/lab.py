@@ -48,9 +48,13 @@ def bootstrap() -> None:
 @lab.command()
 @click.option("--nodes", type=click.IntRange(1, 250), default=None, help="Node count (default: the definition's).")
 @_lab_option
-def up(nodes: int | None, lab_name: str) -> None:
+@_json_option
+def up(nodes: int | None, lab_name: str, as_json: bool) -> None:
     """Create the lab (or grow/shrink it), then record every node's golden baseline."""
     record = run_lab_up(load_lab(lab_name), nodes, verbose=_verbose())
+    if as_json:
+        click.echo(json.dumps(record.to_dict(), indent=2))
+        return
     verb = "up" if record.changed else "already up"
     click.echo(f"lab {record.lab} {verb}: {len(record.nodes)} nodes, {len(record.created)} resources created"
                + (f", {len(record.removed)} removed" if record.removed else "")
@@ -83,9 +87,13 @@ def status(lab_name: str, as_json: bool) -> None:
 
 @lab.command()
 @_lab_option
-def reset(lab_name: str) -> None:
+@_json_option
+def reset(lab_name: str, as_json: bool) -> None:
     """Reset every node to its golden baseline (the netns reimage), then verify it."""
     record = run_lab_reset(load_lab(lab_name), verbose=_verbose())
+    if as_json:
+        click.echo(json.dumps(record.to_dict(), indent=2))
+        return
     if record.cleaned:
         for node, actions in sorted(record.cleaned.items()):
             click.echo(f"  {node}: {', '.join(actions)}")
@@ -96,9 +104,13 @@ def reset(lab_name: str) -> None:
 
 @lab.command()
 @_lab_option
-def down(lab_name: str) -> None:
+@_json_option
+def down(lab_name: str, as_json: bool) -> None:
     """Remove everything the lab made (from its record, in reverse order)."""
     record = run_lab_down(load_lab(lab_name), verbose=_verbose())
+    if as_json:
+        click.echo(json.dumps(record.to_dict(), indent=2))
+        return
     if not record.removed:
         click.echo(f"lab {record.lab}: nothing recorded, nothing to remove")
         return

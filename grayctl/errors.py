@@ -11,6 +11,7 @@ Exit codes (docs/exit-codes.md):
   3  lab/environment problem: not root, missing tool, lab not up, address clash
   4  a step failed on a host (Ansible reported failure or unreachable)
   5  baseline drift: a node does not match its golden baseline
+  7  a steady-state check marked fail_run failed (the dataset is complete)
   6  dataset problem: a run directory is incomplete, corrupted or not a dataset
   130 interrupted (Ctrl-C / SIGTERM), after cleanup
 """
@@ -122,6 +123,13 @@ class DatasetError(GrayctlError):
 
     exit_code = 6
     title = "dataset error"
+
+
+class ChecksFailed(GrayctlError):
+    """A steady-state check marked ``fail_run: true`` failed. The dataset is complete."""
+
+    exit_code = 7
+    title = "hypothesis failed"
 
 
 class Interrupted(GrayctlError):

@@ -41,7 +41,17 @@ def cli(ctx: click.Context, verbose: bool) -> None:
 
 
 def _register() -> None:
-    from grayctl.cli import dataset, deploy, fault, lab, plan, topology, validate
+    from grayctl.cli import (
+        dataset,
+        deploy,
+        fault,
+        lab,
+        plan,
+        run,
+        sweep,
+        topology,
+        validate,
+    )
 
     cli.add_command(validate.validate)
     cli.add_command(plan.plan)
@@ -52,6 +62,8 @@ def _register() -> None:
     cli.add_command(deploy.load)
     cli.add_command(fault.fault)
     cli.add_command(dataset.dataset)
+    cli.add_command(run.run)
+    cli.add_command(sweep.sweep)
 
 
 _register()

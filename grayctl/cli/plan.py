@@ -3,12 +3,10 @@
 from __future__ import annotations
 
 import json
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
 import yaml
-
-from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
     from grayctl.plan import Plan

@@ -1,0 +1,222 @@
+"""``grayctl run`` and ``grayctl sweep`` end to end on a private netns lab, as real subprocesses.
+
+One 6-node lab (4 app nodes for gen2-coarse, a monitor, a client) with its own name, addresses
+(10.236.x) and lab home under a tmp dir, removed in a finalizer (after undeploy and a fault revert,
+also when a test fails). Schedules are a few seconds long: these tests are about the run's
+machinery (steps, timeline, cleanup, resume), not about the figures.
+
+Budget: the run's fixed cost (about a dozen playbook runs) dominates on a loaded 2-core machine;
+see docs/benchmarks.md for the measured overhead per step.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pandas as pd
+import pytest
+import yaml
+
+from grayctl.labdef import load_lab
+from grayctl.paths import PROJECT_ROOT
+
+pytestmark = [
+    pytest.mark.lab,
+    pytest.mark.skipif(os.geteuid() != 0, reason="the netns lab needs root (namespaces, links, cgroups)"),
+]
+
+EXPERIMENT = {
+    "name": "run-test",
+    "topology": "gen2-coarse",
+    "workload": {"rate": "15/s", "arrival": "constant", "seed": 5},
+    # recovery long enough that the revert (several seconds of Ansible on a loaded machine) ends in the run
+    "schedule": {"warmup": "2s", "baseline": "6s", "fault": "8s", "recovery": "10s"},
+    "chaos_injections": [{"id": "ug-latency", "type": "network-latency", "target_service": "user-graph",
+                          "parameters": {"delay": "80ms"}}],
+}
+TINY = {**EXPERIMENT, "name": "sweep-test",
+        "schedule": {"warmup": "2s", "baseline": "4s", "fault": "4s", "recovery": "2s"}}
+
+
+class RunLab:
+    def __init__(self, tmp: Path) -> None:
+        self.name = f"r{os.getpid() % 100000}"
+        self.tmp = tmp
+        self.file = tmp / f"{self.name}.yml"
+        # generous per-node CPU: the nodes share 2 cores with everything else on the machine
+        self.file.write_text(yaml.safe_dump({
+            "name": self.name, "nodes": {"count": 6},
+            "networks": {"management": "10.236.0.0/24", "data": "10.236.64.0/24"},
+            "limits": {"cpu": "100%", "memory": "384MiB"},
+        }))
+        self.env = {**os.environ, "GRAYCTL_LAB_HOME": str(tmp / "labs")}
+        os.environ["GRAYCTL_LAB_HOME"] = self.env["GRAYCTL_LAB_HOME"]
+        self.defn = load_lab(str(self.file))
+        self.dir = self.defn.lab_dir
+
+    def argv(self, *args: str) -> list[str]:
+        return [sys.executable, "-m", "grayctl", *args]
+
+    def grayctl(self, *args: str, check: bool = True, timeout: int = 900) -> subprocess.CompletedProcess[str]:
+        proc = subprocess.run(self.argv(*args), env=self.env, capture_output=True, text=True, cwd=PROJECT_ROOT,
+                              timeout=timeout, check=False)
+        if check and proc.returncode != 0:
+            raise AssertionError(f"grayctl {' '.join(args)} exited {proc.returncode}:\n{proc.stdout}\n{proc.stderr}")
+        return proc
+
+    def experiment(self, doc: dict, name: str) -> Path:
+        p = self.tmp / f"{name}.yaml"
+        p.write_text(yaml.safe_dump({**doc, "lab": str(self.file)}, sort_keys=False))
+        return p
+
+    def baseline_verifies(self) -> bool:
+        return subprocess.run(["ansible-playbook", "-i", str(self.defn.inventory_path), "playbooks/baseline.yml"],
+                              env=self.env, cwd=PROJECT_ROOT, capture_output=True, timeout=300, check=False).returncode == 0
+
+    def leftovers(self) -> list[str]:
+        """Anything a run could leave: grayctl processes of this lab, qdiscs or nft rules on the nodes."""
+        out = []
+        ps = subprocess.run(["pgrep", "-af", f"grayctl[.](runtime|workload|faulthelpers)|prometheus.*{self.dir}"],
+                            capture_output=True, text=True, check=False).stdout
+        out += [line for line in ps.splitlines() if str(self.dir) in line]
+        for node in self.defn.node_names:
+            ns = self.defn.netns_of(node)
+            qd = subprocess.run(["ip", "netns", "exec", ns, "tc", "qdisc", "show", "dev", "data"],
+                                capture_output=True, text=True, check=False).stdout
+            out += [f"{node}: {q}" for q in qd.splitlines() if any(k in q for k in ("netem", "prio", "htb", "tbf"))]
+            nft = subprocess.run(["ip", "netns", "exec", ns, "nft", "list", "ruleset"], capture_output=True,
+                                 text=True, check=False).stdout
+            out += [f"{node}: nft {line.strip()}" for line in nft.splitlines() if "table" in line]
+        state = [str(p) for p in self.dir.glob("nodes/*/state/*")]
+        return out + state
+
+
+@pytest.fixture(scope="module")
+def lab(tmp_path_factory: pytest.TempPathFactory):
+    lab = RunLab(tmp_path_factory.mktemp("run-lab"))
+    try:
+        lab.grayctl("lab", "up", "--lab", str(lab.file))
+        yield lab
+    finally:
+        if (lab.dir / "state.json").exists():
+            lab.grayctl("fault", "revert", "--all", "--lab", str(lab.file), check=False)
+            lab.grayctl("undeploy", "gen2-coarse", "--lab", str(lab.file), check=False)
+            lab.grayctl("lab", "down", "--lab", str(lab.file), check=False)
+
+
+def _dataset_dir(stdout: str) -> Path:
+    line = next(x for x in stdout.splitlines() if x.strip().startswith("dataset:"))
+    return Path(line.split("dataset:", 1)[1].strip())
+
+
+def test_a_latency_experiment_runs_end_to_end_and_leaves_the_lab_clean(lab: RunLab) -> None:
+    exp = lab.experiment(EXPERIMENT, "e2e")
+    out = lab.tmp / "runs"
+    proc = lab.grayctl("run", str(exp), "--out", str(out), "--quiet")
+    ds = _dataset_dir(proc.stdout)
+    assert "report:" in proc.stdout and (ds / "report.html").is_file()
+    verify = lab.grayctl("dataset", "verify", str(ds))
+    assert "ok" in verify.stdout
+    manifest = json.loads((ds / "manifest.json").read_text())
+    assert manifest["status"] == "complete" and manifest["teardown"]["verify_clean"]["ok"] is True
+    # labels' fault window matches the host-measured injection times within a second
+    inj = json.loads((ds / "injection.json").read_text())
+    assert inj and all(f["revert_verified"] for f in inj)
+    run_end = int(manifest["times"]["end_ns"])
+    start = min(int(f["start_ns"]) for f in inj)
+    end = min(max(int(f["end_ns"]) for f in inj), run_end)  # labels cover the run window only
+    labels = pd.read_parquet(ds / "labels.parquet")
+    active = labels[labels["fault_active"]]
+    first = active["ts"].min().value
+    last = active["ts"].max().value + 1_000_000_000
+    assert abs(first - start) <= 1_000_000_000 and abs(last - end) <= 1_000_000_000, (first, start, last, end)
+    # the run's own records sit next to the dataset: events and the Ansible log of each step
+    records = ds.parent / f"{ds.name}.run"
+    kinds = [json.loads(line)["kind"] for line in (records / "events.jsonl").read_text().splitlines()]
+    assert kinds[0] == "run_start" and kinds[-1] == "run_end" and "fault" in kinds
+    assert list((records / "logs").glob("*-deploy/deploy.yml.log"))
+    assert lab.leftovers() == []
+    assert lab.baseline_verifies()
+
+
+def test_sigint_in_the_fault_window_reverts_resets_and_keeps_an_incomplete_dataset(lab: RunLab) -> None:
+    doc = {**EXPERIMENT, "name": "sigint", "schedule": {**EXPERIMENT["schedule"], "fault": "30s"}}
+    exp = lab.experiment(doc, "sigint")
+    out = lab.tmp / "runs-int"
+    proc = subprocess.Popen(lab.argv("run", str(exp), "--out", str(out), "--json"), env=lab.env, cwd=PROJECT_ROOT,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    applied = False
+    deadline = time.monotonic() + 600
+    assert proc.stdout is not None
+    for line in proc.stdout:  # --json: one event per line
+        ev = json.loads(line)
+        if ev["kind"] == "fault" and ev["data"]["state"] == "applied":
+            applied = True
+            time.sleep(2)
+            proc.send_signal(signal.SIGINT)
+            break
+        assert time.monotonic() < deadline, "no fault was applied in time"
+    assert applied
+    rest, err = proc.communicate(timeout=600)
+    assert proc.returncode == 130, (rest[-3000:], err[-3000:])
+    events = [json.loads(x) for x in rest.splitlines() if x.startswith("{")]
+    cleanup = {e["step"]: e["data"]["ok"] for e in events if e["kind"] == "cleanup"}
+    assert cleanup.get("revert-faults") and cleanup.get("lab-reset"), cleanup
+    end = events[-1]
+    assert end["kind"] == "run_end" and end["data"]["status"] == "incomplete" and end["data"]["exit_code"] == 130
+    (ds,) = [p for p in out.iterdir() if p.is_dir() and not p.name.endswith(".run")]
+    manifest = json.loads((ds / "manifest.json").read_text())
+    assert manifest["status"] == "incomplete" and manifest["run_status"] == "incomplete"
+    assert (ds / "labels.parquet").is_file()  # what was collected is kept
+    verify = lab.grayctl("dataset", "verify", str(ds), check=False)
+    assert verify.returncode == 6 and "incomplete" in (verify.stdout + verify.stderr)
+    assert lab.leftovers() == []
+    assert lab.baseline_verifies()
+
+
+# ~18 min on this 2-core machine (8 runs at ~2 min of Ansible overhead each): the slow tier.
+@pytest.mark.slow
+def test_a_2x2_sweep_is_interrupted_resumed_and_indexed(lab: RunLab) -> None:
+    base = lab.experiment(TINY, "tiny")
+    sweep_file = lab.tmp / "grid.yaml"
+    sweep_file.write_text(yaml.safe_dump({
+        "name": "grid", "base": str(base), "lab": str(lab.file),
+        "axes": {"chaos_injections.0.parameters.delay": ["20ms", "60ms"], "workload.rate": ["10/s", "15/s"]},
+        "repetitions": 2, "order": "sequential"}))
+    out = lab.tmp / "sweeps"
+    proc = subprocess.Popen(lab.argv("sweep", str(sweep_file), "--out", str(out), "--quiet"), env=lab.env,
+                            cwd=PROJECT_ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    assert proc.stdout is not None
+    done = []
+    for line in proc.stdout:
+        if ": complete" in line:
+            done.append(line)
+            if len(done) == 2:
+                proc.send_signal(signal.SIGTERM)
+                break
+    proc.communicate(timeout=600)
+    assert proc.returncode == 130
+    (root,) = [p for p in out.iterdir() if p.is_dir()]
+    first = pd.read_parquet(root / "index.parquet")
+    complete_before = set(first.loc[first["status"] == "complete", "run_id"])
+    assert len(complete_before) >= 2
+
+    again = lab.grayctl("sweep", str(sweep_file), "--out", str(out), "--quiet")
+    assert f"{len(complete_before)} complete run(s) skipped" in again.stdout, again.stdout
+    index = pd.read_parquet(root / "index.parquet")
+    latest = index.groupby(["cell", "repetition"]).tail(1)
+    assert len(latest) == 8 and set(latest["status"]) == {"complete"}
+    assert complete_before <= set(latest["run_id"])  # skipped, not re-run
+    assert set(index["axis:workload.rate"]) == {"10/s", "15/s"}
+    for ds in latest["dataset"]:
+        assert lab.grayctl("dataset", "verify", ds, check=False).returncode == 0
+    assert latest["baseline_p50_ms"].notna().all() and latest["fault_p99_ms"].notna().all()
+    cells = pd.read_csv(root / "cells.csv")
+    assert len(cells) == 4 and cells["baseline_p50_cv"].notna().all()
+    assert lab.leftovers() == []

@@ -1,0 +1,49 @@
+"""The run's event model and its observers: JSON lines, the run log, and a handler that fails."""
+
+from __future__ import annotations
+
+import io
+import json
+
+from rich.console import Console
+
+from grayctl.events import ConsoleProgress, Emitter, JsonEvents, RunLog
+
+
+def test_events_reach_every_handler_as_json_lines(tmp_path):
+    out = io.StringIO()
+    emit = Emitter([JsonEvents(out), RunLog(tmp_path / "events.jsonl")])
+    emit("step_end", step="deploy", phase="prepare", seconds=1.5)
+    emit.close()
+    (line,) = out.getvalue().splitlines()
+    ev = json.loads(line)
+    assert ev["kind"] == "step_end" and ev["step"] == "deploy" and ev["data"] == {"seconds": 1.5}
+    assert json.loads((tmp_path / "events.jsonl").read_text()) == ev
+
+
+def test_a_failing_handler_is_dropped_and_the_others_still_see_events(capsys):
+    seen = []
+
+    def broken(_ev):
+        raise RuntimeError("boom")
+
+    emit = Emitter([broken, seen.append])
+    emit("a")
+    emit("b")
+    assert [e.kind for e in seen] == ["a", "b"]
+    assert "dropped" in capsys.readouterr().err
+
+
+def test_console_progress_prints_plain_lines_off_a_terminal():
+    buf = io.StringIO()
+    progress = ConsoleProgress(Console(file=buf, force_terminal=False, width=120))
+    emit = Emitter([progress])
+    emit("run_start", run_id="r1", experiment="e", topology="t", lab="l", schedule_s=10, steps=["a", "b"])
+    emit("step_end", step="deploy", phase="prepare", seconds=2.0)
+    emit("phase", phase="fault", start_s=2, end_s=6)
+    emit("fault", step="inject:x", id="x", state="applied", planned_s=2.0, at_s=3.5)
+    emit("cleanup", step="undeploy", ok=False, error="unreachable")
+    emit("run_end", status="complete")
+    text = buf.getvalue()
+    assert "deploy" in text and "phase fault" in text and "x applied at t+3.5s" in text
+    assert "cleanup undeploy: unreachable" in text

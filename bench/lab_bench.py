@@ -126,7 +126,7 @@ def machine() -> str:
 
     load = Path("/proc/loadavg").read_text().split()[:3]
     return (
-        f"{platform.platform()}; {cpu}; {os.cpu_count()} cores; {mem} GiB; load average {' '.join(load)}; "
+        f"{platform.platform()}; {cpu}; {os.cpu_count()} cores; {mem} GiB; load average at the end (includes the bench's own SSH load) {' '.join(load)}; "
         f"Python {platform.python_version()}; ansible-core {ansible.__version__ if hasattr(ansible, '__version__') else '?'}"
     )
 

@@ -36,6 +36,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from grayctl.faulthelpers.steer import FAULT_ID_RE, is_fault_id, is_ifname
 from grayctl.units import parse_duration, parse_percent, parse_rate, parse_size
 
 __all__ = [
@@ -53,8 +54,6 @@ __all__ = [
     "validate_port",
 ]
 
-_IFNAME = re.compile(r"\A[A-Za-z0-9_][A-Za-z0-9_.-]{0,14}\Z")
-_FAULT_ID = re.compile(r"\A[a-z0-9][a-z0-9_]{0,31}\Z")
 DIRECTIONS = ("egress", "ingress", "both")
 NETEM_TYPES = ("network-latency", "network-loss", "network-corruption", "network-duplication",
                "network-reorder")
@@ -68,14 +67,14 @@ class TcError(ValueError):
 
 
 def validate_ifname(name: Any) -> str:
-    if not isinstance(name, str) or not _IFNAME.match(name) or name in {".", ".."}:
+    if not is_ifname(name):
         raise TcError(f"interface name {name!r} is not a valid Linux interface name")
     return name
 
 
 def validate_fault_id(fault_id: Any) -> str:
-    if not isinstance(fault_id, str) or not _FAULT_ID.match(fault_id):
-        raise TcError(f"fault id {fault_id!r} must match {_FAULT_ID.pattern}")
+    if not is_fault_id(fault_id):
+        raise TcError(f"fault id {fault_id!r} must match {FAULT_ID_RE.pattern}")
     return fault_id
 
 

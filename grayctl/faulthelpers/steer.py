@@ -34,6 +34,10 @@ __all__ = [
     "Scope",
     "validate_fault_id",
     "validate_ifname",
+    "FAULT_ID_RE",
+    "IFNAME_RE",
+    "is_fault_id",
+    "is_ifname",
     "nft_table_name",
     "iptables_chain_name",
     "build_queue_argvs",
@@ -46,9 +50,10 @@ __all__ = [
     "fault_leftovers",
 ]
 
-_FAULT_ID = re.compile(r"^[a-z0-9][a-z0-9_]{0,31}$")
+# Shared with grayctl/tc.py (the netem backend). \A…\Z, not ^…$: "$" would accept a trailing newline.
+FAULT_ID_RE = re.compile(r"\A[a-z0-9][a-z0-9_]{0,31}\Z")
 # Linux IFNAMSIZ is 16 including the NUL; stay within a quoting-free charset.
-_IFNAME = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]{0,14}$")
+IFNAME_RE = re.compile(r"\A[A-Za-z0-9_][A-Za-z0-9_.-]{0,14}\Z")
 _NETNS = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]{0,63}$")
 MAX_MULTIPORT = 15  # xt_multiport's limit per rule
 DIRECTIONS = ("egress", "ingress")
@@ -60,14 +65,22 @@ class SteerError(ValueError):
     """A steering input is invalid, or a rule could not be applied."""
 
 
+def is_fault_id(value: object) -> bool:
+    return isinstance(value, str) and FAULT_ID_RE.match(value) is not None
+
+
+def is_ifname(value: object) -> bool:
+    return isinstance(value, str) and IFNAME_RE.match(value) is not None and value not in {".", ".."}
+
+
 def validate_fault_id(fault_id: str) -> str:
-    if not isinstance(fault_id, str) or not _FAULT_ID.match(fault_id):
-        raise SteerError(f"fault id {fault_id!r} must match {_FAULT_ID.pattern}")
+    if not is_fault_id(fault_id):
+        raise SteerError(f"fault id {fault_id!r} must match {FAULT_ID_RE.pattern}")
     return fault_id
 
 
 def validate_ifname(name: str) -> str:
-    if not isinstance(name, str) or not _IFNAME.match(name) or name in {".", ".."}:
+    if not is_ifname(name):
         raise SteerError(f"interface name {name!r} is not a valid Linux interface name")
     return name
 

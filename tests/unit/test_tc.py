@@ -139,3 +139,12 @@ def test_stress_argv_uses_the_on_host_expiry_as_timeout():
     assert argv[-3:] == ["--vm-bytes", str(128 << 20), "--vm-keep"] and notes
     with pytest.raises(FaultRefused):
         faultspec.stress_argv(m, timeout_s=10, memory_limit=None, temp_dir="/t")
+
+
+@pytest.mark.parametrize("validate", [tc.validate_ifname, tc.validate_fault_id])
+def test_a_trailing_newline_is_not_a_name_on_either_backend(validate):
+    from grayctl.faulthelpers import steer
+
+    for check in (validate, getattr(steer, validate.__name__)):
+        with pytest.raises(ValueError):
+            check("data\n")

@@ -5,8 +5,8 @@ and says plainly when it could not keep to its schedule. Map of the package:
 
 - ``schedule`` — the request sequence (intended send offsets and request types) as a pure
   function of ``(seed, rate, arrival, mix, duration)``: same seed, same requests.
-- ``loadgen`` — the config contract (``load_config``/``to_config``), the open-loop run
-  (``run_workload``: asyncio + uvloop, aiohttp keep-alive pool), live Prometheus metrics and
+- ``config`` — the config contract (``load_config``/``to_config``), validated at the edge.
+- ``loadgen`` — the open-loop run (``run_workload``: asyncio + uvloop, aiohttp keep-alive pool), live Prometheus metrics and
   the summary with its validity verdict (``summarize_run``).
 - ``records`` — per-request columns in memory, written as parquet or JSON lines, and the
   HdrHistogram latency summaries.

@@ -16,7 +16,8 @@ from typing import Any
 import uvloop
 
 from grayctl.errors import GrayctlError, InputError, Interrupted, Problem
-from grayctl.workload.loadgen import RunInvalid, run_workload, to_config
+from grayctl.workload.config import to_config
+from grayctl.workload.loadgen import RunInvalid, run_workload
 
 
 def _pairs(values: list[str] | None, flag: str) -> dict[str, str]:

@@ -25,7 +25,8 @@ import pytest
 import uvloop
 
 from grayctl.errors import InputError
-from grayctl.workload.loadgen import RunResult, run_workload, to_config
+from grayctl.workload.config import to_config
+from grayctl.workload.loadgen import RunResult, run_workload
 from grayctl.workload.schedule import make_schedule
 
 SERVER = r'''

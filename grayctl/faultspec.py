@@ -9,7 +9,9 @@ Map:
   load_spec(data) -> Spec                       validate every field (ids, names, addresses, ports)
   ensure_interface_allowed(spec)                the guard: the data interface only, never mgmt
   select_backend(spec, netem_available) -> str  auto -> netem | fallback; refuse impossible ones
-  network_actions(spec, backend, ...)           network-* faults
+  network_actions(spec, backend, ...)           network-* faults (``flow_slot``: flow fractions,
+                                                a conntrack-mark slot chosen by the node)
+  helper_seed(spec)                             the delayer's recorded --seed
   stress_argv(spec, ...)                        cpu-, memory-, disk-io-stress (stress-ng)
   fallback_queue(fault_id)                      the NFQUEUE number of a fault (from its id)
 
@@ -38,6 +40,7 @@ __all__ = [
     "Spec",
     "ensure_interface_allowed",
     "fallback_queue",
+    "helper_seed",
     "load_spec",
     "network_actions",
     "node_fault_id",
@@ -73,6 +76,7 @@ class Spec:
     data_iface: str | None
     mgmt_iface: str | None
     raw: dict[str, Any] = field(default_factory=dict, compare=False)
+    fraction: float = 1.0  # network faults: the share of flows (connections) affected
 
 
 @dataclass
@@ -89,6 +93,7 @@ class Actions:
     tc_devices: list[str] = field(default_factory=list)  # devices whose fault qdiscs revert removes
     ifb: str | None = None
     notes: list[str] = field(default_factory=list)
+    flow_mark: dict[str, Any] | None = None  # flow fractions: steer.FlowMark.to_dict()
 
 
 def node_fault_id(experiment_id: str) -> str:
@@ -142,7 +147,23 @@ def load_spec(data: Mapping[str, Any]) -> Spec:
         if name is not None:
             tc.validate_ifname(name)
     return Spec(fid, ftype, params, iface, peers, ports, direction, backend, float(expire), service,
-                data_iface, mgmt_iface, dict(data))
+                data_iface, mgmt_iface, dict(data), _fraction(data.get("fraction"), ftype))
+
+
+def _fraction(value: Any, ftype: str) -> float:
+    """``fraction`` of the spec (``30%``, as the plan writes scope.fraction): a share of flows."""
+    if value in (None, "", "100%"):
+        return 1.0
+    try:
+        frac = parse_percent(value).fraction
+    except (ValueError, TypeError):
+        raise FaultRefused(f"fraction {value!r} must be a percentage such as 30%") from None
+    if not 0 < frac <= 1:
+        raise FaultRefused(f"fraction {value!r} must be within (0%, 100%]")
+    if frac < 1 and ftype not in NETWORK_TYPES:
+        raise FaultRefused(f"fraction {value!r}: flow fractions apply to network faults; for {ftype} the plan "
+                           f"picks a share of the replica nodes instead")
+    return frac
 
 
 def ensure_interface_allowed(spec: Spec) -> str:
@@ -177,10 +198,21 @@ def select_backend(spec: Spec, netem_available: bool) -> str:
     backend = "netem" if (spec.backend == "netem" or (spec.backend == "auto" and netem_available)) else "fallback"
     if backend == "fallback" and spec.type in FALLBACK_REFUSALS:
         raise FaultRefused(f"{spec.type}: {FALLBACK_REFUSALS[spec.type]}")
-    if backend == "fallback" and spec.type == "network-loss" and spec.parameters.get("burst"):
-        raise FaultRefused("network-loss with 'burst' (Gilbert-Elliott) needs netem: the fallback backend has "
-                           "random loss only")
     return backend
+
+
+def helper_seed(spec: Spec) -> int:
+    """The delayer's random seed: the spec's ``seed`` when given, else one derived from the fault id.
+
+    Recorded in the helper's argv (so in injection.json): the same fault replays the same
+    sequence of random decisions for the same sequence of packets.
+    """
+    seed = spec.raw.get("seed")
+    if seed is not None:
+        if isinstance(seed, bool) or not isinstance(seed, int) or not 0 <= seed < 2**32:
+            raise FaultRefused(f"seed {seed!r} must be an integer 0..4294967295")
+        return seed
+    return int(hashlib.sha1(f"seed:{spec.fault_id}".encode()).hexdigest()[:8], 16)
 
 
 def fallback_queue(fault_id: str) -> int:
@@ -188,14 +220,14 @@ def fallback_queue(fault_id: str) -> int:
     return 1000 + int(hashlib.sha1(tc.validate_fault_id(fault_id).encode()).hexdigest()[:8], 16) % 60000
 
 
-def _steer_argvs(fault_id: str, spec: Spec, queue: int) -> list[list[str]]:
+def _steer_argvs(fault_id: str, spec: Spec, queue: int, mark: steer.FlowMark | None = None) -> list[list[str]]:
     """Queue steering for egress, ingress or both: one chain, rules for each direction, one jump per hook."""
     out: list[list[str]] = []
     directions = ("egress", "ingress") if spec.direction == "both" else (spec.direction,)
     created: set[str] = set()
     for d in directions:
         scope = steer.Scope.build(spec.interface or "", d, spec.peers, (), spec.ports)
-        for argv in steer.build_queue_argvs(fault_id, scope, queue):
+        for argv in steer.build_queue_argvs(fault_id, scope, queue, connmark=mark.selected if mark else None):
             key = f"{argv[0]} {argv[3]}"
             if argv[3] == "-N":
                 if key in created:
@@ -206,44 +238,90 @@ def _steer_argvs(fault_id: str, spec: Spec, queue: int) -> list[list[str]]:
     return [a for a in out if a[3] != "-I"] + [a for a in out if a[3] == "-I"]
 
 
-def _nft_loss_or_partition(spec: Spec, drop: str, directions: tuple[str, ...]) -> str:
+def _nft_loss_or_partition(spec: Spec, drop: str, directions: tuple[str, ...],
+                           mark: steer.FlowMark | None = None) -> str:
     chains = {}
+    ct = f" {mark.match()}" if mark else ""
     for d in directions:
         scope = steer.Scope.build(spec.interface or "", d, spec.peers, (), spec.ports)
-        chains[d] = [f"{m} {drop}" for m in steer._nft_matches(scope, d)]
-    return steer._nft_table(spec.fault_id, chains)
+        chains[d] = [f"{m}{ct} {drop}" for m in steer._nft_matches(scope, d)]
+    return steer._nft_table(spec.fault_id, chains, _select(spec, mark))
 
 
-def network_actions(spec: Spec, backend: str, *, python: str, expire_at: float, files: Mapping[str, str]) -> Actions:
-    """The exact commands of a network fault on ``backend`` (``files``: helper pid/stats paths)."""
+def _select(spec: Spec, mark: steer.FlowMark | None) -> dict[str, tuple[str, list[str]]] | None:
+    return steer.build_flow_select(spec.interface or "", mark) if mark else None
+
+
+def _flow_mark(spec: Spec, flow_slot: int | None) -> steer.FlowMark | None:
+    if spec.fraction >= 1:
+        return None
+    if flow_slot is None:
+        raise FaultRefused(f"fault {spec.fault_id}: a flow fraction needs a free conntrack-mark slot on the node")
+    return steer.FlowMark(flow_slot, spec.fraction)
+
+
+def _tc_priority_script(spec: Spec, mark: steer.FlowMark, kind: str) -> str | None:
+    """Flow fractions on tc faults, egress: selected packets in scope get the fault class's priority."""
+    if "egress" not in (("egress", "ingress") if spec.direction == "both" else (spec.direction,)):
+        return steer._nft_table(spec.fault_id, {}, _select(spec, mark))
+    scope = steer.Scope.build(spec.interface or "", "egress", spec.peers, (), spec.ports)
+    rules = [f"{m} {mark.match()} meta priority set {tc.FRACTION_CLASS[kind]}"
+             for m in steer._nft_matches(scope, "egress")]
+    return steer._nft_table(spec.fault_id, {"egress": rules}, _select(spec, mark))
+
+
+_FRACTION_NOTE = ("flow fraction: each new connection on the data interface is selected with probability "
+                  "{f:g} % when it starts (conntrack mark bit {sel} of slot {slot}); only selected connections "
+                  "are affected; their conntrack entries are deleted at revert so no mark outlives the fault")
+
+
+def network_actions(spec: Spec, backend: str, *, python: str, expire_at: float, files: Mapping[str, str],
+                    flow_slot: int | None = None) -> Actions:
+    """The exact commands of a network fault on ``backend`` (``files``: helper pid/stats paths).
+
+    ``flow_slot``: the node's free conntrack-mark slot, needed when ``spec.fraction`` < 1.
+    """
     iface = ensure_interface_allowed(spec)
+    mark = _flow_mark(spec, flow_slot)
+    act = _network_actions(spec, backend, iface, mark, python=python, expire_at=expire_at, files=files)
+    if mark:
+        act.flow_mark = mark.to_dict()
+        act.netfilter = True
+        act.notes.append(_FRACTION_NOTE.format(f=100 * spec.fraction, sel=hex(mark.selected), slot=mark.slot))
+    return act
+
+
+def _network_actions(spec: Spec, backend: str, iface: str, mark: steer.FlowMark | None, *, python: str,
+                     expire_at: float, files: Mapping[str, str]) -> Actions:
     p = spec.parameters
     fid = spec.fault_id
     directions = ("egress", "ingress") if spec.direction == "both" else (spec.direction,)
     if spec.type == "network-partition":
         pdir = p.get("direction", "both")
         pdirs = ("egress", "ingress") if pdir == "both" else (pdir,)
-        script = _nft_loss_or_partition(spec, "counter drop", pdirs)
+        script = _nft_loss_or_partition(spec, "counter drop", pdirs, mark)
         return Actions(backend, "nft-partition", nft_script=script, netfilter=True,
                        notes=["partition is nft drop on both backends (netem has no partition)"])
-    tscope = tc.TcScope.build(iface, spec.direction, spec.peers, spec.ports)
+    tscope = tc.TcScope.build(iface, spec.direction, spec.peers, spec.ports, mark.selected if mark else None)
     if spec.type == "network-bandwidth":
         args = (tc.bandwidth_tbf_args(p), tc.bandwidth_class_args(p), parse_size(p.get("limit", "1MiB")).to_tc())
         return Actions(backend, "htb" if tscope.scoped else "tbf", commands=tc.build_apply(fid, tscope, "bandwidth", args),
                        revert=tc.build_revert(fid, tscope), tc_devices=[iface],
                        ifb=tc.ifb_name(fid) if "ingress" in tscope.directions else None,
-                       notes=["bandwidth is a tc token bucket on both backends"])
+                       nft_script=_tc_priority_script(spec, mark, "bandwidth") if mark else None,
+                       netfilter=bool(mark), notes=["bandwidth is a tc token bucket on both backends"])
     if backend == "netem":
         return Actions(backend, "netem", commands=tc.build_apply(fid, tscope, "netem", tc.netem_args(spec.type, p)),
                        revert=tc.build_revert(fid, tscope), tc_devices=[iface],
-                       ifb=tc.ifb_name(fid) if "ingress" in tscope.directions else None)
+                       ifb=tc.ifb_name(fid) if "ingress" in tscope.directions else None,
+                       nft_script=_tc_priority_script(spec, mark, "netem") if mark else None, netfilter=bool(mark))
     # fallback
     corr = parse_percent(p.get("correlation", "0%"))
-    if spec.type == "network-loss" and corr.value == 0:
+    if spec.type == "network-loss" and corr.value == 0 and not p.get("burst"):
         pct = parse_percent(p["percent"]).value
         threshold = round(pct / 100 * steer.LOSS_RESOLUTION)
         script = _nft_loss_or_partition(spec, f"numgen random mod {steer.LOSS_RESOLUTION} < {threshold} counter drop",
-                                        directions)
+                                        directions, mark)
         return Actions(backend, "nft-loss", nft_script=script, netfilter=True)
     queue = fallback_queue(fid)
     helper = [python, "-m", "grayctl.faulthelpers.nfqdelay", "--queue", str(queue), "--fault-id", fid,
@@ -257,11 +335,19 @@ def network_actions(spec: Spec, backend: str, *, python: str, expire_at: float, 
         helper += ["--delay", parse_duration(p.get("delay", "10ms")).to_tc(), "--reorder",
                    f"{parse_percent(p['percent']).value:g}%", "--reorder-correlation", f"{corr.value:g}%",
                    "--gap", str(gap)]
+    elif spec.type == "network-loss" and p.get("burst"):
+        b = p["burst"]
+        if not isinstance(b, dict) or "p" not in b or "r" not in b:
+            raise FaultRefused("network-loss burst needs a mapping with p and r (Gilbert-Elliott)")
+        helper += ["--gemodel", *(f"{parse_percent(b.get(k, d)).value:g}%" for k, d in
+                                  (("p", None), ("r", None), ("bad_loss", "100%"), ("good_loss", "0%")))]
     elif spec.type == "network-loss":
         helper += ["--loss", f"{parse_percent(p['percent']).value:g}%", "--loss-correlation", f"{corr.value:g}%"]
     else:
         raise FaultRefused(f"{spec.type}: no fallback implementation")
-    return Actions(backend, "nfqueue-delayer", helper=helper, commands=_steer_argvs(fid, spec, queue), netfilter=True)
+    helper += ["--seed", str(helper_seed(spec))]
+    return Actions(backend, "nfqueue-delayer", helper=helper, commands=_steer_argvs(fid, spec, queue, mark),
+                   nft_script=steer._nft_table(fid, {}, _select(spec, mark)) if mark else None, netfilter=True)
 
 
 def stress_argv(spec: Spec, *, timeout_s: float, memory_limit: int | None, temp_dir: str) -> tuple[list[str], list[str]]:

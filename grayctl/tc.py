@@ -25,6 +25,16 @@ Ingress: ``ingress`` qdisc on the interface, one u32 catch-all with ``mirred egr
 an ifb device named after the fault, the fault tree on the ifb's root.
 
 u32's ``ip sport/dport`` assume an IPv4 header without options (IHL 5), as every u32 recipe does.
+
+Flow fractions (``TcScope.mark``, the fault's "selected" conntrack-mark bit): connections are
+chosen at their start by nft (``steer.build_flow_select``), which also matches peers and ports.
+Egress: nft sets the packet's ``skb->priority`` to the fault's class (``FRACTION_CLASS``) and the
+classful root classifies by it before any filter (``prio`` and ``htb`` both do), so the tree has
+no filters — no ``cls_fw`` or u32 mark support is needed. Ingress (ifb): packets reach tc before
+netfilter, so the redirect filter restores the conntrack mark with ``action connmark`` and the
+ifb's tree matches it (``fw`` filter, or u32 ``match mark`` next to peers/ports); that needs
+``act_connmark`` and ``cls_fw`` (Debian's kernels have them; kernels without them refuse the
+command and the apply rolls back).
 """
 
 from __future__ import annotations
@@ -40,6 +50,7 @@ from grayctl.faulthelpers.steer import FAULT_ID_RE, is_fault_id, is_ifname
 from grayctl.units import parse_duration, parse_percent, parse_rate, parse_size
 
 __all__ = [
+    "FRACTION_CLASS",
     "NETEM_TYPES",
     "TcError",
     "TcScope",
@@ -59,6 +70,8 @@ NETEM_TYPES = ("network-latency", "network-loss", "network-corruption", "network
                "network-reorder")
 # Every skb priority to band 2 (class 1:2); band 3 (class 1:3) only receives filtered packets.
 _PRIOMAP = ["1"] * 16
+# The class a selected flow's packets are steered to by skb priority (flow fractions, egress).
+FRACTION_CLASS = {"netem": "1:3", "bandwidth": "1:1"}
 Network = ipaddress.IPv4Network | ipaddress.IPv6Network
 
 
@@ -107,18 +120,23 @@ class TcScope:
     direction: str = "egress"
     peers: tuple[Network, ...] = ()
     ports: tuple[int, ...] = ()  # this node's ports (the target service's)
+    mark: int | None = None  # flow fractions: the fault's "selected" conntrack-mark bit
 
     @classmethod
     def build(cls, ifname: str, direction: str = "egress", peers: Iterable[str] = (),
-              ports: Iterable[int] = ()) -> TcScope:
+              ports: Iterable[int] = (), mark: int | None = None) -> TcScope:
         if direction not in DIRECTIONS:
             raise TcError(f"direction {direction!r} must be one of {', '.join(DIRECTIONS)}")
+        if mark is not None and (isinstance(mark, bool) or not isinstance(mark, int) or mark <= 0
+                                 or mark >= 1 << 32 or mark & (mark - 1)):
+            raise TcError(f"flow mark {mark!r} must be one bit of a 32-bit mark")
         nets = tuple(dict.fromkeys(validate_network(p) for p in peers))
-        return cls(validate_ifname(ifname), direction, nets, tuple(dict.fromkeys(validate_port(p) for p in ports)))
+        return cls(validate_ifname(ifname), direction, nets, tuple(dict.fromkeys(validate_port(p) for p in ports)),
+                   mark)
 
     @property
     def scoped(self) -> bool:
-        return bool(self.peers or self.ports)
+        return bool(self.peers or self.ports or self.mark)
 
     @property
     def directions(self) -> tuple[str, ...]:
@@ -191,6 +209,12 @@ def _filters(dev: str, scope: TcScope, direction: str, flowid: str) -> list[list
     addr_key = "dst" if direction == "egress" else "src"
     port_key = "sport" if direction == "egress" else "dport"
     out = []
+    if scope.mark and direction == "egress":
+        return []  # classified by skb priority, set by the fault's nft rule (module docstring)
+    mark = ["match", "mark", hex(scope.mark), hex(scope.mark)] if scope.mark else []
+    if scope.mark and not (scope.peers or scope.ports):
+        return [["tc", "filter", "add", "dev", dev, "parent", "1:", "protocol", "all", "prio", "1",
+                 "handle", f"{hex(scope.mark)}/{hex(scope.mark)}", "fw", "classid", flowid]]
     peers: list[Network | None] = list(scope.peers) or [None]
     ports: list[int | None] = list(scope.ports) or [None]
     for peer in peers:
@@ -202,12 +226,12 @@ def _filters(dev: str, scope: TcScope, direction: str, flowid: str) -> list[list
                 argv += ["match", fam, addr_key, str(peer)]
             if port is not None:
                 argv += ["match", fam, port_key, str(port), "0xffff"]
-            argv += ["flowid", flowid]
+            argv += [*mark, "flowid", flowid]
             out.append(argv)
             if peer is None and port is not None:
                 # no peer to fix the family: the same port match for IPv6 as well
                 out.append(argv[:8] + ["ipv6"] + argv[9:12]
-                           + ["match", "ip6", port_key, str(port), "0xffff", "flowid", flowid])
+                           + ["match", "ip6", port_key, str(port), "0xffff", *mark, "flowid", flowid])
     return out
 
 
@@ -248,7 +272,10 @@ def build_apply(fault_id: str, scope: TcScope, kind: str, args: Any) -> list[lis
                 *_tree(ifb, scope, "ingress", kind, args),
                 ["tc", "qdisc", "add", "dev", dev, "handle", "ffff:", "ingress"],
                 ["tc", "filter", "add", "dev", dev, "parent", "ffff:", "protocol", "all", "prio", "1", "u32",
-                 "match", "u32", "0", "0", "action", "mirred", "egress", "redirect", "dev", ifb]]
+                 "match", "u32", "0", "0",
+                 # before netfilter has run: restore the conntrack mark so the ifb's filters see it
+                 *(["action", "connmark", "pipe"] if scope.mark else []),
+                 "action", "mirred", "egress", "redirect", "dev", ifb]]
     return out
 
 

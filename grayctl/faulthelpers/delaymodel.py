@@ -17,6 +17,11 @@ What follows tc-netem(8) and ``net/sched/sch_netem.c`` on purpose, bit for bit w
                         install when present (exactly netem's); ``normal`` and ``pareto`` are
                         generated identically when it is not.
   loss                  ``loss random P [CORR]``: dropped when ``P >= crandom``.
+  gemodel               ``loss gemodel p r 1-h 1-k`` (``loss_gilb_ell``): a two-state Markov
+                        chain per packet. In the good state: move to bad with probability p,
+                        drop with 1-k; in the bad state: move to good with r, drop with 1-h.
+                        As in netem the transition is drawn first and the drop uses the state
+                        the packet *arrived* in; both draws are taken for every packet.
   reorder               ``reorder P [CORR] [gap N]``: after ``gap-1`` normally delayed packets,
                         a packet is sent immediately with probability P and the count restarts;
                         ``gap`` defaults to 1 when only P is given, as tc does.
@@ -51,6 +56,8 @@ __all__ = [
     "ORDERS",
     "DelaySpec",
     "Decision",
+    "GilbertElliott",
+    "ge_theory",
     "CorrelatedRandom",
     "DelayModel",
     "load_dist_table",
@@ -96,6 +103,8 @@ class DelaySpec:
     gap: int = 0  # 0 = tc default (1 when reorder > 0)
     order: str = "flow"
     seed: int | None = None
+    # Gilbert-Elliott burst loss, netem's order: (p, r, 1-h, 1-k) in percent; None = off.
+    gemodel: tuple[float, float, float, float] | None = None
 
     def __post_init__(self) -> None:
         problems = []
@@ -112,6 +121,11 @@ class DelaySpec:
             problems.append(f"order must be one of {', '.join(ORDERS)}")
         if self.gap < 0:
             problems.append("gap must be >= 0")
+        if self.gemodel is not None:
+            if len(self.gemodel) != 4 or not all(0.0 <= v <= 100.0 for v in self.gemodel):
+                problems.append("gemodel needs four percentages p, r, 1-h, 1-k within 0..100 %")
+            if self.loss > 0:
+                problems.append("give random loss or the Gilbert-Elliott model, not both")
         if self.reorder > 0 and self.delay_ns == 0:
             # tc-netem(8): "to use reordering, a delay option must be specified".
             problems.append("reorder needs a delay (a packet is reordered by skipping it)")
@@ -149,6 +163,50 @@ class CorrelatedRandom:
         answer = (value * (U32 - rho) + self.last * rho) >> 32
         self.last = answer
         return answer
+
+
+class GilbertElliott:
+    """netem's ``loss_gilb_ell``: the good/bad chain, one verdict per packet."""
+
+    GOOD, BAD = 1, 2
+
+    def __init__(self, p: float, r: float, bad_loss: float, good_loss: float, rng: random.Random) -> None:
+        self.p, self.r = percent_to_u32(p), percent_to_u32(r)
+        self.bad_loss, self.good_loss = percent_to_u32(bad_loss), percent_to_u32(good_loss)
+        self.rng = rng
+        self.state = self.GOOD  # netem starts in the good state too
+
+    @staticmethod
+    def _below(rnd: int, threshold: int) -> bool:
+        # 100 % maps to UINT32_MAX: make it certain, as the percentage says.
+        return rnd < threshold or threshold == U32 - 1
+
+    def lose(self) -> bool:
+        move, drop = self.rng.getrandbits(32), self.rng.getrandbits(32)
+        if self.state == self.GOOD:
+            if self._below(move, self.p):
+                self.state = self.BAD
+            return self._below(drop, self.good_loss)
+        if self._below(move, self.r):
+            self.state = self.GOOD
+        return self._below(drop, self.bad_loss)
+
+
+def ge_theory(p: float, r: float, bad_loss: float = 100.0, good_loss: float = 0.0) -> dict[str, float]:
+    """What the Gilbert-Elliott chain (percent arguments) should give in the long run.
+
+    ``loss``: stationary loss probability ``pi_G*(1-k) + pi_B*(1-h)`` with ``pi_B = p/(p+r)``.
+    ``mean_burst``: mean length of a run of consecutive losses = P(loss) / P(a loss followed by
+    a delivery) — exact for the hidden chain, and ``1/r`` when ``1-h = 100 %`` and ``1-k = 0``.
+    """
+    P, R, lb, lg = p / 100, r / 100, bad_loss / 100, good_loss / 100
+    pi_b = P / (P + R) if P + R > 0 else 0.0  # p = r = 0: the chain never leaves the good state
+    pi_g = 1 - pi_b
+    loss = pi_g * lg + pi_b * lb
+    # The drop of packet n uses state S_n; S_{n+1} follows the chain.
+    end = pi_g * lg * ((1 - P) * (1 - lg) + P * (1 - lb)) + pi_b * lb * (R * (1 - lg) + (1 - R) * (1 - lb))
+    mean_burst = 0.0 if loss == 0 else (loss / end if end > 0 else float("inf"))
+    return {"loss": loss, "mean_burst": mean_burst, "pi_bad": pi_b}
 
 
 def _c_div(a: int, b: int) -> int:
@@ -216,6 +274,7 @@ class DelayModel:
         self._delay_rnd = CorrelatedRandom(spec.correlation, rng)
         self._loss_rnd = CorrelatedRandom(spec.loss_correlation, rng)
         self._reorder_rnd = CorrelatedRandom(spec.reorder_correlation, rng)
+        self._ge = GilbertElliott(*spec.gemodel, rng) if spec.gemodel is not None else None
         self._loss = percent_to_u32(spec.loss)
         self._reorder = percent_to_u32(spec.reorder)
         self._gap = spec.effective_gap
@@ -236,6 +295,8 @@ class DelayModel:
         """Verdict for a packet that arrived at ``now_ns`` and belongs to ``flow``."""
         self._seen += 1
         if self._loss and self._loss >= self._loss_rnd.next():
+            return Decision(drop=True, release_ns=now_ns)
+        if self._ge is not None and self._ge.lose():
             return Decision(drop=True, release_ns=now_ns)
         if self._gap and self._counter >= self._gap - 1 and self._reorder >= self._reorder_rnd.next():
             # netem puts it at the head of the queue with time_to_send = now.

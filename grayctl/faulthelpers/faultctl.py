@@ -29,6 +29,8 @@ import hashlib
 import json
 import os
 import re
+import select
+import shutil
 import signal
 import subprocess
 import sys
@@ -119,29 +121,110 @@ def _spawn(argv: list[str], log: Path) -> int:
     return proc.pid
 
 
-def _stop_group(pgid: int, grace: float = 3.0) -> str:
-    """SIGTERM a process group, SIGKILL what is left after ``grace``; SIGCONT so stopped members see it."""
-    members = _group_members(pgid)
-    if not members:
-        return "not running"
-    for sig in (signal.SIGTERM, signal.SIGCONT):
-        try:
-            os.killpg(pgid, sig)
-        except ProcessLookupError:
-            return "terminated"
-    end = time.monotonic() + grace
-    while time.monotonic() < end:
-        if not _group_members(pgid):
-            return "terminated"
-        time.sleep(0.05)
+def _descendants(root: int) -> list[int]:
+    """Live descendants of ``root`` (by parent pid), whatever process group or session they moved to."""
+    children: dict[int, list[int]] = {}
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                fields = Path(f"/proc/{entry}/stat").read_text().rsplit(")", 1)[1].split()
+            except (OSError, IndexError):
+                continue
+            if fields[0] not in ("Z", "X"):
+                children.setdefault(int(fields[1]), []).append(int(entry))
+    out, todo = [], [root]
+    while todo:
+        for child in children.get(todo.pop(), []):
+            if child not in out:
+                out.append(child)
+                todo.append(child)
+    return out
+
+
+def _fault_processes(leader: int, argv: list[str] | None = None) -> list[int]:
+    """Every live process of a fault: the leader's group plus, while the leader still runs ``argv``,
+    its descendants (children that left the group are found too; a reused pid is not walked).
+
+    Only processes the fault started are found this way (its own group, its own children), never
+    the node's other processes: the node's cgroup is shared and is never signalled as a whole.
+    """
+    found = _group_members(leader)
+    if _alive(leader, argv):
+        found += _descendants(leader) + [leader]
+    return sorted(set(found))
+
+
+class _Tracked:
+    """pidfds of the fault's processes: signals reach exactly them (no PID reuse), and a pidfd
+    turns readable when its process has exited — a zombie counts as gone (it runs nothing)."""
+
+    def __init__(self) -> None:
+        self.fds: dict[int, int] = {}
+
+    def add(self, pids: list[int]) -> None:
+        for pid in pids:
+            if pid not in self.fds and pid > 1 and pid != os.getpid():
+                try:
+                    self.fds[pid] = os.pidfd_open(pid)
+                except OSError:
+                    pass
+
+    def live(self) -> list[int]:
+        if not self.fds:
+            return []
+        done, _, _ = select.select(list(self.fds.values()), [], [], 0)
+        return sorted(pid for pid, fd in self.fds.items() if fd not in done)
+
+    def signal(self, pids: list[int], sig: int) -> None:
+        for pid in pids:
+            try:
+                signal.pidfd_send_signal(self.fds[pid], sig)
+            except (ProcessLookupError, KeyError):
+                pass
+
+    def wait(self, leader: int, argv: list[str] | None, timeout: float) -> list[int]:
+        end = time.monotonic() + timeout
+        while True:
+            self.add(_fault_processes(leader, argv))  # children forked meanwhile are tracked too
+            live = self.live()
+            if not live or time.monotonic() >= end:
+                return live
+            time.sleep(0.05)
+
+    def close(self) -> None:
+        for fd in self.fds.values():
+            os.close(fd)
+
+
+def _stop_group(pgid: int, grace: float = 3.0, argv: list[str] | None = None) -> dict[str, Any]:
+    """Stop a fault's processes (leader ``pgid``, its group, its descendants) and verify none is left.
+
+    SIGCONT all (a stopped process cannot act on SIGTERM), SIGTERM the leader alone first so that
+    it stops and reaps its own workers (stress-ng does: no orphans left for PID 1 to reap late),
+    then SIGTERM whatever is left, then SIGKILL; each wait is bounded. ``left`` lists live pids
+    after all that (empty = stopped).
+    """
+    tracked = _Tracked()
     try:
-        os.killpg(pgid, signal.SIGKILL)
-    except ProcessLookupError:
-        return "terminated"
-    end = time.monotonic() + 3
-    while _group_members(pgid) and time.monotonic() < end:
-        time.sleep(0.05)
-    return "killed"
+        tracked.add(_fault_processes(pgid, argv))
+        pids = tracked.live()
+        if not pids:
+            return {"result": "not running", "pids": [], "left": []}
+        tracked.signal(pids, signal.SIGCONT)
+        tracked.signal([p for p in pids if p == pgid] or pids, signal.SIGTERM)
+        live = tracked.wait(pgid, argv, grace)
+        result = "terminated"
+        if live:
+            tracked.signal(live, signal.SIGTERM)
+            tracked.signal(live, signal.SIGCONT)
+            live = tracked.wait(pgid, argv, 1.0)
+        if live:
+            result = "killed"
+            tracked.signal(live, signal.SIGKILL)
+            live = tracked.wait(pgid, argv, 5.0)
+        return {"result": result, "pids": sorted(tracked.fds), "left": live}
+    finally:
+        tracked.close()
 
 
 # ---------------------------------------------------------------------------- probe
@@ -335,14 +418,22 @@ def _apply_network(store: Store, spec: faultspec.Spec, rec: dict[str, Any], pyth
     backend = faultspec.select_backend(spec, probe["netem"])
     files = {"helper_pid": str(store.path(spec.fault_id, ".helper.pid")),
              "stats": str(store.path(spec.fault_id, ".stats.json"))}
-    act = faultspec.network_actions(spec, backend, python=python, expire_at=expire_at, files=files)
+    if spec.fraction < 1 and not shutil.which("conntrack"):
+        raise faultspec.FaultRefused("a flow fraction needs the conntrack tool on the node (Debian package "
+                                     "conntrack) to forget the fault's connection marks at revert")
+    flow_slot = _free_flow_slot(store, spec.fault_id) if spec.fraction < 1 else None
+    act = faultspec.network_actions(spec, backend, python=python, expire_at=expire_at, files=files,
+                                    flow_slot=flow_slot)
     if act.tc_devices:
         _refuse_foreign_qdisc(act, spec)
     rec.update(backend=backend, mechanism=act.mechanism, revert_commands=act.revert, tc_devices=act.tc_devices,
-               ifb=act.ifb, netfilter=act.netfilter, nft_script=act.nft_script,
-               netfilter_only=act.netfilter and not act.tc_devices)
+               ifb=act.ifb, netfilter=act.netfilter, nft_script=act.nft_script, flow_mark=act.flow_mark,
+               fraction=spec.fraction, netfilter_only=act.netfilter and not act.tc_devices)
     rec["notes"] += act.notes
     store.write(rec)
+    if act.flow_mark:
+        # Connections a crashed earlier user of this slot marked would count as decided: forget them.
+        rec["commands"].append(_forget_flows(act.flow_mark))
     helper_pid = None
     if act.helper:
         helper_pid = _spawn(act.helper, store.path(spec.fault_id, ".helper.log"))
@@ -353,10 +444,40 @@ def _apply_network(store: Store, spec: faultspec.Spec, rec: dict[str, Any], pyth
             raise RuntimeError(f"the delayer did not start: {log}")
     _start_expiry(store, rec, python, helper_pid)
     store.write(rec)
-    for argv in act.commands:
-        _check(rec, _run(argv))
+    # The nft table first: with a flow fraction it holds the selection chains, which must mark
+    # connections before the rules that match the mark exist.
     if act.nft_script:
         _check(rec, {**_run(["nft", "-f", "-"], stdin=act.nft_script), "stdin": act.nft_script})
+    for argv in act.commands:
+        _check(rec, _run(argv))
+
+
+def _free_flow_slot(store: Store, fid: str) -> int:
+    """The lowest conntrack-mark slot no other active fault on this node holds."""
+    used = {(r.get("flow_mark") or {}).get("slot") for r in store.all()
+            if r.get("fault_id") != fid and r.get("status") in ("applying", "active", "revert-failed")}
+    for slot in range(steer.FlowMark.SLOTS):
+        if slot not in used:
+            return slot
+    raise faultspec.FaultRefused(f"all {steer.FlowMark.SLOTS} flow-fraction slots on this node are in use")
+
+
+def _forget_flows(flow_mark: dict[str, Any]) -> dict[str, Any]:
+    """Delete the conntrack entries carrying the fault's decided bit (conntrack picks the flows up again,
+    unmarked). Deleting, not updating: some kernels refuse ctnetlink mark updates ("Operation not
+    supported"). rc 1 = no entry matched."""
+    d = flow_mark["decided"]
+    out = _run(["conntrack", "-D", "-m", f"{d}/{d}"])
+    out["ok"] = out["rc"] in (0, 1)
+    return out
+
+
+def _marked_flows(flow_mark: dict[str, Any]) -> int | None:
+    d = flow_mark["decided"]
+    out = subprocess.run(["conntrack", "-L", "-m", f"{d}/{d}"], capture_output=True, text=True, check=False) \
+        if shutil.which("conntrack") else None
+    m = re.search(r"(\d+) flow entries", out.stderr) if out else None
+    return int(m.group(1)) if m else None
 
 
 def _refuse_foreign_qdisc(act: faultspec.Actions, spec: faultspec.Spec) -> None:
@@ -459,8 +580,10 @@ def _leftovers(rec: dict[str, Any]) -> list[str]:
     helper = rec.get("helper") or {}
     if helper.get("pid") and _alive(helper["pid"], helper.get("argv")):
         left.append(f"helper pid {helper['pid']} ({helper['argv'][0]})")
-    if helper.get("pid") and rec.get("type") in faultspec.STRESS_TYPES and _group_members(helper["pid"]):
-        left.append(f"stress-ng processes in group {helper['pid']}")
+    if helper.get("pid") and rec.get("type") in faultspec.STRESS_TYPES:
+        live = _fault_processes(helper["pid"], helper.get("argv"))
+        if live:
+            left.append(f"stress-ng processes {live} of group {helper['pid']}")
     for t in rec.get("targets") or []:
         for pid in _group_members(t["pid"]) if rec["type"] == "process-pause" else []:
             if _proc_state(pid) == "T":
@@ -472,6 +595,12 @@ def _leftovers(rec: dict[str, Any]) -> list[str]:
                 left.append(f"service {t['dir']} is not running")
     if rec.get("temp_dir") and Path(rec["temp_dir"]).exists():
         left.append(f"directory {rec['temp_dir']}")
+    if rec.get("flow_mark"):
+        n = _marked_flows(rec["flow_mark"])
+        if n is None:
+            left.append("conntrack marks not checked: the conntrack tool is missing")
+        elif n:
+            left.append(f"{n} conntrack entries with mark bit {rec['flow_mark']['decided']}")
     return left
 
 
@@ -499,9 +628,10 @@ def revert_fault(store: Store, fid: str, *, reason: str = "revert") -> dict[str,
     helper = rec.get("helper") or {}
     if helper.get("pid"):
         if rec.get("type") in faultspec.STRESS_TYPES or rec.get("type") == "process-pause":
-            steps.append({"stop_group": helper["pid"], "result": _stop_group(helper["pid"])})
+            steps.append({"stop_group": helper["pid"], **_stop_group(helper["pid"], argv=helper.get("argv"))})
         elif _alive(helper["pid"], helper.get("argv")):
-            steps.append({"stop_group": helper["pid"], "result": _stop_group(helper["pid"], grace=EXPIRY_GRACE_S)})
+            steps.append({"stop_group": helper["pid"],
+                          **_stop_group(helper["pid"], grace=EXPIRY_GRACE_S, argv=helper.get("argv"))})
     for t in rec.get("targets") or []:
         if rec.get("type") == "process-pause":
             for pid in _group_members(t["pid"]):
@@ -518,6 +648,8 @@ def revert_fault(store: Store, fid: str, *, reason: str = "revert") -> dict[str,
         steps.append(_run(argv))
     if rec.get("netfilter"):
         steps.append({"removed": steer.revert_fault(fid)})
+    if rec.get("flow_mark"):
+        steps.append(_forget_flows(rec["flow_mark"]))  # after the selection chains are gone
     if rec.get("temp_dir"):
         subprocess.run(["rm", "-rf", "--one-file-system", rec["temp_dir"]], check=False)
     left = _leftovers(rec)
@@ -527,6 +659,8 @@ def revert_fault(store: Store, fid: str, *, reason: str = "revert") -> dict[str,
         time.sleep(0.2)
         if rec.get("netfilter"):
             steer.revert_fault(fid)
+        if rec.get("flow_mark"):
+            _forget_flows(rec["flow_mark"])
         left = _leftovers(rec)
     ns, utc = _now()
     expiry_rec = _read_json(store.path(fid, ".expiry.json"))
@@ -560,8 +694,6 @@ def list_faults(store: Store) -> dict[str, Any]:
 
 def watch(store: Store, fid: str, at: float, pid: int | None) -> int:
     """The on-host expiry of non-netfilter faults: revert at ``at``, when ``pid`` exits, or on SIGTERM."""
-    import select
-
     stop: list[str] = []
     wake_r, wake_w = os.pipe()
     os.set_blocking(wake_w, False)

@@ -5,7 +5,7 @@ Runs on a lab node, inside the node's network namespace, with no controller in t
     python -m grayctl.faulthelpers.nfqdelay --queue 7 --delay 200ms --jitter 50ms \\
         [--correlation 25%] [--distribution normal|pareto|paretonormal|uniform] \\
         [--reorder 10% [--reorder-correlation 0%] --gap 5] [--loss 5% [--loss-correlation 0%]] \\
-        [--order flow|global|none] [--limit 1000] [--seed S] [--expire-at EPOCH] \\
+        [--gemodel P R 1-H 1-K] [--order flow|global|none] [--limit 1000] [--seed S] [--expire-at EPOCH] \\
         [--fault-id ID] [--pidfile F] [--stats F] [--stats-interval 1s]
 
 How it works: the kernel queues each steered packet (``steer.build_queue_argvs``) and this
@@ -352,6 +352,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--distribution", choices=DISTRIBUTIONS, default="normal")
     p.add_argument("--loss", type=parse_percent, default=0.0, help="random loss, e.g. 5%%")
     p.add_argument("--loss-correlation", type=parse_percent, default=0.0)
+    p.add_argument("--gemodel", type=parse_percent, nargs=4, default=None, metavar=("P", "R", "1-H", "1-K"),
+                   help="Gilbert-Elliott burst loss, as netem's 'loss gemodel p r 1-h 1-k', e.g. 1%% 25%% 100%% 0%%")
     p.add_argument("--reorder", type=parse_percent, default=0.0, help="send this share at once (needs --delay)")
     p.add_argument("--reorder-correlation", type=parse_percent, default=0.0)
     p.add_argument("--gap", type=int, default=0, help="reorder gap (netem; default 1 when --reorder)")
@@ -379,7 +381,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                          distribution=args.distribution, loss=args.loss,
                          loss_correlation=args.loss_correlation, reorder=args.reorder,
                          reorder_correlation=args.reorder_correlation, gap=args.gap,
-                         order=args.order, seed=args.seed)
+                         order=args.order, seed=args.seed,
+                         gemodel=tuple(args.gemodel) if args.gemodel else None)
         model = DelayModel(spec)
     except (ValueError, FileNotFoundError) as exc:
         print(f"nfqdelay: invalid input: {exc}", file=sys.stderr)

@@ -8,6 +8,15 @@ name (by the helper on exit, by ``expiry`` if the helper is SIGKILLed, by the ro
                                           jumped to from OUTPUT (egress) / PREROUTING (ingress),
                                           holding the ``NFQUEUE`` rules of the delayer
 
+Flow fractions (a share of the flows, chosen when each connection starts): the fault's nft table
+gets two more chains, ``select_out`` (hook output) and ``select_in`` (hook prerouting), at
+priority ``mangle - 10`` — after conntrack, before the iptables mangle chains and the fault's
+own rules. A connection's first packet (``ct state new``) that no earlier packet has decided for
+(the fault's *decided* bit unset) is selected with the fraction's probability: its conntrack
+mark gets the fault's *decided* and *selected* bits, else only *decided* (so a retransmitted
+SYN never rolls again). The fault's rules then match ``ct mark & selected`` (nft) or
+``-m connmark --mark selected/selected`` (iptables); ``build_flow_select``.
+
 Why two tools: kernels without ``sch_netem`` here are also built without ``CONFIG_NFT_QUEUE``
 (nft's ``queue`` statement fails with "No such file or directory"), but they have the xtables
 ``NFQUEUE`` target through ``nft_compat``. So queue steering goes through ``iptables`` (the
@@ -43,6 +52,8 @@ __all__ = [
     "build_queue_argvs",
     "build_queue_revert_argvs",
     "build_loss_script",
+    "build_flow_select",
+    "FlowMark",
     "build_partition_script",
     "apply_queue_steer",
     "apply_nft_script",
@@ -168,12 +179,16 @@ def _hook_chain(direction: str) -> str:
     return "OUTPUT" if direction == "egress" else "PREROUTING"
 
 
-def build_queue_argvs(fault_id: str, scope: Scope, queue: int, *, bypass: bool = True) -> list[list[str]]:
+def build_queue_argvs(fault_id: str, scope: Scope, queue: int, *, bypass: bool = True,
+                      connmark: int | None = None) -> list[list[str]]:
     """argv lists that steer the scope's packets into NFQUEUE ``queue``, in apply order.
 
     The chain is filled before the jump is inserted, so no packet meets a half-built chain.
     ``bypass`` (``--queue-bypass``): packets pass untouched while no helper is bound.
+    ``connmark``: only connections whose conntrack mark has this bit (flow fractions).
     """
+    if connmark is not None:
+        FlowMark.validate_bit(connmark)
     if isinstance(queue, bool) or not isinstance(queue, int) or not 0 <= queue <= 65535:
         raise SteerError(f"queue number {queue!r} must be 0..65535")
     chain = iptables_chain_name(fault_id)
@@ -198,6 +213,8 @@ def build_queue_argvs(fault_id: str, scope: Scope, queue: int, *, bypass: bool =
                         rule += ["-m", "multiport", remote, ",".join(map(str, scope.peer_ports))]
                     if scope.local_ports:
                         rule += ["-m", "multiport", local, ",".join(map(str, scope.local_ports))]
+                if connmark is not None:
+                    rule += ["-m", "connmark", "--mark", f"{hex(connmark)}/{hex(connmark)}"]
                 rule += ["-j", "NFQUEUE", "--queue-num", str(queue)]
                 if bypass:
                     rule.append("--queue-bypass")
@@ -246,11 +263,74 @@ def _nft_matches(scope: Scope, direction: str) -> list[str]:
     return out
 
 
-def _nft_table(fault_id: str, chains: dict[str, list[str]]) -> str:
-    """A whole table, replaced atomically: add (no-op if present), delete, recreate — one transaction."""
+@dataclass(frozen=True)
+class FlowMark:
+    """The conntrack-mark bits of one flow-fraction fault: slot ``n`` owns bits ``2n`` and ``2n+1``."""
+
+    slot: int
+    fraction: float  # 0 < fraction < 1
+
+    SLOTS = 16
+
+    def __post_init__(self) -> None:
+        if isinstance(self.slot, bool) or not isinstance(self.slot, int) or not 0 <= self.slot < self.SLOTS:
+            raise SteerError(f"flow mark slot {self.slot!r} must be 0..{self.SLOTS - 1}")
+        if not 0 < self.fraction < 1:
+            raise SteerError(f"flow fraction {self.fraction!r} must be within (0, 1)")
+
+    @property
+    def decided(self) -> int:
+        return 1 << (2 * self.slot)
+
+    @property
+    def selected(self) -> int:
+        return 1 << (2 * self.slot + 1)
+
+    @property
+    def threshold(self) -> int:
+        return round(self.fraction * LOSS_RESOLUTION)
+
+    @staticmethod
+    def validate_bit(bit: int) -> int:
+        if isinstance(bit, bool) or not isinstance(bit, int) or not 0 < bit < 1 << 32 or bit & (bit - 1):
+            raise SteerError(f"connmark {bit!r} must be one bit of a 32-bit mark")
+        return bit
+
+    def match(self) -> str:
+        """nft match for the selected connections."""
+        return f"ct mark & {hex(self.selected)} == {hex(self.selected)}"
+
+    def to_dict(self) -> dict[str, object]:
+        return {"slot": self.slot, "fraction": self.fraction, "decided": hex(self.decided),
+                "selected": hex(self.selected), "threshold": f"{self.threshold}/{LOSS_RESOLUTION}"}
+
+
+def build_flow_select(ifname: str, mark: FlowMark) -> dict[str, tuple[str, list[str]]]:
+    """The selection chains of a flow-fraction fault: name -> (hook, rules), for ``_nft_table``."""
+    validate_ifname(ifname)
+    d, both = hex(mark.decided), hex(mark.decided | mark.selected)
+    out = {}
+    for name, hook, dev in (("select_out", "output", "oifname"), ("select_in", "prerouting", "iifname")):
+        new = f'{dev} "{ifname}" ct state new ct mark & {d} == 0x0'
+        out[name] = (hook, [f"{new} numgen random mod {LOSS_RESOLUTION} < {mark.threshold} ct mark set ct mark | {both}",
+                            f"{new} ct mark set ct mark | {d}"])
+    return out
+
+
+def _nft_table(fault_id: str, chains: dict[str, list[str]],
+               select: dict[str, tuple[str, list[str]]] | None = None) -> str:
+    """A whole table, replaced atomically: add (no-op if present), delete, recreate — one transaction.
+
+    ``select``: flow-selection chains (``build_flow_select``), at priority mangle - 10.
+    """
     name = nft_table_name(fault_id)
     hooks = {"egress": "output", "ingress": "input"}
     lines = [f"add table inet {name}", f"delete table inet {name}", f"table inet {name} {{"]
+    for chain, (hook, rules) in (select or {}).items():
+        lines.append(f"\tchain {chain} {{")
+        lines.append(f"\t\ttype filter hook {hook} priority mangle - 10; policy accept;")
+        lines.extend(f"\t\t{r}" for r in rules)
+        lines.append("\t}")
     for direction, rules in chains.items():
         lines.append(f"\tchain {direction} {{")
         lines.append(f"\t\ttype filter hook {hooks[direction]} priority filter; policy accept;")

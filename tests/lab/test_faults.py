@@ -1,7 +1,7 @@
 """Every fault type on a real netns lab: inject through playbooks/fault.yml, measure from another
 node on the data network, revert, and check the node against its golden baseline.
 
-One lab for the module (3 nodes, 10.232.8.0/24 + 10.232.72.0/24, lab home in a tmp dir). Node01
+One lab for the module (3 nodes, 10.242.0.0/24 + 10.242.64.0/24, lab home in a tmp dir). Node01
 holds the target; probes (grayctl.faulthelpers.probe, UDP one-way) go from node01 to node02, so
 egress faults on node01 show. Process faults act on a stand-in service recorded the way
 topology_deploy records a replica (``services/<service>-<n>/pid`` and ``pid.cmd``). Bounds are
@@ -31,13 +31,13 @@ pytestmark = [
     pytest.mark.skipif(os.geteuid() != 0, reason="the netns lab needs root"),
 ]
 
-MGMT, DATA = "10.232.8.0/24", "10.232.72.0/24"
-NODE2_DATA = "10.232.72.3"
+MGMT, DATA = "10.242.0.0/24", "10.242.64.0/24"
+NODE2_DATA = "10.242.64.3"
 
 
 class FaultLab:
     def __init__(self, tmp: Path) -> None:
-        self.name = f"tf{os.getpid() % 100000}"
+        self.name = f"ft{os.getpid() % 100000}"
         self.tmp = tmp
         self.file = tmp / "lab.yml"
         self.file.write_text(yaml.safe_dump({"name": self.name, "nodes": {"count": 3},
@@ -123,7 +123,7 @@ def test_latency_on_the_fallback_adds_the_delay_then_reverts_to_baseline(lab):
     lab.assert_baseline()
 
 
-@pytest.mark.parametrize("peers,hit", [([NODE2_DATA], True), (["10.232.72.4"], False)])
+@pytest.mark.parametrize("peers,hit", [([NODE2_DATA], True), (["10.242.64.4"], False)])
 def test_loss_is_scoped_to_the_peer_addresses(lab, peers, hit):
     lab.fault("present", "loss", "network-loss", {"percent": "30%", "correlation": "0%"}, fault_peers=peers)
     run = lab.probe(40010, count=300, rate=200)
@@ -182,6 +182,119 @@ def test_the_guard_refuses_any_interface_but_the_data_interface(lab, iface):
     proc = lab.fault("present", "grd", "network-loss", {"percent": "50%"}, fault_interface=iface, check=False)
     assert proc.returncode != 0 and "data interface only" in proc.stdout
     lab.assert_baseline()
+
+
+def test_burst_loss_on_the_fallback_drops_in_bursts_and_reverts(lab):
+    params = {"burst": {"p": "2%", "r": "25%", "bad_loss": "100%", "good_loss": "0%"}}
+    lab.fault("present", "ge", "network-loss", params)
+    rec = lab.record("ge")
+    assert rec["backend"] == "fallback" and rec["mechanism"] == "nfqueue-delayer"
+    argv = rec["helper"]["argv"]
+    assert argv[argv.index("--gemodel"):][:5] == ["--gemodel", "2%", "25%", "100%", "0%"] and "--seed" in argv
+    run = lab.probe(40050, count=3000, rate=1000, drain_s=0.3)
+    lab.fault("absent", "ge", "network-loss", {})
+    lost = [s not in run.delays_ns for s in range(run.sent)]
+    bursts = sum(1 for i, x in enumerate(lost) if x and (i == 0 or not lost[i - 1]))
+    # theory: loss 2/27 = 7.4 %, mean burst 4 (bursts of single drops would be random loss)
+    assert 0.02 < sum(lost) / run.sent < 0.16, sum(lost)
+    assert bursts and sum(lost) / bursts > 2.0, (sum(lost), bursts)
+    assert lab.record("ge")["revert_verified"]
+    assert lab.probe(40051, count=200, rate=500, drain_s=0.3).lost == 0
+    lab.assert_baseline()
+
+
+def _tcp_exchanges(lab: FaultLab, port: int, n: int) -> list[float]:
+    """``n`` new TCP connections node01 -> node02, one request/response each: seconds per exchange."""
+    import socket
+    import threading
+
+    from grayctl.faulthelpers.probe import netns_socket
+
+    srv = netns_socket(lab.netns("node02"), socket.SOCK_STREAM)
+    srv.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    srv.bind((NODE2_DATA, port))
+    srv.listen(64)
+    srv.settimeout(30)
+
+    def serve() -> None:
+        for _ in range(n):
+            try:
+                conn, _ = srv.accept()
+            except OSError:
+                return
+            with conn:
+                conn.sendall(conn.recv(16))
+
+    t = threading.Thread(target=serve, daemon=True)
+    t.start()
+    out = []
+    try:
+        for _ in range(n):
+            c = netns_socket(lab.netns("node01"), socket.SOCK_STREAM)
+            c.settimeout(10)
+            with c:
+                c.connect((NODE2_DATA, port))
+                t0 = time.monotonic()
+                c.sendall(b"ping")
+                c.recv(16)
+                out.append(time.monotonic() - t0)
+    finally:
+        srv.close()
+        t.join(timeout=10)
+    return out
+
+
+def _marked_conntrack(lab: FaultLab, bit: str) -> int:
+    out = subprocess.run(["ip", "netns", "exec", lab.netns("node01"), "conntrack", "-L", "-m", f"{bit}/{bit}"],
+                         capture_output=True, text=True, check=False)
+    return int(out.stderr.split("conntrack-tools): ")[1].split()[0])
+
+
+def test_a_flow_fraction_delays_about_that_share_of_new_connections_and_reverts_the_marks(lab):
+    n, frac = 150, 0.3
+    lab.fault("present", "ffr", "network-latency", {"delay": "60ms"}, fault_scope={"fraction": "30%"})
+    rec = lab.record("ffr")
+    fm = rec["flow_mark"]
+    assert rec["mechanism"] == "nfqueue-delayer" and rec["fraction"] == frac
+    assert "chain select_out" in rec["nft_script"] and any("connmark" in c["argv"] for c in rec["commands"])
+    times = _tcp_exchanges(lab, 40060, n)
+    assert _marked_conntrack(lab, fm["decided"]) >= n  # every connection was decided at its start
+    lab.fault("absent", "ffr", "network-latency", {})
+    slow = sum(t > 0.03 for t in times)
+    # Binomial(150, 0.3): mean 45, sd 5.6; 99.9 % bounds (3.29 sd), not a timing assertion.
+    sd = (n * frac * (1 - frac)) ** 0.5
+    assert abs(slow - n * frac) <= 3.29 * sd, (slow, sorted(times)[::15])
+    assert lab.record("ffr")["revert_verified"]
+    assert _marked_conntrack(lab, fm["decided"]) == 0
+    assert all(t < 0.03 for t in _tcp_exchanges(lab, 40061, 20))  # nothing delayed after the revert
+    lab.assert_baseline()
+
+
+def test_stopping_a_fault_stops_children_that_left_its_process_group():
+    """faultctl._stop_group: the group and the descendants, verified gone (the molecule fault_stress flake)."""
+    from grayctl.faulthelpers import faultctl
+
+    code = "import os, time\nif os.fork() == 0:\n    os.setsid()\n    time.sleep(300)\ntime.sleep(300)"
+    argv = [sys.executable, "-c", code]
+    leader = subprocess.Popen(argv, start_new_session=True)
+    pids: list[int] = []
+    try:
+        deadline = time.monotonic() + 10
+        while len(faultctl._fault_processes(leader.pid, argv)) < 2 and time.monotonic() < deadline:
+            time.sleep(0.05)
+        pids = faultctl._fault_processes(leader.pid, argv)
+        assert len(pids) == 2, pids
+        out = faultctl._stop_group(leader.pid, grace=1.0, argv=argv)
+        leader.wait(timeout=10)
+        assert out["left"] == [] and sorted(out["pids"]) == sorted(pids)
+        assert all(not Path(f"/proc/{p}").exists() or _state(p) in "ZX" for p in pids)
+    finally:
+        for p in set(pids + faultctl._descendants(leader.pid) + [leader.pid]):
+            try:
+                os.kill(p, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+        leader.wait(timeout=10)
 
 
 # ---------------------------------------------------------------------------- stress

@@ -1,7 +1,7 @@
 """Lab tests of the fallback network faults: real namespaces, real queue, real packets.
 
-Two namespaces ``gfa-<pid>`` and ``gfb-<pid>`` joined by a veth whose ends are named ``data``
-(10.219.0.1 and 10.219.0.2). The helper runs in A; A's egress to B is steered into its queue;
+Two namespaces ``fna-<pid>`` and ``fnb-<pid>`` joined by a veth whose ends are named ``data``
+(10.243.1.1 and 10.243.1.2). The helper runs in A; A's egress to B is steered into its queue;
 UDP one-way probes (grayctl.faulthelpers.probe) measure what crosses. Bounds are generous:
 fidelity is bench/fault_fidelity.py's job, not a timed test's.
 
@@ -33,7 +33,7 @@ pytestmark = [
 from grayctl.faulthelpers import steer  # noqa: E402
 from grayctl.faulthelpers.probe import run_probes  # noqa: E402
 
-A_ADDR, B_ADDR = "10.219.0.1", "10.219.0.2"
+A_ADDR, B_ADDR = "10.243.1.1", "10.243.1.2"
 
 
 @dataclass
@@ -82,8 +82,8 @@ def _ip(*args: str) -> None:
 @pytest.fixture
 def pair(tmp_path: Path) -> Iterator[Pair]:
     pid = os.getpid()
-    p = Pair(f"gfa-{pid}", f"gfb-{pid}", tmp_path)
-    veth_a, veth_b = f"gfv{pid}"[:15], f"gfw{pid}"[:15]
+    p = Pair(f"fna-{pid}", f"fnb-{pid}", tmp_path)
+    veth_a, veth_b = f"fnv{pid}"[:15], f"fnw{pid}"[:15]
     try:
         _ip("netns", "add", p.a)
         _ip("netns", "add", p.b)
@@ -220,3 +220,79 @@ def test_partition_drops_everything_and_recovers_after_removal(pair: Pair) -> No
     assert steer.fault_leftovers("lab_part", netns=pair.a) == []
     healed = pair.probe(9106, rate=500, count=500, drain_s=0.3)
     assert healed.received == healed.sent
+
+
+def test_helper_gilbert_elliott_drops_in_bursts_near_the_chains_loss_rate(pair: Pair) -> None:
+    proc, stats = pair.start_delayer("lab_ge", 15, "--gemodel", "2%", "25%", "100%", "0%", "--seed", "4")
+    steer.apply_queue_steer("lab_ge", steer.Scope.build("data", peers=[B_ADDR]), 15, netns=pair.a)
+    run = pair.probe(9107, rate=1000, count=4000, drain_s=0.3)
+    proc.send_signal(signal.SIGTERM)
+    assert proc.wait(timeout=10) == 0
+    lost = [s not in run.delays_ns for s in range(run.sent)]
+    bursts = sum(1 for i, x in enumerate(lost) if x and (i == 0 or not lost[i - 1]))
+    # theory (delaymodel.ge_theory): loss 7.4 %, mean burst 4; generous bounds, bursty not random
+    assert 0.03 < sum(lost) / run.sent < 0.14 and sum(lost) / max(bursts, 1) > 2.0, (sum(lost), bursts)
+    assert json.loads(stats.read_text())["dropped"] == sum(lost)
+    assert steer.fault_leftovers("lab_ge", netns=pair.a) == []
+
+
+def test_bandwidth_with_a_flow_fraction_shapes_only_the_selected_connections(pair: Pair) -> None:
+    """Flow fractions on a tc fault: nft selects connections and sets skb->priority to htb's class 1:1
+    (no tc filter: this kernel has neither cls_fw nor u32 mark); the rest take htb's direct queue."""
+    import socket
+    import threading
+
+    from grayctl import faultspec
+    from grayctl.faulthelpers.probe import netns_socket
+
+    pair.fault_ids.append("lab_bwf")
+    spec = faultspec.load_spec({"id": "lab_bwf", "type": "network-bandwidth", "interface": "data",
+                                "parameters": {"rate": "1mbit", "burst": "2KiB", "limit": "256KiB"},
+                                "direction": "egress", "expire_after_s": 60, "data_iface": "data",
+                                "fraction": "50%"})
+    act = faultspec.network_actions(spec, "fallback", python=sys.executable, expire_at=0, files={}, flow_slot=0)
+    run = lambda *argv, **kw: subprocess.run(["ip", "netns", "exec", pair.a, *argv], check=True,  # noqa: E731
+                                             capture_output=True, text=True, **kw)
+    run("nft", "-f", "-", input=act.nft_script)
+    for argv in act.commands:
+        run(*argv)
+    n, size = 40, 16384
+    srv = netns_socket(pair.b, socket.SOCK_STREAM)
+    srv.bind((B_ADDR, 9108))
+    srv.listen(64)
+    srv.settimeout(30)
+
+    def serve() -> None:
+        for _ in range(n):
+            conn, _ = srv.accept()
+            with conn:
+                got = 0
+                while got < size:
+                    got += len(conn.recv(65536))
+                conn.sendall(b"k")
+
+    t = threading.Thread(target=serve, daemon=True)
+    t.start()
+    times = []
+    try:
+        for _ in range(n):
+            with netns_socket(pair.a, socket.SOCK_STREAM) as c:
+                c.settimeout(20)
+                c.connect((B_ADDR, 9108))
+                t0 = time.monotonic()
+                c.sendall(b"\0" * size)
+                c.recv(1)
+                times.append(time.monotonic() - t0)
+    finally:
+        srv.close()
+        t.join(timeout=10)
+    shaped = sum(x > 0.05 for x in times)  # 16 KiB at 1 mbit/s takes > 100 ms; unshaped ones ~1 ms
+    assert abs(shaped - n / 2) <= 3.29 * math.sqrt(n / 4), sorted(times)  # Binomial(40, 0.5), 99.9 %
+    for argv in act.revert:
+        run(*argv)
+    steer.revert_fault("lab_bwf", netns=pair.a)
+    subprocess.run(["ip", "netns", "exec", pair.a, "conntrack", "-D", "-m", "0x1/0x1"], capture_output=True)
+    assert steer.fault_leftovers("lab_bwf", netns=pair.a) == []
+    listed = subprocess.run(["ip", "netns", "exec", pair.a, "conntrack", "-L", "-m", "0x1/0x1"],
+                            capture_output=True, text=True).stderr
+    assert " 0 flow entries" in listed, listed

@@ -13,6 +13,7 @@ from grayctl.faulthelpers.delaymodel import (
     CorrelatedRandom,
     DelayModel,
     DelaySpec,
+    ge_theory,
     load_dist_table,
     percent_to_u32,
     tabledist,
@@ -214,3 +215,50 @@ def test_partition_both_ways_has_egress_and_ingress_chains():
 def test_hostile_values_are_refused_before_anything_runs(call):
     with pytest.raises(steer.SteerError):
         call()
+
+
+# ---------------------------------------------------------------------------- Gilbert-Elliott
+
+
+def _loss_runs(spec: DelaySpec, n: int) -> tuple[float, float]:
+    model = DelayModel(spec)
+    drops = [model.decide(i * MS).drop for i in range(n)]
+    runs, cur = [], 0
+    for d in drops:
+        if d:
+            cur += 1
+        elif cur:
+            runs.append(cur)
+            cur = 0
+    return sum(drops) / n, statistics.mean(runs)
+
+
+@pytest.mark.parametrize("ge", [(1.0, 25.0, 100.0, 0.0), (5.0, 30.0, 80.0, 1.0), (10.0, 50.0, 100.0, 2.0)])
+def test_gilbert_elliott_loss_rate_and_burst_length_match_the_chains_theory(ge):
+    loss, burst = _loss_runs(DelaySpec(gemodel=ge, seed=11), 200_000)
+    th = ge_theory(*ge)
+    # 200k packets with bursts: a few percent of relative error is many standard errors wide
+    # of a fixed-seed draw; the point is the model, not the bound.
+    assert loss == pytest.approx(th["loss"], rel=0.06)
+    assert burst == pytest.approx(th["mean_burst"], rel=0.06)
+
+
+def test_gilbert_elliott_theory_special_cases():
+    assert ge_theory(1, 25) == pytest.approx({"loss": 1 / 26, "mean_burst": 4.0, "pi_bad": 1 / 26})
+    assert ge_theory(0, 0, 100, 0)["loss"] == 0 and ge_theory(0, 0, 100, 0)["mean_burst"] == 0
+    assert ge_theory(0, 0, 100, 10)["mean_burst"] == pytest.approx(1 / 0.9)  # random loss: geometric runs
+
+
+def test_gilbert_elliott_is_reproducible_for_a_seed_and_bursty_unlike_random_loss():
+    m1, m2 = (DelayModel(DelaySpec(gemodel=(1, 25, 100, 0), seed=5)) for _ in range(2))
+    assert [m1.decide(i).drop for i in range(5000)] == [m2.decide(i).drop for i in range(5000)]
+    _, ge_burst = _loss_runs(DelaySpec(gemodel=(1, 25, 100, 0), seed=5), 50_000)
+    _, random_burst = _loss_runs(DelaySpec(loss=1 / 26 * 100, seed=5), 50_000)
+    assert ge_burst > 3 * random_burst
+
+
+@pytest.mark.parametrize("kw", [{"gemodel": (1, 25, 100)}, {"gemodel": (1, 25, 101, 0)}, {"gemodel": (1, 25, 100, 0),
+                                                                                          "loss": 5.0}])
+def test_bad_gilbert_elliott_specs_are_refused(kw):
+    with pytest.raises(ValueError):
+        DelaySpec(**kw)

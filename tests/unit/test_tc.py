@@ -85,11 +85,37 @@ def test_fallback_random_loss_is_an_nft_table_named_after_the_fault():
 
 
 @pytest.mark.parametrize("ftype,params", [("network-corruption", {"percent": "1%"}),
-                                          ("network-duplication", {"percent": "1%"}),
-                                          ("network-loss", {"burst": {"p": "1%", "r": "10%"}})])
+                                          ("network-duplication", {"percent": "1%"})])
 def test_the_fallback_refuses_what_it_cannot_do(ftype, params):
     with pytest.raises(FaultRefused):
         select_backend(_spec(type=ftype, parameters=params), netem_available=False)
+
+
+def test_fallback_burst_loss_is_the_delayers_gemodel_with_netems_argument_order_and_a_seed():
+    s = _spec(type="network-loss", parameters={"burst": {"p": "1%", "r": "25%", "bad_loss": "90%"}})
+    assert select_backend(s, netem_available=False) == "fallback"
+    act = network_actions(s, "fallback", python="/py", expire_at=0, files={"helper_pid": "/f/p", "stats": "/f/s"})
+    assert act.mechanism == "nfqueue-delayer" and act.nft_script is None
+    i = act.helper.index("--gemodel")
+    assert act.helper[i:i + 5] == ["--gemodel", "1%", "25%", "90%", "0%"]
+    assert act.helper[-2] == "--seed" and act.helper[-1] == str(faultspec.helper_seed(s))
+    # the same argument order as the netem backend's: loss gemodel p r 1-h 1-k
+    assert tc.netem_args("network-loss", s.parameters)[2:] == act.helper[i + 1:i + 5]
+    seeded = _spec(type="network-loss", parameters={"burst": {"p": "1%", "r": "25%"}}, seed=42)
+    assert faultspec.helper_seed(seeded) == 42
+
+
+@pytest.mark.parametrize("burst", [{"p": "1%"}, "1%", {"p": "1%", "r": "25%; reboot"}, {"p": "1%", "r": "125%"}])
+def test_hostile_burst_parameters_are_refused(burst):
+    s = _spec(type="network-loss", parameters={"burst": burst})
+    with pytest.raises(ValueError):
+        network_actions(s, "fallback", python="/py", expire_at=0, files={"helper_pid": "/f/p", "stats": "/f/s"})
+
+
+@pytest.mark.parametrize("seed", [-1, 2**32, "7", True])
+def test_a_seed_that_is_not_a_u32_is_refused(seed):
+    with pytest.raises(FaultRefused):
+        faultspec.helper_seed(_spec(seed=seed))
 
 
 def test_required_netem_on_a_kernel_without_it_is_refused():
@@ -148,3 +174,83 @@ def test_a_trailing_newline_is_not_a_name_on_either_backend(validate):
     for check in (validate, getattr(steer, validate.__name__)):
         with pytest.raises(ValueError):
             check("data\n")
+
+
+# ---------------------------------------------------------------------------- flow fractions
+
+_FILES = {"helper_pid": "/f/p", "stats": "/f/s"}
+
+
+def test_a_fraction_without_a_mark_slot_is_refused_and_full_fraction_needs_none():
+    with pytest.raises(FaultRefused, match="slot"):
+        network_actions(_spec(fraction="30%"), "fallback", python="/py", expire_at=0, files=_FILES)
+    act = network_actions(_spec(fraction="100%"), "fallback", python="/py", expire_at=0, files=_FILES)
+    assert act.flow_mark is None and act.nft_script is None
+
+
+def test_fallback_delayer_with_a_fraction_selects_new_connections_and_steers_only_marked_ones():
+    act = network_actions(_spec(fraction="30%"), "fallback", python="/py", expire_at=0, files=_FILES, flow_slot=2)
+    # slot 2: decided = bit 4, selected = bit 5
+    assert act.flow_mark == {"slot": 2, "fraction": 0.3, "decided": "0x10", "selected": "0x20",
+                             "threshold": "300000/1000000"}
+    assert ('oifname "data" ct state new ct mark & 0x10 == 0x0 numgen random mod 1000000 < 300000 '
+            'ct mark set ct mark | 0x30') in act.nft_script
+    assert 'iifname "data" ct state new ct mark & 0x10 == 0x0 ct mark set ct mark | 0x10' in act.nft_script
+    assert "hook prerouting priority mangle - 10" in act.nft_script
+    queue = [a for a in act.commands if "NFQUEUE" in a]
+    assert queue and all(a[a.index("-m"):a.index("-m") + 4] == ["-m", "connmark", "--mark", "0x20/0x20"]
+                         for a in queue)
+    assert act.netfilter and any("flow fraction" in n for n in act.notes)
+
+
+def test_fallback_nft_loss_with_a_fraction_matches_the_selected_bit():
+    s = _spec(type="network-loss", parameters={"percent": "5%"}, fraction="50%", peers=["10.0.64.3"])
+    act = network_actions(s, "fallback", python="/py", expire_at=0, files=_FILES, flow_slot=0)
+    assert ('oifname "data" ip daddr { 10.0.64.3/32 } ct mark & 0x2 == 0x2 numgen random mod 1000000 < 50000 '
+            'counter drop') in act.nft_script
+    assert "chain select_out" in act.nft_script and "chain select_in" in act.nft_script
+
+
+def test_tc_faults_with_a_fraction_classify_egress_by_priority_set_in_nft():
+    for backend, kind, cls in (("netem", "network-latency", "1:3"), ("fallback", "network-bandwidth", "1:1")):
+        params = {"rate": "10mbit"} if kind == "network-bandwidth" else {"delay": "20ms"}
+        s = _spec(type=kind, parameters=params, fraction="25%", peers=["10.0.64.3"], ports=[8080])
+        act = network_actions(s, backend, python="/py", expire_at=0, files=_FILES, flow_slot=1)
+        assert not [a for a in act.commands if a[:3] == ["tc", "filter", "add"]], act.commands
+        assert act.commands[0][8] == ("prio" if backend == "netem" else "htb")
+        assert (f'oifname "data" ip daddr {{ 10.0.64.3/32 }} meta l4proto {{ tcp, udp }} th sport {{ 8080 }} '
+                f'ct mark & 0x8 == 0x8 meta priority set {cls}') in act.nft_script
+        assert act.netfilter and act.tc_devices == ["data"]
+
+
+def test_netem_ingress_with_a_fraction_restores_the_connmark_and_filters_with_fw_or_u32_mark():
+    act = network_actions(_spec(direction="ingress", fraction="25%"), "netem", python="/py", expire_at=0,
+                          files=_FILES, flow_slot=1)
+    ifb = tc.ifb_name("f1")
+    assert act.commands[-1][-9:] == ["action", "connmark", "pipe", "action", "mirred", "egress", "redirect", "dev", ifb]
+    assert ["tc", "filter", "add", "dev", ifb, "parent", "1:", "protocol", "all", "prio", "1", "handle", "0x8/0x8",
+            "fw", "classid", "1:3"] in act.commands
+    scoped = network_actions(_spec(direction="ingress", fraction="25%", peers=["10.0.64.3"]), "netem", python="/py",
+                             expire_at=0, files=_FILES, flow_slot=1)
+    assert ["tc", "filter", "add", "dev", ifb, "parent", "1:", "protocol", "ip", "prio", "1", "u32", "match", "ip",
+            "src", "10.0.64.3/32", "match", "mark", "0x8", "0x8", "flowid", "1:3"] in scoped.commands
+    assert "meta priority" not in (scoped.nft_script or "")  # ingress only: the table only selects
+
+
+@pytest.mark.parametrize("fraction", ["0%", "150%", "-5%", "30", "half", "30%; reboot"])
+def test_hostile_or_empty_fractions_are_refused(fraction):
+    with pytest.raises(FaultRefused):
+        _spec(fraction=fraction)
+
+
+def test_a_fraction_on_a_non_network_fault_is_refused_on_the_node():
+    with pytest.raises(FaultRefused, match="replica nodes"):
+        _spec(type="cpu-stress", parameters={}, fraction="50%")
+
+
+@pytest.mark.parametrize("slot", [-1, 16, True])
+def test_mark_slots_stay_within_the_32_bit_mark(slot):
+    from grayctl.faulthelpers import steer
+
+    with pytest.raises(ValueError):
+        steer.FlowMark(slot, 0.5)

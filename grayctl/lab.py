@@ -6,7 +6,9 @@ render; none touches a host itself.
   run_lab_bootstrap  playbooks/lab_bootstrap.yml (packages, on this machine)
   run_lab_up         playbooks/lab_up.yml, then baseline.yml record over SSH -> LabRecord
   run_lab_status     playbooks/lab_inspect.yml, then an Ansible ping over SSH -> LabRecord
-  run_lab_reset      playbooks/lab_reset.yml, then baseline.yml verify       -> LabRecord (DriftError on drift)
+  run_lab_reset      playbooks/lab_reset.yml, then baseline.yml verify       -> LabRecord (DriftError on drift,
+                     or the drift in the record with accept_drift); a physical lab (an Ansible
+                     inventory, grayctl/physical.py): playbooks/reimage.yml, then verify
   run_lab_down       playbooks/lab_down.yml                                  -> LabRecord
   run_lab_doctor     lab_inspect.yml plus baseline verify                    -> DoctorReport
 
@@ -39,8 +41,10 @@ __all__ = [
 ]
 
 APPLY_TASK = "Bring the lab to the requested state"  # roles/netns_lab/tasks/apply.yml
+QEMU_TASK = "Bring the lab's VM nodes to the requested state"  # roles/qemu_lab/tasks/apply.yml
 DRIFT_TASK = "Fail when the node drifted from its golden baseline"  # roles/baseline/tasks/verify.yml
 BASELINE_PLAYBOOK = "baseline.yml"
+REIMAGE_PLAYBOOK = "reimage.yml"  # physical labs: each node's backend (roles/reimage)
 
 
 @dataclass
@@ -66,8 +70,10 @@ class LabRecord:
     removed: list[dict[str, Any]] = field(default_factory=list)
     cleaned: dict[str, list[str]] = field(default_factory=dict)
     report: dict[str, Any] = field(default_factory=dict)
-    baseline: str = "skipped"  # recorded | verified | skipped (no baseline playbook) | not run
+    baseline: str = "skipped"  # recorded | verified | drift accepted | skipped (no baseline playbook) | not run
     changed: bool = False
+    # With --accept-drift: node -> [{check, golden, seen, why}], what verify found and the caller accepted.
+    drift: dict[str, list[dict[str, Any]]] = field(default_factory=dict)
     seconds: dict[str, float] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
@@ -103,8 +109,10 @@ def ensure_root(what: str) -> None:
 def _role_vars(defn: LabDefinition, state: str) -> dict[str, Any]:
     # inline: the definition was validated here, and --nodes is already applied
     # reset, down and inspect act on the node count that is up (0: the recorded one)
+    from grayctl.image import IMAGE_CACHE
+
     return {"netns_lab_definition": defn.to_dict(), "netns_lab_nodes": defn.count if state == "present" else 0,
-            "netns_lab_home": str(defn.lab_dir), "netns_lab_state": state}
+            "netns_lab_home": str(defn.lab_dir), "netns_lab_state": state, "qemu_lab_image_cache": str(IMAGE_CACHE)}
 
 
 def _run_provider(playbook: str, defn: LabDefinition, state: str, verbose: bool) -> dict[str, Any]:
@@ -119,6 +127,26 @@ def _run_provider(playbook: str, defn: LabDefinition, state: str, verbose: bool)
     res = result.results(APPLY_TASK).get("localhost")
     if res is None:
         raise LabError(f"{playbook} ran but reported no result for '{APPLY_TASK}'")
+    vm = result.results(QEMU_TASK).get("localhost")
+    return _merge_vms(res, vm) if vm else res
+
+
+def _merge_vms(res: dict[str, Any], vm: dict[str, Any]) -> dict[str, Any]:
+    """The qemu_lab module's result folded into the netns one: one record, one doctor report."""
+    res = dict(res)
+    res["created"] = res.get("created", []) + vm.get("created", [])
+    res["removed"] = vm.get("removed", []) + res.get("removed", [])
+    res["changed"] = bool(res.get("changed")) or bool(vm.get("changed"))
+    rep, vrep = dict(res.get("report", {})), vm.get("report", {})
+    for key in ("missing", "left_behind", "unrecorded", "exists"):
+        rep[key] = rep.get(key, []) + vrep.get(key, [])
+    rep["sshd_not_listening"] = rep.get("sshd_not_listening", []) + vrep.get("ssh_not_listening", [])
+    rep["clean"] = bool(rep.get("clean", True)) and bool(vrep.get("clean", True))
+    if vrep.get("status") in ("creating", "removing"):
+        rep["status"] = vrep["status"]
+    rep["qemu"] = {"accel": vm.get("accel", {}), "vms": vm.get("vms", []), "seconds": vm.get("seconds", {}),
+                   "image": vm.get("image")}
+    res["report"] = rep
     return res
 
 
@@ -168,6 +196,48 @@ def _drift_lines(result) -> list[str]:
     return lines
 
 
+def _drift_records(defn: LabDefinition, nodes: set[str]) -> dict[str, list[dict[str, Any]]]:
+    """Per drifted node, per check: golden vs seen, from the verify records (baseline/last/<node>.json)."""
+    import json
+
+    out: dict[str, list[dict[str, Any]]] = {}
+    for node in sorted(nodes):
+        try:
+            rec = json.loads((defn.lab_dir / "baseline" / "last" / f"{node}.json").read_text())
+        except (OSError, ValueError):
+            out[node] = [{"check": "?", "golden": None, "seen": None, "why": "no verify record on the controller"}]
+            continue
+        out[node] = [{"check": d.get("field"), "golden": d.get("golden"), "seen": d.get("now"), "why": d.get("why")}
+                     for d in rec.get("drift") or []]
+    return out
+
+
+def _verify(defn: LabDefinition, verbose: bool, accept_drift: bool, when: str) -> dict[str, list[dict[str, Any]]]:
+    """Baseline verify; {} when clean. Drift raises DriftError with a per node, per check diff, or
+    with ``accept_drift`` is returned. Any other failure (a node unreachable) always raises."""
+    result = _baseline(defn, "verify", verbose, check=False)
+    if result.ok:
+        return {}
+    drifted = {f.host for f in result.failures if f.task == DRIFT_TASK}
+    other = [f for f in result.failures if f.task != DRIFT_TASK]
+    drift = _drift_records(defn, drifted)
+    if accept_drift and drift and not other:
+        return drift
+    total = len(defn.node_names)
+    head = (f"{len(drifted)} of {total} node(s) differ from their golden baseline {when}"
+            + (f"; {len(other)} node(s) could not be verified" if other else "") + " (check: golden -> now):")
+    lines = [head]
+    for node, checks in drift.items():
+        lines.append(f"  {node}:")
+        lines += [f"    {c['check']}: {c['golden']!s} -> {c['seen']!s}" + (f"  ({c['why']})" if c.get("why") else "")
+                  for c in checks]
+    lines += [f"  {f.render()}" for f in other]
+    hint = f"the golden and last fingerprints are in {defn.lab_dir / 'baseline'}"
+    if drift and not other:
+        hint += "; --accept-drift runs anyway and records the deviation (in a run's manifest.json: baseline)"
+    raise DriftError("\n".join(lines), hint=hint)
+
+
 def run_lab_bootstrap(*, verbose: bool = False) -> None:
     from grayctl.runner import run_playbook
 
@@ -175,11 +245,24 @@ def run_lab_bootstrap(*, verbose: bool = False) -> None:
     run_playbook("lab_bootstrap.yml", verbose=verbose)
 
 
+def _refuse_physical(defn: Any, what: str) -> None:
+    if getattr(defn, "provider", "netns") == "physical":
+        raise LabError(f"lab {defn.name} is an inventory of machines grayctl does not create or remove: "
+                       f"'lab {what}' does not apply",
+                       hint=f"reimage with 'grayctl lab reset --lab {defn.inventory_path}'; record golden baselines "
+                            f"with ansible-playbook -i {defn.inventory_path} playbooks/baseline.yml -e baseline_mode=record")
+
+
 def run_lab_up(defn: LabDefinition, nodes: int | None = None, *, verbose: bool = False) -> LabRecord:
     """Create or converge the lab, then record every node's golden baseline."""
+    _refuse_physical(defn, "up")
     ensure_root("lab up")
     if nodes is not None:
         defn = defn.with_count(nodes)
+    if defn.vm_nodes and defn.qemu:
+        from grayctl.image import find_image
+
+        find_image(defn.qemu["image"])  # before anything is made: 'grayctl image build' first
     t0 = time.monotonic()
     record = _record(defn, _run_provider("lab_up.yml", defn, "present", verbose))
     record.seconds["up"] = round(time.monotonic() - t0, 2)
@@ -195,8 +278,12 @@ def run_lab_status(defn: LabDefinition, *, verbose: bool = False, ping: bool = T
     """Nodes, addresses, roles; with ``ping``, whether Ansible reaches each over SSH."""
     from grayctl.runner import run_module
 
-    ensure_root("lab status")
-    record = _record(defn, _run_provider("lab_inspect.yml", defn, "inspect", verbose))
+    if getattr(defn, "provider", "netns") == "physical":
+        record = LabRecord(lab=defn.name, lab_dir=str(defn.lab_dir), status="up", inventory=str(defn.inventory_path),
+                           nodes=[NodeStatus(n.name, list(n.roles), n.mgmt_ip, n.data_ip, "") for n in defn.nodes])
+    else:
+        ensure_root("lab status")
+        record = _record(defn, _run_provider("lab_inspect.yml", defn, "inspect", verbose))
     if record.status != "up":
         record.nodes = []  # the definition's nodes are not what is (not) there
         return record
@@ -210,8 +297,12 @@ def run_lab_status(defn: LabDefinition, *, verbose: bool = False, ping: bool = T
     return record
 
 
-def run_lab_reset(defn: LabDefinition, *, verbose: bool = False) -> LabRecord:
-    """Every node back to its golden baseline, then verified; DriftError (exit 5) with the diff."""
+def run_lab_reset(defn: LabDefinition, *, verbose: bool = False, accept_drift: bool = False) -> LabRecord:
+    """Every node back to its golden baseline, then verified; DriftError (exit 5) with the diff, or
+    with ``accept_drift`` the drift in ``record.drift``. A physical lab (an inventory) is reimaged
+    by playbooks/reimage.yml, each node through its own backend."""
+    if getattr(defn, "provider", "netns") == "physical":
+        return _reset_physical(defn, verbose=verbose, accept_drift=accept_drift)
     ensure_root("lab reset")
     t0 = time.monotonic()
     record = _record(defn, _run_provider("lab_reset.yml", defn, "reset", verbose))
@@ -225,17 +316,40 @@ def run_lab_reset(defn: LabDefinition, *, verbose: bool = False) -> LabRecord:
         _baseline(recorded_defn, "record", verbose)
         record.baseline = "recorded"
     else:
-        result = _baseline(recorded_defn, "verify", verbose, check=False)
-        if not result.ok:
-            raise DriftError("after reset:\n" + "\n".join(_drift_lines(result)),
-                             hint="the baseline records are in " + str(defn.lab_dir / "baseline"))
-        record.baseline = "verified"
+        record.drift = _verify(recorded_defn, verbose, accept_drift, "after reset")
+        record.baseline = "drift accepted" if record.drift else "verified"
+    record.seconds["verify"] = round(time.monotonic() - t1, 2)
+    return record
+
+
+def _reset_physical(lab: Any, *, verbose: bool, accept_drift: bool) -> LabRecord:
+    """reimage.yml over the lab's inventory (a failure names host, backend and step: StepFailed),
+    then baseline verify. Golden records are never written here: record them right after imaging
+    (docs/reimage.md), so a reimage that did not work cannot bless itself."""
+    from grayctl.runner import run_playbook
+
+    record = LabRecord(lab=lab.name, lab_dir=str(lab.lab_dir), status="up", inventory=str(lab.inventory_path),
+                       nodes=[NodeStatus(n.name, list(n.roles), n.mgmt_ip, n.data_ip, "") for n in lab.nodes])
+    t0 = time.monotonic()
+    run_playbook(REIMAGE_PLAYBOOK, inventory=lab.inventory_path, verbose=verbose)
+    record.changed = True
+    record.cleaned = {n.name: [f"reimaged ({lab.reimage.get(n.name, '?')})"] for n in lab.nodes}
+    record.seconds["reimage"] = round(time.monotonic() - t0, 2)
+    if not _golden_complete(lab):
+        missing = [n for n in lab.node_names if not (lab.lab_dir / "baseline" / "golden" / f"{n}.json").is_file()]
+        raise LabError(f"no golden baseline for {', '.join(missing)} in {lab.lab_dir / 'baseline' / 'golden'}",
+                       hint=f"right after imaging: ansible-playbook -i {lab.inventory_path} playbooks/baseline.yml "
+                            "-e baseline_mode=record")
+    t1 = time.monotonic()
+    record.drift = _verify(lab, verbose, accept_drift, "after reimage")
+    record.baseline = "drift accepted" if record.drift else "verified"
     record.seconds["verify"] = round(time.monotonic() - t1, 2)
     return record
 
 
 def run_lab_down(defn: LabDefinition, *, verbose: bool = False) -> LabRecord:
     """Remove everything the lab's record holds (in reverse order); what was removed."""
+    _refuse_physical(defn, "down")
     ensure_root("lab down")
     t0 = time.monotonic()
     record = _record(defn, _run_provider("lab_down.yml", defn, "absent", verbose))
@@ -245,6 +359,16 @@ def run_lab_down(defn: LabDefinition, *, verbose: bool = False) -> LabRecord:
 
 def run_lab_doctor(defn: LabDefinition, *, verbose: bool = False) -> DoctorReport:
     """Anything left behind, missing or unrecorded, and drifted nodes. Changes nothing."""
+    if getattr(defn, "provider", "netns") == "physical":
+        # grayctl made none of its resources: only drift can be checked
+        doctor = DoctorReport(lab=defn.name, status="up", missing=[], left_behind=[], unrecorded=[],
+                              sshd_not_listening=[], drift=[])
+        if _golden_complete(defn):
+            doctor.drift = _drift_lines(_baseline(defn, "verify", verbose, check=False))
+        else:
+            doctor.notes.append("no golden baseline for every node: record one right after imaging "
+                                "(playbooks/baseline.yml -e baseline_mode=record)")
+        return doctor
     ensure_root("lab doctor")
     record = _record(defn, _run_provider("lab_inspect.yml", defn, "inspect", verbose))
     rep = record.report

@@ -9,6 +9,8 @@ A lab definition is a small YAML file, ``inventories/<name>/lab.yml`` (schema in
     networks: {management: 10.213.0.0/24, data: 10.213.64.0/24}
     limits: {cpu: 50%, memory: 512MiB}
     home: /var/lib/grayctl/labs/local       # optional
+    providers: {qemu: [node05]}             # optional: nodes that are qemu VMs (docs/vm-lab.md)
+    qemu: {image: debian12, memory: 1GiB, cpus: 1, accel: auto}   # optional: how VM nodes run
 
 ``load_lab`` reads and validates it into a ``LabDefinition`` (pure data); errors are
 ``InputError``s naming file, line and field. The netns provider's module
@@ -49,7 +51,11 @@ SHORT_NAME_FORM = "a short name: a-z, 0-9 and '-', starting with a letter, at mo
 GROUP_RE = re.compile(r"\A[a-z][a-z0-9_]{0,31}\Z")
 GROUP_FORM = "an Ansible group name: a-z, 0-9 and '_', starting with a letter"
 RESERVED_GROUPS = {"all", "ungrouped", "lab_nodes"}
-TOP_KEYS = ["name", "description", "provider", "nodes", "roles", "networks", "limits", "home"]
+TOP_KEYS = ["name", "description", "provider", "nodes", "roles", "networks", "limits", "home", "providers", "qemu"]
+QEMU_KEYS = ["image", "memory", "cpus", "accel"]
+QEMU_DEFAULTS = {"image": "debian12", "memory": "1GiB", "cpus": 1, "accel": "auto"}
+MIN_VM_MEMORY = 256 * 1024**2  # systemd, sshd and an Ansible module in a Debian guest
+MAX_VM_CPUS = 64
 
 
 @dataclass(frozen=True)
@@ -59,6 +65,7 @@ class LabNode:
     roles: tuple[str, ...]
     mgmt_ip: str
     data_ip: str
+    provider: str = "netns"  # netns | qemu
 
 
 @dataclass(frozen=True)
@@ -74,6 +81,8 @@ class LabDefinition:
     memory: str = DEFAULT_MEMORY
     home: Path | None = None  # as written; None = default under GRAYCTL_LAB_HOME
     description: str = ""
+    vm_nodes: tuple[str, ...] = ()  # providers.qemu: nodes that are VMs, the rest are namespaces
+    qemu: dict[str, Any] | None = None  # the qemu block (image, memory, cpus, accel), defaults filled in
     source: Path | None = field(default=None, compare=False)
 
     # -- derived ------------------------------------------------------------
@@ -111,6 +120,7 @@ class LabDefinition:
                 # node N is .N+1 on both networks; the host keeps .1 of management
                 mgmt_ip=str(self.management.network_address + 1 + i),
                 data_ip=str(self.data.network_address + 1 + i),
+                provider="qemu" if n in self.vm_nodes else "netns",
             )
             for i, n in enumerate(names, start=1)
         ]
@@ -166,6 +176,10 @@ class LabDefinition:
             out["roles"] = {n: list(g) for n, g in self.roles.items()}
         if self.home is not None:
             out["home"] = str(self.home)
+        if self.vm_nodes:
+            out["providers"] = {"qemu": list(self.vm_nodes)}
+        if self.qemu is not None:
+            out["qemu"] = dict(self.qemu)
         return out
 
 
@@ -188,8 +202,14 @@ def _default_roles(names: list[str]) -> dict[str, set[str]]:
 
 
 def load_lab(name_or_path: str = "local") -> LabDefinition:
-    """A lab by name (``inventories/<name>/lab.yml``) or by path to its lab.yml."""
+    """A lab by name (``inventories/<name>/lab.yml``) or by path to its lab.yml; a lab grayctl does
+    not make is an Ansible inventory instead (grayctl/physical.py), by path or as the name of an
+    inventories/ directory that holds hosts.yml and no lab.yml."""
     path = _locate(name_or_path)
+    from grayctl.physical import is_inventory, load_physical_lab
+
+    if is_inventory(path):
+        return load_physical_lab(path)  # type: ignore[return-value]  # the same surface for plan/run/lab
     data, positions = load_yaml_document(path)
     return validate_lab(data, Checker(str(path), positions), source=path)
 
@@ -202,6 +222,8 @@ def _locate(name_or_path: str) -> Path:
         raise InputError(Problem(f"{name_or_path!r} is neither a lab name nor a path", path="--lab",
                                  expected="a lab name (inventories/<name>/lab.yml) or a path to a lab.yml"))
     path = INVENTORIES_DIR / name_or_path / "lab.yml"
+    if not path.is_file() and (path.parent / "hosts.yml").is_file():
+        return path.parent / "hosts.yml"
     if not path.is_file():
         known = sorted(p.parent.name for p in INVENTORIES_DIR.glob("*/lab.yml"))
         raise InputError(Problem(f"no lab named {name_or_path!r} ({path} does not exist)", path="--lab",
@@ -278,6 +300,58 @@ def _groups(value: Any) -> tuple[str, ...]:
     return tuple(sorted(set(items)))
 
 
+def _vm_memory(value: Any) -> str:
+    size = parse_size(value)
+    if size.bytes < MIN_VM_MEMORY:
+        raise ValueProblem(f"{value} is too little for a VM node", "at least 256MiB (systemd, sshd and Ansible)")
+    return value
+
+
+def _vm_cpus(value: Any) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= MAX_VM_CPUS:
+        raise ValueProblem(f"expected a whole number of virtual CPUs, got {value!r}", f"an integer from 1 to {MAX_VM_CPUS}")
+    return value
+
+
+def _image_ref(value: Any) -> str:
+    if isinstance(value, str) and (re.fullmatch(r"[a-z][a-z0-9-]{0,31}", value)
+                                   or (value.startswith("/") and "\n" not in value)):
+        return value
+    raise ValueProblem(f"{value!r} is not an image", "an image name (grayctl image ls) or the absolute path of an "
+                       "image directory")
+
+
+def _validate_vms(data: dict[str, Any], check: Checker, names: list[str] | None) -> tuple[tuple[str, ...],
+                                                                                          dict[str, Any] | None]:
+    """providers.qemu (VM node names) and the qemu block; VMs sit on the netns provider's bridges."""
+    vm_nodes: list[str] = []
+    if "providers" in data:
+        provs = check.mapping(data["providers"], ("providers",), allowed=["qemu", "netns"]) or {}
+        if "netns" in provs:
+            check.problem(("providers", "netns"), "netns nodes are the ones not listed under providers.qemu",
+                          at_key=True, expected="providers: {qemu: [node05, ...]}")
+        raw = check.sequence(provs.get("qemu", []), ("providers", "qemu"), what="a list of node names") or []
+        for i, node in enumerate(raw):
+            if names is not None and node not in names:
+                check.problem(("providers", "qemu", i), f"there is no node {node!r}",
+                              expected=f"one of {names[0]} .. {names[-1]}" if names else None)
+            elif node in vm_nodes:
+                check.problem(("providers", "qemu", i), f"{node} is listed twice")
+            else:
+                vm_nodes.append(node)
+    qemu: dict[str, Any] | None = None
+    if "qemu" in data or vm_nodes:
+        block = check.mapping(data.get("qemu", {}), ("qemu",), allowed=QEMU_KEYS) or {}
+        qemu = {
+            "image": check.field(block, ("qemu",), "image", _image_ref, default=QEMU_DEFAULTS["image"]),
+            "memory": check.field(block, ("qemu",), "memory", _vm_memory, default=QEMU_DEFAULTS["memory"]),
+            "cpus": check.field(block, ("qemu",), "cpus", _vm_cpus, default=QEMU_DEFAULTS["cpus"]),
+            "accel": check.field(block, ("qemu",), "accel", parse_choice(["auto", "kvm", "tcg"], "accel"),
+                                 default=QEMU_DEFAULTS["accel"]),
+        }
+    return tuple(vm_nodes), qemu
+
+
 def validate_lab(data: dict[str, Any], check: Checker, *, source: Path | None = None) -> LabDefinition:
     """A LabDefinition from a loaded lab.yml mapping; raises InputError listing every problem."""
     check.mapping(data, (), allowed=TOP_KEYS, required=["name"])
@@ -325,8 +399,13 @@ def validate_lab(data: dict[str, Any], check: Checker, *, source: Path | None = 
                 if parsed is not None:
                     roles[node] = parsed
 
-    check.raise_if_problems(hint="the lab definition schema is in docs/lab.md")
+    names = [f"{prefix}{i:02d}" for i in range(1, count + 1)] \
+        if isinstance(count, int) and isinstance(prefix, str) else None
+    vm_nodes, qemu = _validate_vms(data, check, names)
+
+    check.raise_if_problems(hint="the lab definition schema is in docs/lab.md (VM nodes: docs/vm-lab.md)")
     return LabDefinition(
         name=name, provider=provider, count=count, prefix=prefix, roles=roles, management=management,
-        data=data_net, cpu=cpu, memory=memory, home=home, description=str(description or ""), source=source,
+        data=data_net, cpu=cpu, memory=memory, home=home, description=str(description or ""),
+        vm_nodes=vm_nodes, qemu=qemu, source=source,
     )

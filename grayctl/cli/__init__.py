@@ -45,6 +45,7 @@ def _register() -> None:
         dataset,
         deploy,
         fault,
+        image,
         lab,
         plan,
         run,
@@ -64,6 +65,7 @@ def _register() -> None:
     cli.add_command(dataset.dataset)
     cli.add_command(run.run)
     cli.add_command(sweep.sweep)
+    cli.add_command(image.image)
 
 
 _register()

@@ -23,7 +23,8 @@ from grayctl.lab import (
 from grayctl.labdef import load_lab
 
 _lab_option = click.option("--lab", "lab_name", default="local", show_default=True, metavar="NAME_OR_PATH",
-                           help="A lab name (inventories/<name>/lab.yml) or a path to a lab.yml.")
+                           help="A lab name (inventories/<name>/lab.yml), a path to a lab.yml, or an Ansible "
+                                "inventory of a physical lab (docs/reimage.md).")
 _json_option = click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
 
 
@@ -87,10 +88,16 @@ def status(lab_name: str, as_json: bool) -> None:
 
 @lab.command()
 @_lab_option
+@click.option("--accept-drift", is_flag=True,
+              help="Do not refuse a node that differs from its golden baseline: report the deviation instead.")
 @_json_option
-def reset(lab_name: str, as_json: bool) -> None:
-    """Reset every node to its golden baseline (the netns reimage), then verify it."""
-    record = run_lab_reset(load_lab(lab_name), verbose=_verbose())
+def reset(lab_name: str, accept_drift: bool, as_json: bool) -> None:
+    """Reimage every node to its golden baseline, then verify it (exit 5 on drift).
+
+    netns labs are reset in place; a physical lab (--lab an Ansible inventory) is reimaged through
+    each node's backend (grayctl_reimage: pxe, ipmi, redfish, libvirt, proxmox, none).
+    """
+    record = run_lab_reset(load_lab(lab_name), verbose=_verbose(), accept_drift=accept_drift)
     if as_json:
         click.echo(json.dumps(record.to_dict(), indent=2))
         return
@@ -99,6 +106,10 @@ def reset(lab_name: str, as_json: bool) -> None:
             click.echo(f"  {node}: {', '.join(actions)}")
     else:
         click.echo("  every node was already clean")
+    for node, checks in sorted(record.drift.items()):
+        click.echo(f"  {node}: drift accepted (check: golden -> now):")
+        for c in checks:
+            click.echo(f"    {c['check']}: {c['golden']} -> {c['seen']}" + (f"  ({c['why']})" if c.get("why") else ""))
     click.echo(f"lab {record.lab} reset: {len(record.nodes)} nodes, baseline {record.baseline} ({_timing(record)})")
 
 

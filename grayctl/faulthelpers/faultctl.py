@@ -573,7 +573,9 @@ def _leftovers(rec: dict[str, Any]) -> list[str]:
     for dev in rec.get("tc_devices") or []:
         out = subprocess.run(["tc", "-j", "qdisc", "show", "dev", dev], capture_output=True, text=True, check=False)
         for q in json.loads(out.stdout or "[]"):
-            if q.get("kind") not in ("noqueue",):
+            # "0:" is the kernel's own default (fq_codel/pfifo_fast/mq on a real NIC once the fault's root
+            # is deleted); grayctl always names its handles, so anything else is the fault's.
+            if q.get("kind") != "noqueue" and q.get("handle") != "0:":
                 left.append(f"qdisc {q.get('kind')} {q.get('handle')} on {dev}")
     if rec.get("ifb") and Path(f"/sys/class/net/{rec['ifb']}").exists():
         left.append(f"link {rec['ifb']}")

@@ -82,3 +82,26 @@ def test_nodes_use_separate_management_and_data_networks(inventory: dict) -> Non
         assert v["grayctl_mgmt_iface"] != v["grayctl_data_iface"], host
         assert v["grayctl_reimage"] in REIMAGE, f"{host}: grayctl_reimage={v['grayctl_reimage']!r}"
         assert v["ansible_python_interpreter"] == "/usr/bin/python3", host
+
+
+# What each reimage backend reads from the inventory (docs/reimage.md); credentials are never there.
+BACKEND_VARS = {
+    "pxe": {"grayctl_bmc_address"},
+    "ipmi": {"grayctl_bmc_address"},
+    "redfish": {"grayctl_bmc_address"},
+    "libvirt": {"grayctl_libvirt_uri", "grayctl_libvirt_domain", "grayctl_libvirt_snapshot"},
+    "proxmox": {"grayctl_proxmox_api", "grayctl_proxmox_node", "grayctl_proxmox_vmid", "grayctl_proxmox_snapshot"},
+    "none": set(),
+}
+
+
+def test_every_node_has_what_its_reimage_backend_needs_and_no_credentials(inventory: dict) -> None:
+    hostvars = inventory["_meta"]["hostvars"]
+    for host in sorted(_hosts(inventory, "lab_nodes")):
+        v = hostvars[host]
+        missing = BACKEND_VARS[v["grayctl_reimage"]] - set(v)
+        assert not missing, f"{host} ({v['grayctl_reimage']}) lacks {sorted(missing)}"
+        if v["grayctl_reimage"] == "pxe":
+            assert v.get("grayctl_bmc_protocol", "ipmi") in ("ipmi", "redfish"), host
+        secrets = [k for k in v if any(w in k for w in ("password", "secret", "token"))]
+        assert not secrets, f"{host}: credentials belong in a vault or the environment, not the inventory: {secrets}"

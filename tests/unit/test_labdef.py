@@ -94,6 +94,11 @@ def test_with_count_refuses_more_nodes_than_the_networks_hold() -> None:
     ("name: x\nroles: {node01: [all]}\n", "group name"),
     ("name: x\nhome: relative/dir\n", "absolute path"),
     ("name: x\nprovider: qemu\n", "provider"),
+    ("name: x\nproviders: {qemu: [node99]}\n", "no node 'node99'"),
+    ("name: x\nproviders: {kvm: [node01]}\n", "providers.kvm"),
+    ("name: x\nproviders: {qemu: [node01]}\nqemu: {accel: xen}\n", "qemu.accel"),
+    ("name: x\nproviders: {qemu: [node01]}\nqemu: {memory: 64MiB}\n", "too little for a VM node"),
+    ("name: x\nproviders: {qemu: [node01]}\nqemu: {image: ../x}\n", "qemu.image"),
 ])
 def test_bad_definitions_name_file_and_field(tmp_path: Path, text: str, expected: str) -> None:
     rendered = problems(tmp_path, text)
@@ -161,3 +166,31 @@ def test_an_unknown_lab_name_is_bad_input() -> None:
 
     result = CliRunner().invoke(cli, ["lab", "up", "--lab", "nosuchlab"], obj={})
     assert result.exit_code == 2 and "no lab named 'nosuchlab'" in result.output
+
+
+QEMU_MODULE = PROJECT_ROOT / "roles" / "qemu_lab" / "library" / "grayctl_qemu_lab.py"
+
+
+def test_vm_nodes_resolve_alike_in_labdef_and_both_modules(tmp_path: Path, netns_module) -> None:
+    spec = importlib.util.spec_from_file_location("grayctl_qemu_lab", QEMU_MODULE)
+    qemu_module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(qemu_module)
+    doc = {"name": "vx", "nodes": {"count": 4}, "providers": {"qemu": ["node02", "node04"]},
+           "qemu": {"memory": "768MiB"}, "networks": {"management": "10.240.0.0/24", "data": "10.240.64.0/24"}}
+    lab = load_lab(str(write(tmp_path, yaml.safe_dump(doc))))
+    assert lab.vm_nodes == ("node02", "node04") and lab.qemu == {"image": "debian12", "memory": "768MiB",
+                                                                 "cpus": 1, "accel": "auto"}
+    assert [n.provider for n in lab.nodes] == ["netns", "qemu", "netns", "qemu"]
+    env = {"GRAYCTL_LAB_HOME": "/tmp/lh"}
+    ns = netns_module.resolve(lab.to_dict(), 0, "", env=env)
+    vm = qemu_module.resolve(lab.to_dict(), 0, "", env=env)
+    assert [n["name"] for n in ns["nodes"]] == ["node01", "node03"]  # the netns module makes only these
+    assert [(n["name"], n["mgmt_ip"], n["data_ip"], tuple(n["roles"])) for n in ns["vm_nodes"]] == [
+        (n.name, n.mgmt_ip, n.data_ip, n.roles) for n in lab.nodes if n.provider == "qemu"]
+    assert [(v["name"], v["mgmt_ip"], v["data_ip"]) for v in vm["vms"]] == [
+        (n.name, n.mgmt_ip, n.data_ip) for n in lab.nodes if n.provider == "qemu"]
+    assert (vm["lab_id"], vm["lab_dir"], vm["mgmt_bridge"]) == (lab.lab_id, ns["lab_dir"], ns["mgmt_bridge"])
+    assert vm["qemu"]["memory_mib"] == 768
+    taps = [v[k] for v in vm["vms"] for k in ("mgmt_tap", "data_tap")]
+    veths = [n[k] for n in ns["nodes"] for k in ("mgmt_veth", "data_veth")]
+    assert max(len(t) for t in taps) <= 15 and not set(taps) & set(veths)

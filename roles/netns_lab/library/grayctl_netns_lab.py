@@ -176,6 +176,10 @@ SIZE_UNITS = {"B": 1, "KB": 1000, "MB": 1000 ** 2, "GB": 1000 ** 3, "TB": 1000 *
 CPU_RE = re.compile(r"\A([0-9]+(?:\.[0-9]+)?)%\Z")
 SIZE_RE = re.compile(r"\A([0-9]+)(B|KB|MB|GB|TB|KiB|MiB|GiB|TiB)\Z")
 MIN_MEMORY = 32 * 1024 ** 2  # sshd plus one Ansible module must fit
+# VM nodes (providers.qemu) are the qemu_lab role's: this module makes the bridges they join and
+# lists them in the inventory, nothing else. Their state dir is inside the guest (the golden image's).
+VM_STATE_DIR = "/var/lib/grayctl/node/state"
+QEMU_DEFAULTS = {"image": "debian12", "memory": "1GiB", "cpus": 1, "accel": "auto"}
 
 
 def lab_id_of(name):
@@ -263,12 +267,23 @@ def resolve(defn, count=0, home="", env=None):
                 roles[node] = sorted(set(groups))
     else:
         roles = default_roles(names)
+    providers = defn.get("providers") or {}
+    vms = list(providers.get("qemu") or [])
+    unknown = [v for v in vms if v not in names]
+    if unknown or set(providers) - {"qemu"}:
+        raise ValueError("providers: only 'qemu: [node, ...]' naming nodes of this lab, got %r" % (providers,))
+    qemu = dict(QEMU_DEFAULTS, **(defn.get("qemu") or {})) if vms or defn.get("qemu") else None
 
     lab_id = lab_id_of(name)
     mgmt_hosts = mgmt.network_address
     data_hosts = data.network_address
-    plan_nodes = []
+    plan_nodes, vm_nodes = [], []
     for i, node in enumerate(names, start=1):
+        if node in vms:
+            vm_nodes.append({"name": node, "index": i, "roles": roles[node], "provider": "qemu",
+                             "mgmt_ip": str(mgmt.network_address + 1 + i), "data_ip": str(data.network_address + 1 + i),
+                             "netns": "", "state_dir": VM_STATE_DIR})
+            continue
         node_dir = os.path.join(lab_dir, "nodes", node)
         plan_nodes.append({
             "name": node,
@@ -301,7 +316,9 @@ def resolve(defn, count=0, home="", env=None):
         "memory_bytes": memory,
         "mgmt_bridge": lab_id + "-mgmt",
         "data_bridge": lab_id + "-data",
-        "nodes": plan_nodes,
+        "nodes": plan_nodes,  # the namespace nodes
+        "vm_nodes": vm_nodes,
+        "qemu": qemu,
     }
 
 
@@ -1003,10 +1020,14 @@ class Lab:
             return False
         with open(os.path.join(self.ssh_dir, "ssh_host_ed25519_key.pub")) as fh:
             keytype, key = fh.read().split()[:2]
-        known = "".join("%s %s %s\n" % (n["mgmt_ip"], keytype, key) for n in self.plan["nodes"])
+        # VM nodes are given the same lab host key at boot (qemu_lab's seed)
+        known = "".join("%s %s %s\n" % (n["mgmt_ip"], keytype, key) for n in self.all_nodes())
         changed = write_if_changed(os.path.join(self.lab_dir, "known_hosts"), known, 0o644)
         changed |= write_if_changed(os.path.join(self.lab_dir, "inventory.yml"), self.inventory_text(), 0o644)
         return changed
+
+    def all_nodes(self):
+        return sorted(self.plan["nodes"] + self.plan.get("vm_nodes", []), key=lambda n: n["index"])
 
     def inventory_text(self):
         p = self.plan
@@ -1030,15 +1051,23 @@ class Lab:
                  "all:", "  children:", "    lab_nodes:", "      vars:"]
         lines += ["        %s: %s" % (k, q(v)) for k, v in common]
         lines.append("      hosts:")
-        for n in p["nodes"]:
-            cg = self.node_cgroup(n).get("unified", "")
+        for n in self.all_nodes():
             lines.append("        %s:" % n["name"])
+            if n.get("provider") == "qemu":
+                # a VM has its own Python with grayctl (in the image), no netns and no node cgroup
+                for k, v in (("ansible_host", n["mgmt_ip"]), ("grayctl_mgmt_ip", n["mgmt_ip"]),
+                             ("grayctl_data_ip", n["data_ip"]), ("grayctl_state_dir", n["state_dir"]),
+                             ("grayctl_node_cgroup", ""), ("grayctl_provider", "qemu"),
+                             ("grayctl_python", "/usr/bin/python3")):
+                    lines.append("          %s: %s" % (k, q(v)))
+                continue
+            cg = self.node_cgroup(n).get("unified", "")
             for k, v in (("ansible_host", n["mgmt_ip"]), ("grayctl_mgmt_ip", n["mgmt_ip"]),
                          ("grayctl_data_ip", n["data_ip"]), ("grayctl_state_dir", n["state_dir"]),
                          ("grayctl_node_cgroup", cg), ("grayctl_netns", n["netns"])):
                 lines.append("          %s: %s" % (k, q(v)))
         groups = {}
-        for n in p["nodes"]:
+        for n in self.all_nodes():
             for g in n["roles"]:
                 groups.setdefault(g, []).append(n["name"])
         for g in sorted(groups):
@@ -1468,8 +1497,10 @@ def inspect(lab):
     if os.path.isdir(NETNS_DIR):
         unrecorded += ["netns:" + n for n in sorted(os.listdir(NETNS_DIR))
                        if n.startswith(prefix) and "netns:" + n not in recorded]
+    # <lab_id>vm/vdNNN are the VM nodes' taps: the qemu_lab module records and reports those
+    vm_tap = re.compile(r"\A%sv[md][0-9]{3}\Z" % plan["lab_id"])
     unrecorded += ["link:" + n for n in sorted(os.listdir("/sys/class/net"))
-                   if n.startswith(plan["lab_id"]) and "link:" + n not in recorded]
+                   if n.startswith(plan["lab_id"]) and "link:" + n not in recorded and not vm_tap.match(n)]
     for root in lab.hier.values():
         base = os.path.join(root, "grayctl", plan["name"])
         for d in ([base] + [os.path.join(base, x) for x in sorted(os.listdir(base))
@@ -1559,9 +1590,10 @@ def main():
         "host_mgmt_ip": plan["host_mgmt_ip"], "management": plan["management"], "data": plan["data"],
     }
     result["nodes"] = [dict((k, n[k]) for k in ("name", "index", "roles", "mgmt_ip", "data_ip", "netns", "state_dir"))
-                       for n in plan["nodes"]]
+                       for n in lab.all_nodes()]
     for n in result["nodes"]:
-        n["cgroup"] = lab.node_cgroup(n).get("unified", "")
+        n["provider"] = "qemu" if not n["netns"] else "netns"
+        n["cgroup"] = lab.node_cgroup(n).get("unified", "") if n["netns"] else ""
     module.exit_json(**result)
 
 

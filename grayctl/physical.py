@@ -1,0 +1,155 @@
+"""A lab given as an Ansible inventory: physical servers, BMCs, hypervisor guests.
+
+``--lab`` takes a lab definition (``lab.yml``, grayctl makes the nodes) or, for a lab grayctl does
+not make, an Ansible inventory: a path to one (``inventories/example-physical/hosts.yml``) or the
+name of a directory under ``inventories/`` that holds ``hosts.yml`` and no ``lab.yml``.
+
+  is_inventory(path) -> bool            an inventory rather than a lab definition
+  load_physical_lab(path) -> PhysicalLab read through Ansible itself: ``ansible-inventory --list``
+                                         for hosts and groups in inventory order, then one
+                                         ``debug`` per host so grayctl_* variables are rendered by
+                                         the inventory's own templating (group_vars, vaults)
+
+``PhysicalLab`` has the surface of ``LabDefinition`` that plan.py, run.py and lab.py use (name,
+provider, nodes, lab_dir, inventory_path, source). Its reimage is playbooks/reimage.yml, which
+runs each node's backend (``grayctl_reimage``); docs/reimage.md.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from grayctl.errors import InputError, LabError, Problem
+from grayctl.labdef import LabNode
+
+__all__ = ["PhysicalLab", "is_inventory", "load_physical_lab"]
+
+PROVIDER = "physical"
+REQUIRED = ("grayctl_lab", "grayctl_lab_dir", "grayctl_mgmt_ip", "grayctl_data_ip", "grayctl_state_dir")
+# Rendered per host by Ansible (one ad-hoc debug): what grayctl needs of each node.
+_PROBE = ('{"msg": "{{ {\\"lab\\": grayctl_lab | default(\\"\\"), \\"lab_dir\\": grayctl_lab_dir | default(\\"\\"), '
+          '\\"mgmt_ip\\": grayctl_mgmt_ip | default(\\"\\"), \\"data_ip\\": grayctl_data_ip | default(\\"\\"), '
+          '\\"state_dir\\": grayctl_state_dir | default(\\"\\"), \\"reimage\\": grayctl_reimage | default(\\"none\\"), '
+          '\\"provider\\": grayctl_provider | default(\\"physical\\"), \\"groups\\": group_names} }}"}')
+
+
+@dataclass(frozen=True)
+class PhysicalLab:
+    name: str
+    inventory_path: Path
+    lab_dir: Path
+    nodes: tuple[LabNode, ...]
+    reimage: dict[str, str] = field(default_factory=dict)  # node -> backend
+    source: Path | None = field(default=None, compare=False)
+    provider: str = PROVIDER
+    vm_nodes: tuple[str, ...] = ()
+
+    @property
+    def node_names(self) -> list[str]:
+        return [n.name for n in self.nodes]
+
+    @property
+    def count(self) -> int:
+        return len(self.nodes)
+
+    def with_count(self, count: int) -> PhysicalLab:
+        if count != len(self.nodes):
+            raise InputError(Problem(f"lab {self.name!r} is an inventory of {len(self.nodes)} node(s); "
+                                     "grayctl does not add or remove its nodes", path="--nodes"))
+        return self
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"name": self.name, "provider": PROVIDER, "inventory": str(self.inventory_path),
+                "nodes": {n.name: {"roles": list(n.roles), "mgmt_ip": n.mgmt_ip, "data_ip": n.data_ip,
+                                   "reimage": self.reimage.get(n.name)} for n in self.nodes}}
+
+
+def is_inventory(path: Path) -> bool:
+    """An Ansible inventory (YAML with a top-level ``all``, or INI sections) rather than a lab.yml."""
+    if path.is_dir():
+        return (path / "hosts.yml").is_file() and not (path / "lab.yml").is_file()
+    try:
+        text = path.read_text(errors="replace")
+    except OSError:
+        return False
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError:
+        data = None
+    if isinstance(data, dict):
+        return "all" in data and "name" not in data
+    return any(line.strip().startswith("[") for line in text.splitlines())
+
+
+def _tool(name: str) -> str:
+    beside = Path(sys.executable).with_name(name)  # the venv's Ansible, when grayctl runs from one
+    path = str(beside) if beside.exists() else shutil.which(name)
+    if path is None:
+        raise LabError(f"{name} is not installed", hint="install grayctl with its dependencies (ansible-core)")
+    return path
+
+
+def _ordered_hosts(inventory: dict[str, Any], group: str) -> list[str]:
+    entry = inventory.get(group, {})
+    out = list(entry.get("hosts", []))
+    for child in entry.get("children", []):
+        out += [h for h in _ordered_hosts(inventory, child) if h not in out]
+    return out
+
+
+def load_physical_lab(path: str | Path, *, verbose: bool = False) -> PhysicalLab:
+    """Read an inventory into a PhysicalLab; InputError naming the file, host and variable when a
+    node lacks what grayctl needs."""
+    from grayctl.runner import run_module
+
+    path = Path(path).resolve()
+    proc = subprocess.run([_tool("ansible-inventory"), "-i", str(path), "--list"], check=False, capture_output=True,
+                          text=True,
+                          timeout=120)
+    if proc.returncode != 0:
+        raise InputError(Problem(f"ansible-inventory cannot read it: {proc.stderr.strip()[-400:]}", file=str(path)))
+    inventory = json.loads(proc.stdout)
+    hosts = _ordered_hosts(inventory, "lab_nodes")
+    if not hosts:
+        raise InputError(Problem("the inventory has no hosts in group lab_nodes", file=str(path), path="lab_nodes",
+                                 expected="a lab_nodes group whose children are app, client and monitor"))
+    result = run_module("ansible.builtin.debug", inventory=path.resolve(), pattern="lab_nodes", module_args=_PROBE,
+                        check=False, verbose=verbose)
+    seen = result.results("ansible.builtin.debug")
+    hostvars = inventory.get("_meta", {}).get("hostvars", {})
+    problems: list[Problem] = []
+    nodes: list[LabNode] = []
+    reimage: dict[str, str] = {}
+    labs: set[tuple[str, str]] = set()
+    for i, host in enumerate(hosts, start=1):
+        v = (seen.get(host) or {}).get("msg")
+        if not isinstance(v, dict):
+            problems.append(Problem(f"Ansible could not render the variables of host {host}", file=str(path),
+                                    path=f"lab_nodes.{host}"))
+            continue
+        for var, key in (("grayctl_lab", "lab"), ("grayctl_lab_dir", "lab_dir"), ("grayctl_mgmt_ip", "mgmt_ip"),
+                         ("grayctl_data_ip", "data_ip"), ("grayctl_state_dir", "state_dir")):
+            if not v.get(key) and var not in hostvars.get(host, {}):
+                problems.append(Problem(f"host {host} has no {var}", file=str(path), path=f"{host}.{var}",
+                                        expected="see inventories/example-physical/README.md"))
+        labs.add((str(v.get("lab")), str(v.get("lab_dir"))))
+        roles = tuple(sorted(g for g in v.get("groups", []) if g != "lab_nodes"))
+        nodes.append(LabNode(name=host, index=i, roles=roles, mgmt_ip=str(v.get("mgmt_ip")),
+                             data_ip=str(v.get("data_ip")), provider=PROVIDER))
+        reimage[host] = str(v.get("reimage"))
+    if len(labs) > 1:
+        problems.append(Problem(f"the hosts disagree on grayctl_lab / grayctl_lab_dir: {sorted(labs)}",
+                                file=str(path), expected="one lab per inventory (set both in group_vars/all.yml)"))
+    if problems:
+        raise InputError(problems, hint="the variables are listed in inventories/example-physical/README.md")
+    name, lab_dir = next(iter(labs))
+    return PhysicalLab(name=name, inventory_path=path, lab_dir=Path(lab_dir), nodes=tuple(nodes), reimage=reimage,
+                       source=path)

@@ -1,0 +1,1 @@
+../../topology_deploy/library/grayctl_process.py

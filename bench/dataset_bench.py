@@ -13,9 +13,6 @@ docs/benchmarks.md.
 from __future__ import annotations
 
 import argparse
-import os
-import platform
-import re
 import shutil
 import tempfile
 import time
@@ -23,6 +20,7 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+from machine import describe, write_section
 
 from grayctl.dataset.assemble import assemble_run
 
@@ -31,7 +29,6 @@ DURATION = 600
 SERVICES = [f"svc-{i:02d}" for i in range(12)]
 NODES = [f"node{i}" for i in range(1, 13)]
 RATE = 50
-BEGIN, END = "<!-- dataset-bench:begin -->", "<!-- dataset-bench:end -->"
 
 
 def experiment() -> dict:
@@ -91,19 +88,6 @@ def inputs(start_ns: int) -> dict:
             "clock": {"start_ns": start_ns, "end_ns": start_ns + DURATION * NS}, "versions": {}}
 
 
-def machine() -> str:
-    cpu = "unknown CPU"
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    return f"{cpu}, {os.cpu_count()} CPUs visible (shared, noisy), Python {platform.python_version()}, " \
-           f"pandas {pd.__version__}, {platform.system()} {platform.release()}"
-
-
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--write-docs", action="store_true")
@@ -123,7 +107,7 @@ def main() -> None:
     total = sum(sizes.values())
     per_min_svc = total / (DURATION / 60) / len(SERVICES)
     lines = [
-        f"Machine: {machine()}.",
+        f"Machine: {describe(pandas=pd.__version__)}.",
         "",
         (f"Synthetic 10-minute run (`python bench/dataset_bench.py`): {len(SERVICES)} services x 30 metrics + "
          f"{len(NODES)} nodes x 20 metrics = {len(data['metrics_long_df']):,} long metric rows; "
@@ -145,15 +129,7 @@ def main() -> None:
     text = "\n".join(lines)
     print(text)
     if args.write_docs:
-        p = Path(__file__).resolve().parents[1] / "docs" / "benchmarks.md"
-        doc = p.read_text() if p.exists() else "# Benchmarks\n"
-        section = f"{BEGIN}\n{text}\n{END}"
-        if BEGIN in doc and END in doc:
-            doc = re.sub(re.escape(BEGIN) + r".*?" + re.escape(END), lambda _m: section, doc, flags=re.DOTALL)
-        else:
-            doc = doc.rstrip("\n") + "\n\n## Dataset assembly\n\n" + section + "\n"
-        p.write_text(doc)
-
+        write_section("dataset-bench", text)
 
 if __name__ == "__main__":
     main()

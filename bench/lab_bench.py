@@ -17,7 +17,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import statistics
 import subprocess
 import sys
@@ -25,9 +24,8 @@ import tempfile
 import time
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
-DOC = ROOT / "docs" / "benchmarks.md"
-BEGIN, END = "<!-- lab-bench:begin -->", "<!-- lab-bench:end -->"
+from machine import describe, write_section
+
 
 MININET = r"""
 import sys, time
@@ -116,19 +114,10 @@ def bench_floor(repeat: int) -> list[float]:
 
 
 def machine() -> str:
-    cpu = "unknown"
-    for line in Path("/proc/cpuinfo").read_text().splitlines():
-        if line.startswith("model name"):
-            cpu = line.split(":", 1)[1].strip()
-            break
-    mem = int(Path("/proc/meminfo").read_text().split()[1]) // 1024 // 1024
+    """bench/machine.py's line plus ansible-core's version; the load average includes the bench's own SSH load."""
     import ansible
 
-    load = Path("/proc/loadavg").read_text().split()[:3]
-    return (
-        f"{platform.platform()}; {cpu}; {os.cpu_count()} cores; {mem} GiB; load average at the end (includes the bench's own SSH load) {' '.join(load)}; "
-        f"Python {platform.python_version()}; ansible-core {ansible.__version__ if hasattr(ansible, '__version__') else '?'}"
-    )
+    return describe(ansible_core=getattr(ansible, "__version__", "?"))
 
 
 def med(xs: list[float]) -> str:
@@ -137,7 +126,6 @@ def med(xs: list[float]) -> str:
 
 def render(results: dict[int, dict], floor: list[float], repeat: int) -> str:
     lines = [
-        BEGIN,
         f"Measured {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())} with `python bench/lab_bench.py` "
         f"(median of {repeat}).",
         "",
@@ -161,19 +149,8 @@ def render(results: dict[int, dict], floor: list[float], repeat: int) -> str:
         f"Floor: an empty playbook through the same runner takes {med(floor)}; every lab command pays it "
         "once per playbook (`up` runs two: create, then record the golden baselines over SSH; `reset` "
         "runs two: reset, then verify).",
-        END,
     ]
     return "\n".join(lines)
-
-
-def write(section: str) -> None:
-    text = DOC.read_text() if DOC.exists() else "# Benchmarks\n"
-    if BEGIN in text:
-        head, rest = text.split(BEGIN, 1)
-        text = head + section + rest.split(END, 1)[1]
-    else:
-        text = text.rstrip() + "\n\n## Lab lifecycle (issue 2)\n\n" + section + "\n"
-    DOC.write_text(text)
 
 
 def main() -> None:
@@ -192,7 +169,7 @@ def main() -> None:
     section = render(results, floor, args.repeat)
     print(section)
     if not args.no_write:
-        write(section)
+        write_section("lab-bench", section)
 
 
 if __name__ == "__main__":

@@ -23,7 +23,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import re
 import shutil
 import subprocess
@@ -32,9 +31,9 @@ import tempfile
 import time
 from pathlib import Path
 
+from machine import DOC, describe, write_section
+
 ROOT = Path(__file__).resolve().parents[1]
-DOC = ROOT / "docs" / "benchmarks.md"
-BEGIN, END = "<!-- loadgen-bench:begin -->", "<!-- loadgen-bench:end -->"
 GEN_CPU, SERVER_CPU = 0, 1
 
 SERVER = r"""
@@ -75,26 +74,14 @@ def pinned(cpu: int) -> list[str]:
     return RT + pin
 
 
-def machine() -> dict[str, str]:
-    model = "unknown"
-    for line in Path("/proc/cpuinfo").read_text().splitlines():
-        if line.startswith("model name"):
-            model = line.split(":", 1)[1].strip()
-            break
-    mem_kib = int(re.search(r"MemTotal:\s+(\d+)", Path("/proc/meminfo").read_text()).group(1))
+def machine() -> str:
+    """bench/machine.py's line plus the versions this benchmark depends on."""
     import aiohttp
     import uvloop
 
-    return {
-        "cpu": model,
-        "cores": str(os.cpu_count()),
-        "memory": f"{mem_kib / 1024 / 1024:.1f} GiB",
-        "kernel": platform.release(),
-        "python": platform.python_version(),
-        "aiohttp / uvloop": f"{aiohttp.__version__} / {uvloop.__version__}",
-        "wrk": (subprocess.run(["wrk", "-v"], capture_output=True, text=True).stdout.split(" [")[0] if shutil.which("wrk") else "not installed"),
-        "load average at start": " ".join(Path("/proc/loadavg").read_text().split()[:3]),
-    }
+    wrk = (subprocess.run(["wrk", "-v"], capture_output=True, text=True, check=False).stdout.split(" [")[0]
+           if shutil.which("wrk") else "not installed")
+    return describe(aiohttp=aiohttp.__version__, uvloop=uvloop.__version__, wrk=wrk)
 
 
 def start_server(tmp: Path) -> tuple[subprocess.Popen[str], str]:
@@ -164,18 +151,15 @@ def search(url: str, args: argparse.Namespace, tmp: Path) -> tuple[float, dict |
     return best, best_summary, trials
 
 
-def render(m: dict[str, str], args: argparse.Namespace, best: float, best_s: dict | None, confirm: dict | None,
+def render(m: str, args: argparse.Namespace, best: float, best_s: dict | None, confirm: dict | None,
            wrk64: float | None, wrk1: float | None, trials: list[dict]) -> str:
-    rows = "\n".join(f"| {k} | {v} |" for k, v in m.items())
     lines = [
         "## Load generator (`bench/loadgen_bench.py`)",
         "",
         f"Measured {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())} with "
         f"`python bench/loadgen_bench.py --duration {args.duration:g}{'' if RT else ' --no-rt'}`.",
         "",
-        "| machine | |",
-        "|---|---|",
-        rows,
+        f"Machine: {m}.",
         "",
         "Target: minimal asyncio/uvloop HTTP/1.1 keep-alive server on 127.0.0.1 pinned to CPU 1;",
         "generator and wrk pinned to CPU 0"
@@ -222,19 +206,6 @@ def render(m: dict[str, str], args: argparse.Namespace, best: float, best_s: dic
     return "\n".join(lines)
 
 
-def write_section(text: str) -> None:
-    DOC.parent.mkdir(parents=True, exist_ok=True)
-    doc = DOC.read_text() if DOC.exists() else "# Benchmarks\n"
-    block = f"{BEGIN}\n{text}\n{END}"
-    if BEGIN in doc and END in doc:
-        head, rest = doc.split(BEGIN, 1)
-        _, tail = rest.split(END, 1)
-        doc = head + block + tail
-    else:
-        doc = doc.rstrip("\n") + "\n\n" + block + "\n"
-    DOC.write_text(doc)
-
-
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--duration", type=float, default=8.0, help="seconds per generator trial")
@@ -254,7 +225,7 @@ def main() -> int:
         RT[:] = ["chrt", "-r", "10"]
 
     m = machine()
-    print(json.dumps(m, indent=2))
+    print(m)
     with tempfile.TemporaryDirectory(prefix="loadgen-bench-") as d:
         tmp = Path(d)
         server, url = start_server(tmp)
@@ -271,7 +242,7 @@ def main() -> int:
     text = render(m, args, best, best_s, confirm, wrk64, wrk1, trials)
     print(text)
     if not args.no_write:
-        write_section(text)
+        write_section("loadgen-bench", text)
         print(f"written to {DOC.relative_to(ROOT)}")
     return 0
 

@@ -21,7 +21,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import shutil
 import sys
 import tempfile
@@ -33,6 +32,8 @@ import yaml
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from machine import describe, write_section
+
 from grayctl.deploy import minimal_plan, run_deploy, run_load
 from grayctl.errors import GrayctlError
 from grayctl.labdef import load_lab
@@ -41,7 +42,6 @@ TOPOLOGIES = ("gen1-monolith", "gen2-coarse", "gen3-disaggregated")
 RATES = (10, 25, 50, 75, 100, 150, 200, 300, 400, 600)
 COST_RATE = 30  # req/s: below every topology's capacity, so cost is not inflated by queueing
 P99_BOUND_MS = 100.0
-BEGIN, END = "<!-- topology-bench:begin -->", "<!-- topology-bench:end -->"
 CLK_TCK = os.sysconf("SC_CLK_TCK")
 
 
@@ -67,15 +67,6 @@ def cpu_s(pids: dict[str, int]) -> float:
     return total / CLK_TCK
 
 
-def machine() -> str:
-    model = next((ln.split(":", 1)[1].strip() for ln in Path("/proc/cpuinfo").read_text().splitlines()
-                  if ln.startswith("model name")), platform.processor())
-    mem = int(Path("/proc/meminfo").read_text().split()[1]) // 1024
-    return (f"{os.cpu_count()} vCPU ({model}), {mem} MiB RAM, Linux {platform.release()}, "
-            f"Python {platform.python_version()}; load average at start {os.getloadavg()[0]:.1f} "
-            f"(other sessions' jobs share the machine)")
-
-
 def trial(plan, rate: float, seconds: float, fetch: Path) -> dict:
     return run_load(plan, duration=seconds, fetch_dir=fetch).summary
 
@@ -97,7 +88,7 @@ def main() -> int:
     lab = load_lab(str(lab_file))
     from grayctl.lab import run_lab_down, run_lab_up
 
-    results: dict = {"machine": machine(), "capacity": {}, "cost": {}, "trial_s": args.trial}
+    results: dict = {"machine": describe(), "capacity": {}, "cost": {}, "trial_s": args.trial}
     started = time.monotonic()
     deployed = None
     try:
@@ -163,7 +154,6 @@ def write_doc(r: dict) -> None:
     g1, g3 = r["cost"]["gen1-monolith"]["cpu_ms_per_request"], r["cost"]["gen3-disaggregated"]["cpu_ms_per_request"]
     rss3 = r["rss"]["gen3-disaggregated"]
     lines = [
-        BEGIN,
         "## Topologies on the local lab (`bench/topology_bench.py`)",
         "",
         (f"Machine: {r['machine']}. Lab: 14 netns nodes, 100% of a core and 256 MiB each. "
@@ -197,18 +187,9 @@ def write_doc(r: dict) -> None:
         "behind its schedule (send lateness p99 > 1 ms: the client node was starved of CPU by the 14 nodes and "
         "other sessions' jobs on 2 cores), so those latencies include some generator lateness and the "
         "capacities are lower bounds. Expect large run-to-run variation on a shared machine."),
-        END,
     ]
-    path = ROOT / "docs" / "benchmarks.md"
-    text = path.read_text() if path.exists() else "# Benchmarks\n"
-    block = "\n".join(lines)
-    if BEGIN in text and END in text:
-        head, rest = text.split(BEGIN, 1)
-        text = head + block + rest.split(END, 1)[1]
-    else:
-        text = text.rstrip("\n") + "\n\n" + block + "\n"
-    path.write_text(text)
-    print(f"wrote {path}")
+    write_section("topology-bench", "\n".join(lines))
+    print("wrote docs/benchmarks.md (topology-bench)")
 
 
 if __name__ == "__main__":

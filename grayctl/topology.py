@@ -91,6 +91,9 @@ DEFAULT_WORKERS = 32
 DEFAULT_QUEUE = 128
 DEFAULT_PORT_BASE = 8100
 DEFAULT_METRICS_PORT_BASE = 9100
+# Ports the lab's own agents hold on every node (sshd, Prometheus, node_exporter, the grayctl exporter,
+# the observer; docs/metrics.md): never handed to a co-located replica.
+RESERVED_PORTS = frozenset({22, 9090, 9301, 9302, 9303})
 DEFAULT_CACHE_LATENCY = "100us"
 APP_FILE_KEYS = ("name", "description", "defaults", "components", "requests")
 APP_REF_RE = re.compile(r"\A[A-Za-z0-9_][A-Za-z0-9._-]*(/[A-Za-z0-9_][A-Za-z0-9._-]*)*\.ya?ml\Z")
@@ -234,14 +237,24 @@ class Service:
     replicas: int
     port: int
     metrics_port: int
+    # (port, metrics_port) per replica; empty = every replica on (port, metrics_port). Replicas that
+    # share a slot (node) cannot share a port: the second and later ones get ports of their own.
+    replica_port_pairs: tuple[tuple[int, int], ...] = ()
 
     def replica_slots(self) -> list[str]:
         """The slot of each replica (replicas are spread round-robin over the slots)."""
         return [self.slots[i % len(self.slots)] for i in range(self.replicas)]
 
+    def replica_ports(self) -> list[tuple[int, int]]:
+        """(port, metrics_port) of each replica, in replica order."""
+        return list(self.replica_port_pairs) or [(self.port, self.metrics_port)] * self.replicas
+
     def to_dict(self) -> dict[str, Any]:
-        return {"components": list(self.components), "slots": list(self.slots), "replicas": self.replicas,
-                "port": self.port, "metrics_port": self.metrics_port}
+        out: dict[str, Any] = {"components": list(self.components), "slots": list(self.slots),
+                               "replicas": self.replicas, "port": self.port, "metrics_port": self.metrics_port}
+        if self.replica_port_pairs:
+            out["replica_ports"] = [list(p) for p in self.replica_port_pairs]
+        return out
 
 
 @dataclass(frozen=True)
@@ -886,7 +899,36 @@ class _TopologyValidator:
                                    expected="distinct ports for services sharing a slot")
                     used_ports[(slot, pt)] = f"service {sname!r}"
             services[sname] = Service(sname, comps, tuple(slots), replicas, port, mport)
-        return services
+        return self._colocated_replica_ports(services, used_ports, ports, len(members))
+
+    @staticmethod
+    def _colocated_replica_ports(services: dict[str, Service], used: dict[tuple[str, int], str],
+                                 bases: tuple[int, int], n_services: int) -> dict[str, Service]:
+        """Give every replica after the first on a slot its own port pair, after every service's own.
+
+        Chosen once all services' ports are known, so an explicit port of a later service is never
+        taken; the allocation is deterministic (file order), so plans and datasets stay reproducible.
+        """
+        taken = {pt for _, pt in used} | RESERVED_PORTS
+        nxt = [bases[0] + n_services, bases[1] + n_services]
+
+        def fresh(k: int) -> int:
+            while nxt[k] in taken:
+                nxt[k] += 1
+            taken.add(nxt[k])
+            return nxt[k]
+
+        out = {}
+        for name, svc in services.items():
+            seen: set[str] = set()
+            pairs = []
+            for slot in svc.replica_slots():
+                pairs.append((svc.port, svc.metrics_port) if slot not in seen else (fresh(0), fresh(1)))
+                seen.add(slot)
+            shared = len(seen) < svc.replicas
+            out[name] = Service(svc.name, svc.components, svc.slots, svc.replicas, svc.port, svc.metrics_port,
+                                tuple(pairs) if shared else ())
+        return out
 
     def _ports(self, raw: Any) -> tuple[int, int]:
         ck = self.ck

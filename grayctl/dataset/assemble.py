@@ -143,8 +143,8 @@ def assemble_run(run_dir: str | Path, *, experiment: Any, plan: Any, requests_df
     start_ns = int(clock["start_ns"])
     end_ns = int(clock.get("end_ns") or start_ns + int(phases[-1][2] * NS))
     requests = requests_df if requests_df is not None else pd.DataFrame(
-        {"intended_ns": pd.Series([], dtype="datetime64[ns, UTC]"), "latency_corrected_ns": pd.Series([], "int64"),
-         "error_kind": pd.Series([], "string")})
+        {"intended_ns": pd.Series([], dtype="datetime64[ns, UTC]"), "latency_corrected_ns": pd.Series([], dtype="int64"),
+         "error_kind": pd.Series([], dtype="string")})
     nodes, fp_hash = _fingerprint_summary(fingerprints or {})
     exp_yaml = yaml.safe_dump(exp, sort_keys=False, allow_unicode=True)
     inj = _injection_doc(injections or [])

@@ -74,6 +74,7 @@ def latency_throughput(per_s: pd.DataFrame, windows: list[tuple[float, float]], 
     a2.set_xlabel("seconds since run start")
     a2.legend(loc="upper left", bbox_to_anchor=(1.0, 1.0), fontsize=8, frameon=False)
     a2.set_ylim(bottom=0)
+    a2.set_xlim(t[0], t[-1] + 1)  # the run, not the fault: a fault reverted late is clipped to the run
     return to_svg(fig)
 
 
@@ -92,8 +93,8 @@ def errors(per_kind: pd.DataFrame, t: np.ndarray, windows: list[tuple[float, flo
     ax.set_ylabel("failed requests / s")
     ax.set_xlabel("seconds since run start")
     ax.set_title("Errors and timeouts per second, by kind", loc="left", fontsize=10)
-    if len(per_kind.columns):
-        ax.legend(loc="upper left", ncols=8, fontsize=8, frameon=False)
+    # outside on the right, as on the latency figure: never over the bars or the gray ticks
+    ax.legend(loc="upper left", bbox_to_anchor=(1.0, 1.0), fontsize=8, frameon=False)
     ax.set_xlim(t[0], t[-1] + 1)
     return to_svg(fig)
 
@@ -113,6 +114,7 @@ def heatmaps(panels: list[tuple[str, pd.DataFrame]], t: np.ndarray, windows: lis
         for s, e in windows:
             ax.axvline(s, color=FAULT, lw=2)
             ax.axvline(e, color=FAULT, lw=2, ls="--")
+        ax.set_xlim(t[0], t[-1] + 1)
         ax.set_title(title, loc="left", fontsize=10)
         fig.colorbar(im, ax=ax, pad=0.01, fraction=0.03)
     axes[-1, 0].set_xlabel("seconds since run start (orange lines: fault start, dashed: end)")

@@ -22,6 +22,7 @@ import numpy as np
 import pandas as pd
 
 from grayctl.dataset.labels import NS, fault_windows
+from grayctl.metrics import QUERIES, rate_window
 from grayctl.report import plots
 from grayctl.report.checks import evaluate_checks
 from grayctl.report.stats import bootstrap_ci, cliffs_delta, magnitude
@@ -43,7 +44,74 @@ def _fmt(v: float | None, unit: str = "") -> str:
         return f"{v * 1000:.1f} ms" if abs(v) < 10 else f"{v:.2f} s"
     if unit == "%":
         return f"{v * 100:.2f} %"
+    if unit == "B":
+        return f"{v / 2**20:.1f} MiB"
+    if unit == "/s":
+        return f"{v:.4g} /s"
     return f"{v:.4g}"
+
+
+def _unit_of(metric: str) -> str:
+    if metric_unit_seconds(metric):
+        return "s"
+    if metric.endswith("_bytes"):
+        return "B"
+    if metric.endswith("_ratio"):
+        return "%"
+    return "/s" if metric.endswith("_rate") else ""
+
+
+def tolerance_text(tol: Any) -> str:
+    """A check's tolerance as a person writes it: ``<= 250ms``, ``>= 1.5 x baseline``."""
+    if not isinstance(tol, dict) or len(tol) != 1:
+        return str(tol)
+    (k, v), = tol.items()
+    if k == "relative_to_baseline":
+        text = str(v).replace(" ", "")
+        op = ">=" if text.startswith(">=") else "<="
+        return f"{'≥' if op == '>=' else '≤'} {text.lstrip('<>=').rstrip('x')} × baseline"
+    return f"{'≤' if k == 'max' else '≥'} {v}"
+
+
+def meaningful_change(a: np.ndarray, b: np.ndarray) -> bool:
+    """Worth a row: the medians differ by more than 10 % of the baseline's (or of the series' scale near 0).
+
+    Rank statistics alone would rank a slowly growing gauge (a process's RSS: +0.2 %) first, since
+    every fault second is above every baseline second; a postmortem wants changes of a size that matters.
+    """
+    ma, mb = float(np.median(a)), float(np.median(b))
+    scale = max(abs(ma), float(np.percentile(np.abs(np.concatenate([a, b])), 90)) * 0.1, 1e-12)
+    return abs(mb - ma) > 0.1 * scale
+
+
+def promql_of(layer: str, metric: str, entity: str, window: str) -> str | None:
+    """The PromQL that produced a ``metrics.parquet`` series (docs/metrics.md), ``$w`` filled in."""
+    cands = [q for q in QUERIES if q.layer == layer and q.metric == metric]
+    if len(cands) > 1:  # the user layer has a per-type and an overall ("all") form of some metrics
+        cands = [q for q in cands if (not q.entity) == (entity == "all")] or cands
+    return cands[0].promql.replace("$w", window) if cands else None
+
+
+def _window(exp: dict[str, Any]) -> str:
+    from grayctl.units import parse_duration
+
+    try:
+        step = parse_duration(str((exp.get("metrics") or {}).get("interval") or "1s")).seconds
+    except ValueError:
+        step = 1.0
+    return rate_window(step)
+
+
+# The user-level series the report computes itself from the per-request records (exact, no histogram
+# buckets), and the metrics.parquet series (docs/metrics.md) that Prometheus recorded for the same thing.
+USER_SERIES = {
+    "p50 latency": ("requests.parquet: latency_corrected_ns, p50 of the requests sent in each second",
+                    ("user", "latency_p50_s", "all")),
+    "p99 latency": ("requests.parquet: latency_corrected_ns, p99 of the requests sent in each second",
+                    ("user", "latency_p99_s", "all")),
+    "error rate": ("labels.parquet: user_error_rate (failed / sent, per second)", ("user", "error_rate", "all")),
+    "succeeded / s": ("requests.parquet: rows without error_kind, per second", ("user", "request_rate", "all")),
+}
 
 
 def _per_second(requests: pd.DataFrame, index_ns: np.ndarray) -> tuple[pd.DataFrame, pd.DataFrame]:
@@ -78,7 +146,10 @@ def _pick_metric(metrics: pd.DataFrame, pattern: str, exclude: str = r"\A\Z") ->
     app = set(metrics.loc[metrics["layer"] == "app", "metric"].astype(str).unique())
     # per-service (app layer) series first: the heatmap is "per service"; then coverage, then the plainer name
     best = min(cover, key=lambda c: (c not in app, -cover[c], len(c), c))
-    return best, metrics[metrics["metric"] == best]
+    rows = metrics[metrics["metric"] == best]
+    if best in app:  # the same name may exist per node too (system/<node>/cpu_cores): one panel, one kind of entity
+        rows = rows[rows["layer"] == "app"]
+    return best, rows
 
 
 def _matrix(m: pd.DataFrame, index_ns: np.ndarray) -> pd.DataFrame:
@@ -91,7 +162,61 @@ def _matrix(m: pd.DataFrame, index_ns: np.ndarray) -> pd.DataFrame:
 
 
 def _windows_rel(ds: Any, start_ns: int, end_ns: int) -> list[tuple[float, float]]:
-    return [((w.start_ns - start_ns) / NS, (w.end_ns - start_ns) / NS) for w in fault_windows(ds.injections, end_ns)]
+    """Host-measured fault windows in seconds since the run start, clipped to the run (the plots' x range)."""
+    dur = (end_ns - start_ns) / NS
+    out = []
+    for w in fault_windows(ds.injections, end_ns):
+        a, b = max(0.0, (w.start_ns - start_ns) / NS), min(dur, (w.end_ns - start_ns) / NS)
+        if b > a:
+            out.append((a, b))
+    return out
+
+
+def fault_timing(ds: Any, start_ns: int) -> list[dict[str, Any]]:
+    """Per fault record: planned window (plan, s since start) vs host-measured, and the lag of each edge."""
+    def key(x: Any) -> str:  # the fault roles write ids with "_" where the experiment may have "-"
+        return re.sub(r"[^A-Za-z0-9]", "_", str(x))
+
+    planned = {key(f.get("id")): f.get("window_s") for f in (ds.topology or {}).get("faults") or []}
+    out = []
+    for f in ds.injections:
+        p = planned.get(key(f.get("id"))) or [None, None]
+        a = (int(f["start_ns"]) - start_ns) / NS if f.get("start_ns") else None
+        b = (int(f["end_ns"]) - start_ns) / NS if f.get("end_ns") else None
+        out.append({"id": f.get("id"), "planned": p, "actual": [a, b],
+                    "lag": [a - p[0] if a is not None and p[0] is not None else None,
+                            b - p[1] if b is not None and p[1] is not None else None]})
+    return out
+
+
+def data_warnings(ds: Any, start_ns: int, end_ns: int) -> list[str]:
+    """What makes this run's figures less trustworthy, said up front (a postmortem reader skips footnotes)."""
+    out = []
+    dur = (end_ns - start_ns) / NS
+    for t in fault_timing(ds, start_ns):
+        (ps, pe), (a, b), (la, lb) = t["planned"], t["actual"], t["lag"]
+        if la is not None and abs(la) > 2:
+            out.append(f"fault {t['id']} was applied {la:+.1f} s from its planned start (t={ps:g} s; "
+                       f"host-measured t={a:.1f} s): the fault phase and the fault window differ.")
+        if b is None:
+            out.append(f"fault {t['id']} has no host-measured end: it was not reverted by the run.")
+        elif lb is not None and abs(lb) > 2:
+            tail = " — after the run's end, so the recovery phase never saw the system without it" if b > dur else ""
+            out.append(f"fault {t['id']} was reverted {lb:+.1f} s from its planned end (t={pe:g} s; "
+                       f"host-measured t={b:.1f} s){tail}.")
+    for f in ds.injections:
+        late = (f.get("helper_stats") or {}).get("release_late_us_mean")
+        if late is not None and late > 5000:
+            out.append(f"fault {f.get('id')}'s delayer ({f.get('mechanism') or f.get('backend')}) released packets "
+                       f"{late / 1000:.0f} ms late on average (max {(f['helper_stats'].get('release_late_us_max') or 0) / 1000:.0f} ms): "
+                       "the delay users saw was larger than the one asked for.")
+    slo = ds.manifest.get("slo") or {}
+    err = slo.get("baseline_error_rate")
+    if err is not None and err > 0.01:
+        out.append(f"the baseline itself had {err * 100:.1f} % failed requests: the system was not in a steady "
+                   "state before the fault (an overloaded lab host does this), so differences are against a noisy "
+                   "baseline.")
+    return out
 
 
 def _masks(labels: pd.DataFrame) -> tuple[np.ndarray, np.ndarray]:
@@ -144,12 +269,20 @@ def service_changes(ds: Any, start_ns: int, end_ns: int, services: list[str]) ->
     return pd.Series(out, dtype=float).reindex(services), source
 
 
-def call_graph_svg(topology_doc: dict[str, Any], changes: pd.Series) -> str | None:
-    """graph.to_dot of the run's topology with each service cluster filled by |delta|; None without dot."""
+def _dot_lines(parts: list[str]) -> str:
+    """A quoted dot label with one line per part (dot's ``\\n`` escape)."""
+    return '"' + "\\n".join(p.replace("\\", "\\\\").replace('"', '\\"') for p in parts) + '"'
+
+
+def call_graph_svg(topology_doc: dict[str, Any], changes: pd.Series, targets: set[str] | None = None) -> str | None:
+    """The run's services and the calls between them, each service filled by |delta|; None without dot.
+
+    Service level on purpose (``grayctl topology graph`` draws every component and endpoint): at
+    report width, a dozen services must stay legible. The fault's target has an orange border.
+    """
     d = topology_doc.get("definition")
     if not d or shutil.which("dot") is None:
         return None
-    from grayctl.graph import to_dot
     from grayctl.topology import validate_topology
 
     try:
@@ -161,47 +294,68 @@ def call_graph_svg(topology_doc: dict[str, Any], changes: pd.Series) -> str | No
                           for n, s in d["services"].items()}}, {}, "topology.json")
     except Exception:  # noqa: BLE001 - an unreadable definition only costs the drawing
         return None
-    dot = to_dot(topo)
+
+    def q(x: str) -> str:
+        return '"' + x.replace("\\", "\\\\").replace('"', '\\"') + '"'
+
     cmap = matplotlib.colormaps["Reds"]
-    for svc, v in changes.items():
-        if not np.isfinite(v):
-            continue
-        colour = matplotlib.colors.to_hex(cmap(0.05 + 0.5 * abs(v)))  # capped: the tables' text stays readable
-        label = f"Δ {v:+.2f}"
-        pat = re.compile(r'(subgraph "cluster_' + re.escape(svc) + r'" \{\n    label=")([^"]*)(";\n    style="rounded,filled"; '
-                         r'fillcolor=")gray96(")')
-        dot = pat.sub(lambda m, c=colour, lab=label: m.group(1) + m.group(2) + "\\n" + lab + m.group(3) + c + m.group(4), dot)
+    targets = targets or set()
+    lines = ["digraph services {",
+             '  graph [rankdir=LR, nodesep=0.2, ranksep=0.5, fontname="Helvetica", bgcolor="transparent"];',
+             '  node [shape=box, style="rounded,filled", fontname="Helvetica", fontsize=11, color="gray55"];',
+             '  edge [color="gray50", arrowsize=0.6];']
+    for req in topo.requests.values():
+        lines.append(f'  {q("request:" + req.name)} [shape=oval, fillcolor="khaki1", fontsize=10, '
+                     f'label={_dot_lines([req.name, str(req.mix)])}];')
+    for name, svc in topo.services.items():
+        v = changes.get(name, float("nan"))
+        fill = matplotlib.colors.to_hex(cmap(0.05 + 0.5 * abs(v))) if np.isfinite(v) else "white"
+        parts = [name, f"Δ {v:+.2f}" if np.isfinite(v) else "no data"] + ([f"×{svc.replicas}"] if svc.replicas > 1 else [])
+        extra = ', color="#e76f51", penwidth=3' if name in targets else ""
+        lines.append(f"  {q(name)} [label={_dot_lines(parts)}, fillcolor=\"{fill}\"{extra}];")
+    for req in topo.requests.values():
+        lines.append(f"  {q('request:' + req.name)} -> {q(topo.service_of(req.entry.split('.', 1)[0]))};")
+    edges: dict[tuple[str, str], int] = {}
+    for caller, _step, call, _par in topo.calls():
+        a, b = topo.service_of(caller.split(".", 1)[0]), topo.service_of(call.component)
+        if a != b:
+            edges[(a, b)] = edges.get((a, b), 0) + 1
+    for (a, b), n in edges.items():
+        lines.append(f"  {q(a)} -> {q(b)}" + (f' [label="{n} calls", fontsize=8]' if n > 1 else "") + ";")
+    lines.append("}")
     try:
-        svg = subprocess.run(["dot", "-Tsvg"], input=dot.encode(), capture_output=True, timeout=60, check=True).stdout.decode()
+        svg = subprocess.run(["dot", "-Tsvg"], input="\n".join(lines).encode(), capture_output=True, timeout=60,
+                             check=True).stdout.decode()
     except (subprocess.SubprocessError, OSError):
         return None
     svg = re.sub(r"<\?xml[^>]*\?>\s*", "", svg)
     svg = re.sub(r"<!DOCTYPE[^>]*>\s*", "", svg)
     svg = re.sub(r"<!--.*?-->\s*", "", svg, flags=re.DOTALL)
     # scale to the page width
-    return re.sub(r'<svg width="[^"]*" height="[^"]*"', '<svg style="max-width:100%;max-height:480px;height:auto"',
+    return re.sub(r'<svg width="[^"]*" height="[^"]*"', '<svg style="max-width:100%;max-height:520px;height:auto"',
                   svg, count=1)
 
 
-def _effect_rows(per_s: pd.DataFrame, labels: pd.DataFrame, metrics: pd.DataFrame, seed: int) -> list[dict[str, Any]]:
+def _effect_rows(per_s: pd.DataFrame, labels: pd.DataFrame, metrics: pd.DataFrame, seed: int,
+                 window: str = "4s") -> list[dict[str, Any]]:
     base, fault = _masks(labels)
     rows = []
 
-    def add(name: str, v: np.ndarray, unit: str, layer: str) -> None:
+    def add(name: str, v: np.ndarray, unit: str, layer: str, series: str = "", promql: str | None = None) -> None:
         a, b = v[base], v[fault]
         a, b = a[np.isfinite(a)], b[np.isfinite(b)]
         if a.size < 2 or b.size < 2:
             return
         d = cliffs_delta(a, b)
         lo, hi = bootstrap_ci(a, b, seed=seed, n=BOOTSTRAP_N)
-        rows.append({"layer": layer, "name": name, "baseline": _fmt(float(np.median(a)), unit),
+        rows.append({"layer": layer, "name": name, "series": series, "promql": promql,
+                     "baseline": _fmt(float(np.median(a)), unit),
                      "fault": _fmt(float(np.median(b)), unit), "delta": d, "lo": lo, "hi": hi,
                      "magnitude": magnitude(d), "sig": np.isfinite(lo) and (lo > 0 or hi < 0)})
 
-    add("p50 latency", per_s["p50"].to_numpy(dtype=float), "s", "user")
-    add("p99 latency", per_s["p99"].to_numpy(dtype=float), "s", "user")
-    add("error rate", labels["user_error_rate"].to_numpy(dtype=float), "%", "user")
-    add("succeeded / s", per_s["ok"].to_numpy(dtype=float), "", "user")
+    for name, v, unit in (("p50 latency", per_s["p50"], "s"), ("p99 latency", per_s["p99"], "s"),
+                          ("error rate", labels["user_error_rate"], "%"), ("succeeded / s", per_s["ok"], "")):
+        add(name, v.to_numpy(dtype=float), unit, "user", USER_SERIES[name][0])
     if not metrics.empty:
         from grayctl.dataset.tables import MISSING_SUFFIX, make_features
 
@@ -213,16 +367,18 @@ def _effect_rows(per_s: pd.DataFrame, labels: pd.DataFrame, metrics: pd.DataFram
             v = wide[col].to_numpy(dtype=float)
             a, b = v[base], v[fault]
             a, b = a[np.isfinite(a)], b[np.isfinite(b)]
-            if a.size >= 2 and b.size >= 2 and (np.ptp(a) > 0 or np.ptp(b) > 0 or a[0] != b[0]):
+            if a.size >= 2 and b.size >= 2 and (np.ptp(a) > 0 or np.ptp(b) > 0 or a[0] != b[0]) \
+                    and meaningful_change(a, b):
                 layer, entity, metric = col.split("/", 2)
-                cand.append((abs(cliffs_delta(a, b)), f"{entity} {metric}", v, layer))
-        for _, name, v, layer in sorted(cand, key=lambda c: -c[0])[:MAX_METRIC_ROWS]:
-            add(name, v, "s" if metric_unit_seconds(name) else "", layer)
+                cand.append((abs(cliffs_delta(a, b)), col, v, layer, entity, metric))
+        for _, col, v, layer, entity, metric in sorted(cand, key=lambda c: -c[0])[:MAX_METRIC_ROWS]:
+            add(f"{entity} {metric}", v, _unit_of(metric), layer, col, promql_of(layer, metric, entity, window))
     return rows
 
 
 def metric_unit_seconds(name: str) -> bool:
-    return name.endswith("_seconds") and "total" not in name
+    """Series in seconds (docs/metrics.md names them ``*_s`` or ``*_seconds``), shown in ms."""
+    return (name.endswith("_seconds") and "total" not in name) or (name.endswith("_s") and not name.endswith("_per_s"))
 
 
 def summary_sentence(ds: Any, per_s: pd.DataFrame, labels: pd.DataFrame) -> tuple[str, str]:
@@ -242,9 +398,9 @@ def summary_sentence(ds: Any, per_s: pd.DataFrame, labels: pd.DataFrame) -> tupl
     in_fault = np.isin(t // NS * NS, fs)
     p99_f = float(np.percentile(lat[in_fault], 99)) if in_fault.any() else float("nan")
     p99_b = slo.get("baseline_p99_seconds")
-    wins = fault_windows(ds.injections, int(m["times"]["end_ns"]))
+    start_ns, end_ns = int(m["times"]["start_ns"]), int(m["times"]["end_ns"])
     nf = int(fault.sum())
-    dur = sum(w.end_ns - w.start_ns for w in wins) / NS
+    dur = sum(b - a for a, b in _windows_rel(ds, start_ns, end_ns))  # inside the run window
     healthy_f = int(labels.loc[fault, "healthy_observed"].fillna(False).astype(bool).sum())
     viol_f = int(labels.loc[fault, "slo_violation"].sum())
     gray_f = int((labels["gray"] & labels["fault_active"]).sum())
@@ -282,12 +438,17 @@ def render_report(ds: Any) -> str:
         "ribbon": plots.label_ribbon(labels),
     }
     metrics = ds.metrics
-    panels = []
+    window = _window(ds.experiment or {})
+    panels, heat_series = [], []
     for title, pat, excl in (("CPU", r"cpu", r"throttl|info"), ("Queue depth", r"queue|queued", r"capacity|wait")):
         pick = _pick_metric(metrics, pat, excl) if not metrics.empty else None
         if pick:
             name, mm = pick
-            panels.append((f"{title} per entity — {name}", _matrix(mm, index_ns)))
+            layer = str(mm["layer"].iloc[0])
+            per = "service" if layer == "app" else "entity"
+            panels.append((f"{title} per {per} — {layer}/<{per}>/{name}", _matrix(mm, index_ns)))
+            heat_series.append((f"heatmap: {title.lower()}", f"{layer}/<{per}>/{name}",
+                                promql_of(layer, name, "", window)))
     figs["heatmap"] = plots.heatmaps(panels, t, windows)
 
     topo = ds.topology or {}
@@ -296,16 +457,41 @@ def render_report(ds: Any) -> str:
     if not services and not spans.empty:
         services = sorted(spans["service"].astype(str).unique())
     changes, change_source = service_changes(ds, start_ns, end_ns, services)
-    graph = call_graph_svg(topo, changes) if len(changes) else None
+    targets = {str(f.get("target_service") or f.get("service")) for f in ds.injections}
+    graph = call_graph_svg(topo, changes, targets) if len(changes) else None
     figs["graph"] = graph or (plots.service_bars(changes.dropna()) if changes.notna().any() else None)
 
     head, para = summary_sentence(ds, per_s, labels)
+    effects = _effect_rows(per_s, labels, metrics, seed, window)
+    glossary = [
+        ("latency plot: p50, p90, p99", "requests.parquet: latency_corrected_ns by intended_ns second",
+         "user/all/latency_p99_s = " + (promql_of("user", "latency_p99_s", "all", window) or "")),
+        ("latency plot: sent / s, succeeded / s", "requests.parquet: rows per intended_ns second (without error_kind)",
+         "user/<type>/sent_rate, user/<type>/request_rate = " + (promql_of("user", "request_rate", "x", window) or "")),
+        ("errors plot", "requests.parquet: error_kind per second",
+         "user/all/error_rate = " + (promql_of("user", "error_rate", "all", window) or "")),
+        ("labels ribbon", "labels.parquet: phase, fault_active, slo_violation, healthy_observed, gray",
+         "healthy_observed from observer/<service>/<replica>/healthy = "
+         + (promql_of("observer", "healthy", "x", window) or "")),
+        *heat_series,
+    ]
+    seen: set[str] = set()
+    for r in effects:
+        if not r["promql"]:
+            continue
+        layer, _, metric = r["series"].split("/", 2)
+        generic = f"{layer}/<{'service' if layer == 'app' else 'entity'}>/{metric}"
+        if generic not in seen:
+            seen.add(generic)
+            glossary.append(("table rows", generic, r["promql"]))
     checks = evaluate_checks(list((ds.experiment or {}).get("checks") or []), labels, metrics)
     env = jinja2.Environment(loader=jinja2.FunctionLoader(
         lambda name: files("grayctl.report").joinpath("templates", name).read_text()),
         autoescape=jinja2.select_autoescape(default=True))
     return env.get_template("report.html.j2").render(
-        m=m, exp=ds.experiment or {}, head=head, para=para, figs=figs, effects=_effect_rows(per_s, labels, metrics, seed),
+        m=m, exp=ds.experiment or {}, head=head, para=para, figs=figs, effects=effects, glossary=glossary, window=window,
+        warnings=data_warnings(ds, start_ns, end_ns), timing={t["id"]: t for t in fault_timing(ds, start_ns)},
+        tolerance_text=tolerance_text,
         checks=checks, injections=ds.injections, slo=slo, fmt=_fmt, change_source=change_source,
         changes=[(s, v) for s, v in changes.items()], graph_is_dot=graph is not None,
         gray_spans=_spans_of(labels), bootstrap_n=BOOTSTRAP_N, seed=seed)

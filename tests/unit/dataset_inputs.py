@@ -184,7 +184,8 @@ def real_inputs(tmp: Path) -> dict[str, Any]:
         front = f"http://127.0.0.1:{placement['front'][0]['port']}"
         sched = exp.schedule
         w, b, f, r = (sched.warmup.seconds, sched.baseline.seconds, sched.fault.seconds, sched.recovery.seconds)
-        start = time.time() + 4.0  # room for three interpreters to start on a loaded machine
+        # room for three interpreters to start on a loaded machine: the generator refuses a start in the past
+        start = time.time() + 12.0
         gens = [_loadgen(front + "/front/fast", start, w + b, tmp / "r1.parquet"),
                 _loadgen(front + "/front/slow", start + w + b, f, tmp / "r2.parquet"),
                 _loadgen(front + "/front/fast", start + w + b + f, r, tmp / "r3.parquet")]

@@ -97,6 +97,16 @@ def test_an_interrupted_assembly_stays_incomplete(inputs: dict, tmp_path: Path,
     assert problems and "status is 'incomplete'" in problems[0]
 
 
+def test_a_failed_run_with_nothing_fetched_from_the_nodes_still_assembles(inputs: dict, tmp_path: Path) -> None:
+    # a collect step that failed: no per-request records, spans or logs; Prometheus' metrics only
+    d = tmp_path / "failed"
+    m = assemble_run(d, **{**inputs, "requests_df": None, "spans_df": None, "logs_df": None}, status="failed")
+    assert m["status"] == "failed" and (d / "report.html").is_file()
+    assert len(pd.read_parquet(d / "requests.parquet")) == 0
+    problems = verify_dataset(d)
+    assert len(problems) == 1 and "status is 'failed'" in problems[0]  # whole, but says how the run ended
+
+
 def test_labels_fault_window_matches_host_timestamps(run: Path, inputs: dict) -> None:
     lab = grayctl.dataset.load(run).labels
     inj = inputs["injections"][0]

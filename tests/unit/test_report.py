@@ -53,3 +53,21 @@ def test_headless_chromium_renders_the_report(run: Path, tmp_path: Path) -> None
          (run / "report.html").as_uri()], check=False, capture_output=True, timeout=120)
     assert proc.returncode == 0, proc.stderr.decode()[-2000:]
     assert png.is_file() and png.stat().st_size > 50_000  # a blank page is a few KB
+
+
+def test_the_report_names_its_series_as_the_dataset_and_docs_metrics_do(run: Path) -> None:
+    html = (run / "report.html").read_text()
+    assert "Series in this report" in html
+    assert "user/all/latency_p99_s" in html and "grayctl_workload_request_duration_seconds_bucket" in html
+
+
+def test_tolerances_read_as_written_and_tiny_drifts_are_not_changes() -> None:
+    import numpy as np
+
+    from grayctl.report.render import meaningful_change, tolerance_text
+
+    assert tolerance_text({"relative_to_baseline": ">= 1.5x"}) == "≥ 1.5 × baseline"
+    assert tolerance_text({"max": "250ms"}) == "≤ 250ms"
+    rss = np.linspace(44.0e6, 44.1e6, 20)  # a growing gauge: every fault second above every baseline one
+    assert not meaningful_change(rss[:10], rss[10:])
+    assert meaningful_change(np.full(10, 0.002), np.full(10, 0.2))

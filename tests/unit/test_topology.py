@@ -69,6 +69,44 @@ def test_three_tier_has_three_services_and_two_request_types() -> None:
     assert [s.port for s in t.services.values()] == [8100, 8101, 8102]
 
 
+def test_co_located_replicas_get_ports_of_their_own_and_the_fault_covers_them_all() -> None:
+    from grayctl.experiment import load_experiment
+    from grayctl.labdef import load_lab
+    from grayctl.plan import build_plan
+
+    api = load_topology("three-tier").services["api"]
+    assert api.replica_ports() == [(8101, 9101), (8103, 9103)]  # after every service's own pair
+    plan = build_plan(load_experiment(ROOT / "experiments" / "three-tier-loss.yaml"), load_lab("local"))
+    reps = [r for r in plan.replicas if r.service == "api"]
+    assert len({r.node for r in reps}) == 1 and len({(r.port, r.metrics_port) for r in reps}) == 2
+    per_node = [(r.node, p) for r in plan.replicas for p in (r.port, r.metrics_port)]
+    assert len(per_node) == len(set(per_node))  # no two listeners on one node share a port
+    (fault,) = plan.faults
+    assert fault.ports == (8101, 8103)
+
+
+def test_co_located_replica_ports_skip_explicit_and_reserved_ports(tmp_path: Path) -> None:
+    f = _write(tmp_path, """\
+        name: t
+        application:
+          components:
+            a: {endpoints: {x: {work: {cpu: 1ms}}}}
+            b: {endpoints: {y: {work: {cpu: 1ms}}}}
+          requests: {r: {entry: a.x, mix: 100%}}
+        ports: {base: 8100, metrics_base: 9298}
+        decomposition: {a: [a], b: [b]}
+        placement:
+          a: {slots: [app1], replicas: 3}
+          b: {slots: [app2], port: 8102}
+        """)
+    t = load_topology(f)
+    # 8102 is b's (explicit); 9301-9303 are the lab's exporters and observer on every node
+    assert t.services["a"].replica_ports() == [(8100, 9298), (8103, 9300), (8104, 9304)]
+    assert t.services["b"].replica_ports() == [(8102, 9299)]
+    assert t.services["a"].to_dict()["replica_ports"] == [[8100, 9298], [8103, 9300], [8104, 9304]]
+    assert "replica_ports" not in t.services["b"].to_dict()
+
+
 def test_resolve_target_maps_components_to_their_service_with_suggestions() -> None:
     t = load_topology(ROOT / "tests" / "corpus" / "topologies" / "good" / "monolith.yaml")
     assert t.resolve_target("db") == "monolith"

@@ -151,7 +151,7 @@ def run_deploy(plan: Plan, *, state: str = "present", verbose: bool = False) -> 
     from grayctl.runner import run_playbook
 
     topo = plan.experiment.topology
-    step = next(s for s in plan.steps if s.name == ("deploy" if state == "present" else "undeploy"))
+    step = plan.part("deploy" if state == "present" else "undeploy")
     changed, on_event = _changes()
     t0 = time.monotonic()
     # Undeploy acts on every node: the role removes whatever it finds in the state dirs.
@@ -172,7 +172,7 @@ def run_load(plan: Plan, *, duration: float | None = None, fetch_dir: Path | Non
 
     from grayctl.runner import run_playbook
 
-    step = next(s for s in plan.steps if s.name == "workload")
+    step = plan.part("workload")
     fetch = Path(fetch_dir) if fetch_dir else Path(tempfile.mkdtemp(prefix="grayctl-load-"))
     fetch.mkdir(parents=True, exist_ok=True)
     extravars = {**step.extravars, "workload_state": "completed", "workload_fetch_dir": str(fetch),

@@ -11,12 +11,13 @@ Map:
 
 The runner (``grayctl.run``) only emits; nothing here feeds back into the run. Kinds:
 
-  run_start       data: run_id, run_dir, records_dir, experiment, topology, lab, schedule_s, steps
+  run_start       data: run_id, run_dir, records_dir, experiment, topology, lab, schedule_s, steps,
+                  teardown (reset|undeploy, None with --keep)
   step_start      step: name; phase: prepare|run|collect|teardown|cleanup; data: why
   step_end        data: seconds
   step_failed     data: seconds, error (host / task / why), exit_code
   monitor_ready   data: url (Prometheus)
-  timeline_start  data: t0 (UTC epoch s, estimated), schedule_s, phases [{phase, start_s, end_s}]
+  timeline_start  data: t0 (UTC epoch s, estimated), schedule_s, load1 (load average then), phases [{phase, start_s, end_s}]
   phase           phase: warmup|baseline|fault|recovery; data: start_s, end_s
   fault           step: inject:<id>|revert:<id>; data: id, state (applied|reverted), planned_s, at_s
   timeline_end    data: seconds

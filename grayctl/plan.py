@@ -97,6 +97,12 @@ class Plan:
     faults: tuple[FaultTarget, ...]
     steps: tuple[Step, ...]
     phases: tuple[tuple[str, float, float], ...] = field(default=())
+    # The single-concern playbook runs the combined steps are made of (deploy, monitor, workload,
+    # undeploy): what ``grayctl deploy|undeploy|load`` run on their own. ``grayctl run`` runs ``steps``.
+    parts: tuple[Step, ...] = field(default=())
+
+    def part(self, name: str) -> Step:
+        return next(s for s in self.parts if s.name == name)
 
     @property
     def duration_s(self) -> float:
@@ -113,6 +119,8 @@ class Plan:
             "faults": [f.to_dict() for f in self.faults],
             "phases": [{"phase": p, "start_s": s, "end_s": e} for p, s, e in self.phases],
             "steps": [s.to_dict() for s in self.steps],
+            "parts": [s.to_dict() for s in self.parts],
+            "teardown": teardown_path(self.lab),
         }
 
 
@@ -122,7 +130,16 @@ def build_plan(experiment: Experiment, lab: LabDefinition) -> Plan:
     replicas = _replicas(experiment, lab, binding)
     faults = tuple(_fault_target(f, experiment, replicas) for f in experiment.faults)
     phases = tuple(experiment.schedule.phases())
-    return Plan(experiment, lab, binding, replicas, faults, _steps(experiment, lab, replicas, faults), phases)
+    parts = _parts(experiment, replicas)
+    return Plan(experiment, lab, binding, replicas, faults, _steps(experiment, lab, replicas, faults, parts), phases,
+                parts)
+
+
+def teardown_path(lab: LabDefinition) -> str:
+    """How a run ends on ``lab``: ``reset`` where a reset is cheap and kills every process of every node
+    (netns namespaces: the reset is the undeploy, and it verifies the baseline), else ``undeploy``
+    (teardown.yml, then a baseline verify) — physical hosts and VMs have no such reset."""
+    return "reset" if lab.provider == "netns" and not getattr(lab, "vm_nodes", ()) else "undeploy"
 
 
 def _problem(experiment: Experiment, message: str, path: str, expected: str | None = None) -> Problem:
@@ -148,10 +165,9 @@ def _replicas(experiment: Experiment, lab: LabDefinition, binding: dict[str, str
     by_name = {n.name: n for n in lab.nodes}
     out = []
     for svc in experiment.topology.services.values():
-        for i, slot in enumerate(svc.replica_slots()):
+        for i, (slot, (port, mport)) in enumerate(zip(svc.replica_slots(), svc.replica_ports())):
             node = by_name[binding[slot]]
-            out.append(Replica(svc.name, i, slot, node.name, str(node.data_ip), str(node.mgmt_ip),
-                               svc.port, svc.metrics_port))
+            out.append(Replica(svc.name, i, slot, node.name, str(node.data_ip), str(node.mgmt_ip), port, mport))
     return tuple(out)
 
 
@@ -176,14 +192,16 @@ def _fault_target(fault: Fault, experiment: Experiment, replicas: tuple[Replica,
         peers = tuple(dict.fromkeys(topo.resolve_target(p) for p in wanted))
     nodes = tuple(dict.fromkeys(r.node for r in mine))
     frac = fault.scope.fraction.fraction
-    if frac < 1.0:
-        # A fraction of the target's replica nodes, first ones in placement order. Refuse when it
-        # is not a whole number of nodes: injecting on more or fewer would be another fault.
+    if frac < 1.0 and not network:
+        # Resource and process faults: a fraction of the target's replica nodes, first ones in
+        # placement order. Refuse when it is not a whole number of nodes: injecting on more or fewer
+        # would be another fault. (Network faults: a share of flows, chosen on every node by the
+        # fault_network role — scope.fraction reaches it through fault_scope.)
         count = frac * len(nodes)
         if abs(count - round(count)) > 1e-9 or round(count) == 0:
             raise InputError(_problem(
                 experiment, f"fraction {fault.scope.fraction} of {len(nodes)} replica node(s) of {service!r} is not a "
-                f"whole number of nodes (flow fractions are not supported)",
+                f"whole number of nodes",
                 f"chaos_injections.{fault.id}.scope.fraction",
                 f"a multiple of {100 / len(nodes):g}%"))
         nodes = nodes[:round(count)]
@@ -192,19 +210,11 @@ def _fault_target(fault: Fault, experiment: Experiment, replicas: tuple[Replica,
                        tuple(sorted({r.port for r in mine})), peers, peer_ips)
 
 
-def _steps(experiment: Experiment, lab: LabDefinition, replicas: tuple[Replica, ...],
-           faults: tuple[FaultTarget, ...]) -> tuple[Step, ...]:
-    sched = experiment.schedule
-    total = sched.total_s
+def _parts(experiment: Experiment, replicas: tuple[Replica, ...]) -> tuple[Step, ...]:
+    total = experiment.schedule.total_s
     wl = experiment.workload
     app_nodes = ":".join(dict.fromkeys(r.node for r in replicas))
-    lab_vars = {"netns_lab_state": "reset", "netns_lab_definition": str(lab.source)} \
-        if lab.provider == "netns" else {}
-    steps = [
-        Step("reimage", "prepare", "lab_reset.yml", "localhost", lab_vars,
-             why="every node back to the golden baseline"),
-        Step("verify-baseline", "prepare", "baseline.yml", "lab_nodes", {"baseline_mode": "verify"},
-             why="fingerprint each node; refuse to run on drift"),
+    return (
         Step("deploy", "prepare", "deploy.yml", app_nodes,
              deploy_extravars(experiment.topology, replicas, seed=experiment.workload.seed),
              why="start every service replica and wait for health"),
@@ -219,6 +229,33 @@ def _steps(experiment: Experiment, lab: LabDefinition, replicas: tuple[Replica, 
                                 arrival=wl.arrival, mix={k: v.value for k, v in wl.mix.items()},
                                 seed=wl.seed, connections=wl.connections),
              0.0, total, why="open-loop load for the whole schedule"),
+        Step("undeploy", "teardown", "deploy.yml", "lab_nodes", undeploy_extravars(experiment.topology),
+             why="stop every service replica"),
+    )
+
+
+def _steps(experiment: Experiment, lab: LabDefinition, replicas: tuple[Replica, ...],
+           faults: tuple[FaultTarget, ...], parts: tuple[Step, ...]) -> tuple[Step, ...]:
+    sched = experiment.schedule
+    total = sched.total_s
+    deploy, monitor, workload = (next(p for p in parts if p.name == n) for n in ("deploy", "monitor", "workload"))
+    lab_vars = {"netns_lab_state": "reset", "netns_lab_definition": str(lab.source)} \
+        if lab.provider == "netns" else {}
+    # A physical lab (an inventory) reimages each node through its own backend (grayctl_reimage).
+    reimage = Step("reimage", "prepare", "reimage.yml", "lab_nodes", {},
+                   why="every node back to its golden image through its backend, then SSH") \
+        if lab.provider == "physical" else Step("reimage", "prepare", "lab_reset.yml", "localhost", lab_vars,
+                                                why="every node back to the golden baseline")
+    steps = [
+        reimage,
+        Step("verify-baseline", "prepare", "baseline.yml", "lab_nodes", {"baseline_mode": "verify"},
+             why="fingerprint each node; refuse to run on drift"),
+        # One playbook run for everything before t=0 (each ansible-playbook start-up costs seconds):
+        # the run adds its run id and the clock file to these extra vars.
+        Step("prepare", "prepare", "prepare.yml", "lab_nodes",
+             {**deploy.extravars, **monitor.extravars, **workload.extravars},
+             why="replicas and exporters on every node, then Prometheus, clock offsets, and last the "
+                 "open-loop load, whose start is t=0"),
     ]
     for ft in faults:
         f = ft.fault
@@ -237,14 +274,20 @@ def _steps(experiment: Experiment, lab: LabDefinition, replicas: tuple[Replica, 
                           f.start_s, f.end_s, why=f"{f.type} on {ft.service}"))
         steps.append(Step(f"revert:{f.id}", "run", "fault.yml", hosts, {"fault_state": "absent", **spec},
                           f.end_s, None, why="revert and verify the kernel state is back"))
-    steps += [
-        Step("collect", "collect", "collect.yml", "lab_nodes", {"collect_window_s": [0.0, total]}, total,
-             why="fetch requests, spans and logs; query Prometheus"),
-        Step("undeploy", "teardown", "deploy.yml", app_nodes, undeploy_extravars(experiment.topology),
-             why="stop every service replica"),
-        Step("verify-clean", "teardown", "baseline.yml", "lab_nodes", {"baseline_mode": "verify"},
-             why="nothing left behind"),
-    ]
+    steps.append(Step("collect", "collect", "collect_run.yml", "lab_nodes",
+                      {**workload.extravars, "workload_state": "wait"}, total,
+                      why="wait for the load generator and fetch its records, clock offsets, spans and logs"))
+    if teardown_path(lab) == "reset":
+        steps.append(Step("reset", "teardown", "lab_reset.yml", "localhost", lab_vars,
+                          why="the netns reset kills every process of every node and empties its state "
+                              "(the undeploy), then the baseline is verified"))
+    else:
+        steps += [
+            Step("teardown", "teardown", "teardown.yml", "lab_nodes", {},
+                 why="stop the load generator, the replicas, the exporters and Prometheus"),
+            Step("verify-clean", "teardown", "baseline.yml", "lab_nodes", {"baseline_mode": "verify"},
+                 why="nothing left behind"),
+        ]
     steps.sort(key=lambda s: (_PHASE_ORDER[s.phase], s.at_s if s.at_s is not None else -1.0))
     return tuple(steps)
 

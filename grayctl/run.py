@@ -16,16 +16,20 @@ Layout of one run (``out_dir`` = ``runs/`` by default):
   (The dataset format refuses unlisted files in a dataset directory, so logs live next to it.)
 
 The flow is the plan's step list (``grayctl plan``): reimage + baseline verify (drift: exit 5)
--> deploy -> monitor -> clock -> workload (detached) at t0 -> the timeline (inject at
-t0+start_s, revert at t0+end_s, each a fault.yml run; labels use the host-measured times the
-nodes record, not these planned ones) -> wait for the workload -> clock -> collect (node files,
-then Prometheus over the run window) -> assemble dataset + report -> undeploy -> monitor absent
--> baseline verify-clean (added to the manifest under ``teardown``).
+-> prepare (one playbook: replicas and exporters, Prometheus, clock offsets, and last the load
+generator, detached, whose start is t0) -> the timeline (inject at t0+start_s, revert at t0+end_s,
+each a fault.yml run; labels use the host-measured times the nodes record, not these planned ones)
+-> collect (one playbook: wait for the load generator and fetch its records, clock offsets, node
+files) -> Prometheus over the run window -> assemble dataset + report -> teardown. The teardown
+takes one of two paths (``plan.teardown_path``, recorded in the manifest under ``teardown.path``):
+``reset`` on the netns provider (the reset kills every process of every node and empties its state,
+so it is the undeploy, and it verifies the baseline), ``undeploy`` elsewhere (teardown.yml, then a
+baseline verify-clean).
 
 Stopping: SIGINT/SIGTERM anywhere, or a failed step, runs the cleanup: fault_revert_all.yml
 (always: a cancelled ansible-runner run SIGKILLs ansible, so an inject may have applied its fault
 without reporting it), collect what there is (the load generator is asked to stop and write its
-records), workload stop, undeploy, monitor absent, lab reset — each step best-effort, logged as a
+records), then on the ``undeploy`` path teardown.yml, and the lab reset — each step best-effort, logged as a
 ``cleanup`` event, and run in a worker thread while further signals are only acknowledged, so a
 second Ctrl-C cannot leave a fault behind. What was collected is assembled; an interrupted run's
 manifest says ``status: incomplete`` (exit 130), a failed one ``failed`` (exit 4, or the error's).
@@ -58,6 +62,7 @@ MONITOR_PORT = 9090
 MAX_LEAD_S = 15.0  # never start a fault step more than this early
 POLL_S = 0.2  # timeline granularity: how often the wait loop looks at the clock
 WORKLOAD_SETTLE_S = 1.0  # roles/workload starts the generator, then checks it is still up this long
+WORKLOAD_START_TASK = "Start the load generator as a detached process"  # roles/workload/tasks/apply.yml
 
 
 @dataclass
@@ -75,6 +80,7 @@ class RunRecord:
     cleanup: list[dict[str, Any]] = field(default_factory=list)
     checks: list[dict[str, Any]] = field(default_factory=list)
     verify_clean: dict[str, Any] | None = None
+    teardown_path: str | None = None  # reset | undeploy (None: --keep, or no teardown reached)
     seconds: float = 0.0
     schedule_s: float = 0.0
     repetition: int = 1
@@ -153,11 +159,12 @@ class _Run:
 
     def __init__(self, experiment: Any, lab: Any, *, out_dir: Path, keep: bool, emit: Emitter,
                  verbose: bool, run_id: str, repetition: int) -> None:
-        from grayctl.plan import build_plan
+        from grayctl.plan import build_plan, teardown_path
 
         self.exp, self.lab, self.keep, self.emit, self.verbose = experiment, lab, keep, emit, verbose
         self.plan = build_plan(experiment, lab)
         self.steps = {s.name: s for s in self.plan.steps}
+        self.teardown_path = teardown_path(lab)
         out_dir = Path(out_dir)
         self.rec = RunRecord(run_id, out_dir / run_id, out_dir / f"{run_id}.run",
                              schedule_s=self.plan.duration_s, repetition=repetition)
@@ -174,6 +181,7 @@ class _Run:
         self.fingerprints: dict[str, dict[str, Any]] = {}
         self.phase_hint: str | None = None
         self.task_seconds: dict[str, float] = {}
+        self.task_done_at: dict[str, float] = {}  # task name -> wall time its first ok event arrived
 
     # -- plumbing --------------------------------------------------------------------------
     @property
@@ -192,6 +200,7 @@ class _Run:
         self.n_step += 1
         log_dir = self.rec.records_dir / "logs" / f"{self.n_step:02d}-{name.replace(':', '-')}"
         tasks = self.task_seconds
+        done_at = self.task_done_at
 
         def on_event(ev: dict[str, Any]) -> None:
             # Per task, the slowest host: where a step's time goes (docs/benchmarks.md reads it back).
@@ -199,6 +208,8 @@ class _Run:
             if ev.get("event") in ("runner_on_ok", "runner_on_failed", "runner_on_skipped") and data.get("task"):
                 key = str(data["task"])
                 tasks[key] = max(tasks.get(key, 0.0), float(data.get("duration") or 0.0))
+                if ev.get("event") == "runner_on_ok":
+                    done_at.setdefault(key, time.time())
 
         return run_playbook(playbook, inventory=self.inventory, extravars=extravars, limit=limit, check=check,
                             verbose=self.verbose, log_dir=log_dir, on_event=on_event)
@@ -239,44 +250,70 @@ class _Run:
         }).begin()
         (self.raw / "plan.json").write_text(json.dumps(self.plan.to_dict(), indent=1, default=str))
 
+    # --accept-drift: run on nodes that differ from their golden baseline; the deviation is kept
+    accept_drift: bool = False
+    drift_accepted: dict[str, list[dict[str, Any]]] = {}
+
     def reimage(self) -> None:
+        """Reset (netns, qemu) or reimage through each node's backend (a physical lab: reimage.yml),
+        then verify: DriftError (exit 5) with the diff, or with --accept-drift the drift recorded."""
         from grayctl.lab import ensure_root, run_lab_reset
 
         ensure_root("run")
         self.started["reimage"] = True  # a reset cut short leaves a half-reset lab: cleanup resets again
-        run_lab_reset(self.lab, verbose=self.verbose)  # reset + verify; DriftError (exit 5) with the diff
+        reset = run_lab_reset(self.lab, verbose=self.verbose, accept_drift=self.accept_drift)
+        self.drift_accepted = reset.drift
+        if reset.drift:
+            self.emit("warning", message=f"--accept-drift: {', '.join(sorted(reset.drift))} differ from their golden "
+                      "baseline; running anyway, the deviation goes into manifest.json (baseline.drift_accepted)")
         before = self.raw / "baseline-before"
         before.mkdir(parents=True, exist_ok=True)
+        nodes = set(self.lab.node_names)
         for p in sorted((self.lab.lab_dir / "baseline" / "last").glob("*.json")):
-            shutil.copy2(p, before / p.name)
-            self.fingerprints[p.stem] = json.loads(p.read_text())
+            if p.stem in nodes:  # a lab directory may hold records of nodes no longer in the lab
+                shutil.copy2(p, before / p.name)
+                self.fingerprints[p.stem] = json.loads(p.read_text())
 
-    def deploy(self) -> None:
-        s = self.steps["deploy"]
-        self.started["deploy"] = True
-        self.play("deploy", s.playbook, s.extravars, limit=s.hosts)
+    def amend_baseline(self) -> None:
+        """Under the manifest's ``baseline``: the drift policy and, per node and check, what was
+        accepted (golden vs seen). The per-node fingerprints are already there (assemble)."""
+        from grayctl.dataset.writer import MANIFEST
 
-    def monitor(self) -> None:
-        s = self.steps["monitor"]
-        self.started["monitor"] = True
-        self.play("monitor", s.playbook, {**s.extravars, "monitor_run_id": self.rec.run_id})
+        try:
+            baseline = json.loads((self.rec.run_dir / MANIFEST).read_text()).get("baseline") or {}
+        except (OSError, ValueError):
+            return
+        baseline.update(drift_policy="accept" if self.accept_drift else "refuse",
+                        drift_accepted=self.drift_accepted)
+        _amend_manifest(self.rec.run_dir, baseline=baseline)
+
+    def prepare(self) -> None:
+        """One playbook: replicas + exporters, Prometheus, clock offsets, then the load generator (t0)."""
+        s = self.steps["prepare"]
+        for what in ("deploy", "monitor", "workload"):
+            self.started[what] = True  # a prepare cut short may have started any of them
+        clock_file = self.raw / "clock-start.json"
+        self.task_done_at = {}
+        self.play("prepare", s.playbook, {**s.extravars, "monitor_run_id": self.rec.run_id,
+                                          "workload_state": "present", "workload_run_id": self.rec.run_id,
+                                          "clock_file": str(clock_file)})
+        # The generator anchors its time base just before the role's settle check; the exact t0
+        # comes from its summary at the end (started_at). This estimate only drives the timeline:
+        # taken when the start task reported, not when ansible-playbook had finished exiting.
+        started = self.task_done_at.get(WORKLOAD_START_TASK, time.time())
+        self.t0_est = started - WORKLOAD_SETTLE_S
+        self._read_clock("start", clock_file)
         self.emit("monitor_ready", url=self.monitor_url)
 
-    def clock_at(self, which: str) -> None:
-        from grayctl.clock import run_clock
+    def _read_clock(self, which: str, path: Path) -> None:
+        from grayctl.clock import load_offsets
 
-        self.n_step += 1
-        offsets = run_clock(self.inventory, self.raw / f"clock-{which}.json", verbose=self.verbose)
+        try:
+            offsets = load_offsets(path)
+        except (OSError, ValueError, KeyError) as err:
+            self.emit("warning", message=f"no clock offsets at the {which} ({err}); node times are used as they are")
+            return
         self.clock[which] = {n: {"offset_ns": o.offset_ns, "rtt_ns": o.rtt_ns, "at": o.at} for n, o in offsets.items()}
-
-    def workload_start(self) -> None:
-        s = self.steps["workload"]
-        self.started["workload"] = True
-        self.play("workload", s.playbook, {**s.extravars, "workload_state": "present",
-                                           "workload_run_id": self.rec.run_id}, limit=s.hosts)
-        # The generator anchored its time base just before the role's settle check; the exact t0
-        # comes from its summary at the end (started_at). This estimate only drives the timeline.
-        self.t0_est = time.time() - WORKLOAD_SETTLE_S
 
     # -- the timeline ------------------------------------------------------------------------
     def timeline(self) -> None:
@@ -284,7 +321,7 @@ class _Run:
         t0 = self.t0_est
         total = self.plan.duration_s
         phases = list(self.plan.phases)
-        self.emit("timeline_start", t0=t0, schedule_s=total,
+        self.emit("timeline_start", t0=t0, schedule_s=total, load1=round(os.getloadavg()[0], 2),
                   phases=[{"phase": p, "start_s": a, "end_s": b} for p, a, b in phases])
         timed = sorted((s for s in self.plan.steps if s.phase == "run" and s.name.split(":")[0] in ("inject", "revert")),
                        key=lambda s: (s.at_s or 0.0, 0 if s.name.startswith("revert") else 1))
@@ -334,13 +371,16 @@ class _Run:
         return (min(values) / NS - t0) if values else None
 
     # -- after the timeline ---------------------------------------------------------------------
-    def workload_wait(self) -> None:
-        s = self.steps["workload"]
+    def collect(self) -> None:
+        """One playbook: wait for the load generator and fetch its records, clock offsets, node files."""
+        s = self.steps["collect"]
         dest = self.raw / "workload"
-        self.play("workload-wait", s.playbook, {**s.extravars, "workload_state": "wait",
-                                                "workload_run_id": self.rec.run_id,
-                                                "workload_fetch_dir": str(dest)}, limit=s.hosts)
+        clock_file = self.raw / "clock-end.json"
+        self.play("collect", s.playbook, {**s.extravars, "workload_state": "wait", "workload_run_id": self.rec.run_id,
+                                          "workload_fetch_dir": str(dest), "clock_file": str(clock_file),
+                                          "collect_dest": str(self.raw / "nodes")})
         self._read_workload(dest)
+        self._read_clock("end", clock_file)
 
     def _read_workload(self, dest: Path) -> None:
         summaries = sorted(dest.glob("**/workload-summary.json"))
@@ -416,17 +456,9 @@ class _Run:
         self.rec.checks = evaluate_checks([c.to_dict() for c in self.exp.checks], ds.labels, ds.metrics)
 
     # -- teardown ---------------------------------------------------------------------------------
-    def undeploy(self) -> None:
-        s = self.steps["undeploy"]
-        self.play("undeploy", s.playbook, s.extravars)  # every node: the role removes what it finds
-
-    def monitor_absent(self) -> None:
-        self.play("monitor-absent", "monitor.yml", {"monitor_state": "absent", "monitor_run_id": self.rec.run_id})
-
-    def workload_absent(self) -> None:
-        s = self.steps["workload"]
-        self.play("workload-absent", s.playbook, {**s.extravars, "workload_state": "absent",
-                                                  "workload_run_id": self.rec.run_id}, limit=s.hosts)
+    def teardown(self) -> None:
+        """The ``undeploy`` path: load generator, replicas, exporters, Prometheus in one playbook."""
+        self.play("teardown", "teardown.yml", {"monitor_run_id": self.rec.run_id})
 
     def revert_all(self) -> None:
         self.play("revert-all", "fault_revert_all.yml", {"fault_record_dir": str(self.raw / "faults")})
@@ -442,6 +474,30 @@ class _Run:
         from grayctl.lab import run_lab_reset
 
         run_lab_reset(self.lab, verbose=self.verbose)
+
+    def reset_teardown(self) -> None:
+        """The ``reset`` path: the reset is the undeploy; its baseline verify is the verify-clean."""
+        from grayctl.errors import DriftError
+
+        try:
+            self.lab_reset()
+        except DriftError as err:
+            self.rec.verify_clean = {"ok": False, "problems": err.message.splitlines()[1:] or [err.message],
+                                     "via": "lab reset"}
+            self.emit("warning", message="the lab did not verify clean after the reset: " + err.message)
+            return
+        self.rec.verify_clean = {"ok": True, "problems": [], "via": "lab reset"}
+
+
+def _step_names(plan: Any, keep: bool) -> list[str]:
+    """What run_once executes, in order: the plan's steps (reimage includes verify-baseline; inject
+    and revert steps run inside the timeline) plus the controller's own metrics and assemble."""
+    by_phase: dict[str, list[str]] = {}
+    for s in plan.steps:
+        if s.name != "verify-baseline" and s.phase != "run":
+            by_phase.setdefault(s.phase, []).append(s.name)
+    return (by_phase.get("prepare", []) + ["timeline"] + by_phase.get("collect", []) + ["metrics", "assemble"]
+            + ([] if keep else by_phase.get("teardown", [])))
 
 
 def _dist(name: str) -> str | None:
@@ -503,14 +559,16 @@ def _amend_manifest(run_dir: Path, **fields: Any) -> None:
 
 def run_once(experiment: Any, lab: Any, *, out_dir: Path = Path("runs"), keep: bool = False,
              on_event: EventHandler | Sequence[EventHandler] | None = None, verbose: bool = False,
-             run_id: str | None = None, repetition: int = 1) -> RunRecord:
+             run_id: str | None = None, repetition: int = 1, accept_drift: bool = False) -> RunRecord:
     """One run of a validated ``experiment`` on ``lab``; never raises for a run that started (the
-    record says how it ended); InputError/LabError before anything touched the lab do raise."""
+    record says how it ended); InputError/LabError before anything touched the lab do raise.
+    ``accept_drift``: run on drifted nodes, the deviation recorded in the manifest (baseline)."""
     handlers = list(on_event) if isinstance(on_event, Sequence) else ([on_event] if on_event else [])
     emit = Emitter(handlers)
     run_id = run_id or new_run_id(experiment, salt=f"rep{repetition}")
     r = _Run(experiment, lab, out_dir=out_dir, keep=keep, emit=emit, verbose=verbose, run_id=run_id,
              repetition=repetition)
+    r.accept_drift = accept_drift
     rec = r.rec
     r.begin_dataset()
     emit.add(RunLog(rec.records_dir / "events.jsonl"))
@@ -518,23 +576,16 @@ def run_once(experiment: Any, lab: Any, *, out_dir: Path = Path("runs"), keep: b
     emit("run_start", run_id=rec.run_id, run_dir=str(rec.run_dir), records_dir=str(rec.records_dir),
          experiment=experiment.name, topology=experiment.topology.name, lab=lab.name,
          schedule_s=r.plan.duration_s, repetition=repetition,
-         steps=["reimage", "deploy", "monitor", "clock-start", "workload", "timeline", "workload-wait",
-                "clock-end", "collect", "metrics", "assemble"]
-         + ([] if keep else ["workload-absent", "undeploy", "monitor-absent", "verify-clean"]))
+         steps=_step_names(r.plan, keep), teardown=None if keep else r.teardown_path)
     error: GrayctlError | None = None
     crash: BaseException | None = None
     try:
         with _interruptible():
             r.step("reimage", "prepare", r.reimage, "every node back to the golden baseline, verified")
-            r.step("deploy", "prepare", r.deploy, r.steps["deploy"].why)
-            r.step("monitor", "prepare", r.monitor, r.steps["monitor"].why)
-            r.step("clock-start", "prepare", lambda: r.clock_at("start"), "node clock offsets")
-            r.step("workload", "run", r.workload_start, "open-loop load for the whole schedule (detached)")
+            r.step("prepare", "prepare", r.prepare, r.steps["prepare"].why)
             r.timeline()
-            r.step("workload-wait", "collect", r.workload_wait, "wait for the load generator; fetch its records")
+            r.step("collect", "collect", r.collect, r.steps["collect"].why)
             r.run_end_s = r._start_s() + r.plan.duration_s
-            r.step("clock-end", "collect", lambda: r.clock_at("end"), "node clock offsets")
-            r.step("collect", "collect", r.collect_nodes, "fetch spans and logs from the nodes")
             r.step("metrics", "collect", r.collect_metrics, "query Prometheus over the run window")
     except KeyboardInterrupt:
         error = Interrupted("interrupted")
@@ -568,12 +619,13 @@ def run_once(experiment: Any, lab: Any, *, out_dir: Path = Path("runs"), keep: b
             err = ChecksFailed(", ".join(f"{c['name']} ({c['phase']}: {c['value']:.4g})" for c in failed))
             rec.error, rec.exit_code = err.message, err.exit_code
     rec.seconds = round(time.monotonic() - t_run, 2)
-    _amend_manifest(rec.run_dir, teardown={"keep": keep, "verify_clean": rec.verify_clean,
+    _amend_manifest(rec.run_dir, teardown={"keep": keep, "path": rec.teardown_path, "verify_clean": rec.verify_clean,
                                            "steps": rec.steps, "cleanup": rec.cleanup},
                     checks=rec.checks,
                     run_status=status,
                     **({"status": "incomplete"} if status == "incomplete" else {}),
                     **({"error": rec.error} if rec.error else {}))
+    r.amend_baseline()
     (rec.records_dir / "run.json").write_text(json.dumps(rec.to_dict(), indent=1, default=str))
     emit("run_end", status=status, exit_code=rec.exit_code, dataset=str(rec.dataset) if rec.dataset else None,
          report=str(rec.report) if rec.report else None, error=rec.error, seconds=rec.seconds,
@@ -585,17 +637,19 @@ def run_once(experiment: Any, lab: Any, *, out_dir: Path = Path("runs"), keep: b
 
 
 def _teardown(r: _Run) -> None:
-    """The normal end: undeploy, monitor absent, verify clean — or nothing with --keep."""
+    """The normal end, by the plan's teardown path — or nothing with --keep."""
     if r.keep:
         r.emit("warning", message="--keep: the topology and Prometheus stay up; "
                "'grayctl undeploy' and 'grayctl lab reset' clean up")
         return
+    r.rec.teardown_path = r.teardown_path
     try:
         with _interruptible():
-            r.step("workload-absent", "teardown", r.workload_absent, "remove the load generator's run directory")
-            r.step("undeploy", "teardown", r.undeploy, "stop every service replica")
-            r.step("monitor-absent", "teardown", r.monitor_absent, "stop Prometheus and the exporters")
-            r.step("verify-clean", "teardown", r.verify_clean, "nothing left behind")
+            if r.teardown_path == "reset":
+                r.step("reset", "teardown", r.reset_teardown, r.steps["reset"].why)
+            else:
+                r.step("teardown", "teardown", r.teardown, r.steps["teardown"].why)
+                r.step("verify-clean", "teardown", r.verify_clean, r.steps["verify-clean"].why)
     except (GrayctlError, KeyboardInterrupt) as err:
         # The dataset is complete; only the lab needs care now.
         r.emit("warning", message=f"teardown stopped ({getattr(err, 'message', err)}): resetting the lab")
@@ -631,10 +685,10 @@ def _cleanup(r: _Run, status: str) -> None:
         attempt("collect", lambda: r.collect_nodes(stop_workload=True), when=started_lab)
         r.run_end_s = time.time()
         attempt("metrics", r.collect_metrics, when=r.started["monitor"])
-    attempt("workload-stop", r.workload_absent, when=r.started["workload"])
-    attempt("undeploy", r.undeploy, when=started_lab)
-    attempt("monitor-absent", r.monitor_absent, when=r.started["monitor"])
-    attempt("lab-reset", r.lab_reset, when=started_lab or r.started["reimage"])
+    # On the reset path the lab reset below stops every process; elsewhere teardown.yml does.
+    attempt("teardown", r.teardown, when=started_lab and r.teardown_path != "reset")
+    if attempt("lab-reset", r.lab_reset, when=started_lab or r.started["reimage"]) and r.rec.teardown_path is None:
+        r.rec.teardown_path = "reset"
     if status != "complete":
         if r.t0_est is not None and r.rec.dataset is None:
             attempt("assemble", lambda: r.assemble(status))
@@ -647,7 +701,7 @@ def _cleanup(r: _Run, status: str) -> None:
 def run_experiment(experiment_path: str | Path, *, lab_ref: str | None = None, out_dir: Path = Path("runs"),
                    overrides: Sequence[Override] = (), repetitions: int | None = None, keep: bool = False,
                    on_event: EventHandler | Sequence[EventHandler] | None = None,
-                   verbose: bool = False) -> list[RunRecord]:
+                   verbose: bool = False, accept_drift: bool = False) -> list[RunRecord]:
     """Load (with ``--set`` overrides), plan, and run every repetition, each from the golden baseline.
 
     Stops after the first repetition that did not complete (an interrupt or a failure). InputError
@@ -671,7 +725,7 @@ def run_experiment(experiment_path: str | Path, *, lab_ref: str | None = None, o
     records = []
     for i in range(1, n + 1):
         rec = run_once(experiment, lab, out_dir=out_dir, keep=keep, on_event=on_event, verbose=verbose,
-                       repetition=i)
+                       repetition=i, accept_drift=accept_drift)
         records.append(rec)
         if rec.status != "complete":
             break

@@ -15,14 +15,17 @@ if TYPE_CHECKING:
 @click.command()
 @click.argument("file", type=click.Path(dir_okay=False))
 @click.option("--lab", "lab_ref", help="Lab name or lab.yml path (default: the experiment's `lab`).")
+@click.option("--set", "sets", multiple=True, metavar="KEY=VALUE",
+              help="Override an experiment field as 'grayctl run --set' does, e.g. --set schedule.fault=20s.")
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
-def plan(file: str, lab_ref: str | None, as_json: bool) -> None:
+def plan(file: str, lab_ref: str | None, sets: tuple[str, ...], as_json: bool) -> None:
     """Print the resolved experiment and the ordered steps it would run (touches no host)."""
-    from grayctl.experiment import load_experiment
     from grayctl.labdef import load_lab
+    from grayctl.overrides import load_experiment_with, parse_overrides
     from grayctl.plan import build_plan
 
-    experiment = load_experiment(file)
+    # The same loader as 'grayctl run', so the plan shown is the plan that runs.
+    experiment = load_experiment_with(file, parse_overrides(sets))
     the_plan = build_plan(experiment, load_lab(lab_ref or experiment.lab))
     if as_json:
         click.echo(json.dumps(the_plan.to_dict(), indent=2))

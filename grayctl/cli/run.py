@@ -44,7 +44,7 @@ class RunEnded(GrayctlError):
 @click.command()
 @click.argument("experiment", type=click.Path(exists=True, dir_okay=False))
 @click.option("--lab", "lab_name", default=None, metavar="NAME_OR_PATH",
-              help="A lab name or lab.yml path (default: the experiment's 'lab', else local).")
+              help="A lab name, lab.yml path or physical lab inventory (default: the experiment's 'lab', else local).")
 @click.option("--out", "out_dir", type=click.Path(file_okay=False, path_type=Path), default=Path("runs"),
               show_default=True, help="Where run directories go.")
 @click.option("--set", "sets", multiple=True, metavar="KEY=VALUE",
@@ -52,10 +52,12 @@ class RunEnded(GrayctlError):
 @click.option("--repetitions", type=click.IntRange(1, 1000), default=None,
               help="Run this many times, each from the golden baseline (default: the experiment's).")
 @click.option("--keep", is_flag=True, help="Leave the topology (and Prometheus) deployed for inspection.")
+@click.option("--accept-drift", is_flag=True,
+              help="Run on nodes that differ from their golden baseline; the deviation goes into manifest.json.")
 @click.option("--json", "as_json", is_flag=True, help="Events as JSON lines on stdout, nothing else.")
 @click.option("--quiet", "-q", is_flag=True, help="Only the result lines.")
 def run(experiment: str, lab_name: str | None, out_dir: Path, sets: tuple[str, ...], repetitions: int | None,
-        keep: bool, as_json: bool, quiet: bool) -> None:
+        keep: bool, accept_drift: bool, as_json: bool, quiet: bool) -> None:
     """Run EXPERIMENT on the lab: reset, deploy, load, inject, collect, assemble, tear down.
 
     Ctrl-C or SIGTERM stop cleanly: faults reverted, services stopped, the lab reset, and what was
@@ -66,7 +68,7 @@ def run(experiment: str, lab_name: str | None, out_dir: Path, sets: tuple[str, .
 
     records = run_experiment(experiment, lab_ref=lab_name, out_dir=out_dir, overrides=parse_overrides(sets),
                              repetitions=repetitions, keep=keep, on_event=handlers(as_json, quiet),
-                             verbose=_verbose())
+                             verbose=_verbose(), accept_drift=accept_drift)
     worst = None
     for rec in records:
         if not as_json:
@@ -89,6 +91,7 @@ def render_record(rec) -> str:
         lines.append(f"  check {c['name']} ({c['phase']}): {c['verdict']}"
                      + (f" ({c['value']:.4g})" if isinstance(c.get("value"), float) else ""))
     if rec.verify_clean is not None:
-        lines.append("  lab verified clean after the run" if rec.verify_clean.get("ok")
+        via = f" ({rec.verify_clean['via']})" if rec.verify_clean.get("via") else ""
+        lines.append(f"  lab verified clean after the run{via}" if rec.verify_clean.get("ok")
                      else "  lab NOT clean after the run: " + "; ".join(rec.verify_clean.get("problems", [])[:3]))
     return "\n".join(lines)

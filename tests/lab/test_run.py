@@ -140,9 +140,46 @@ def test_a_latency_experiment_runs_end_to_end_and_leaves_the_lab_clean(lab: RunL
     records = ds.parent / f"{ds.name}.run"
     kinds = [json.loads(line)["kind"] for line in (records / "events.jsonl").read_text().splitlines()]
     assert kinds[0] == "run_start" and kinds[-1] == "run_end" and "fault" in kinds
-    assert list((records / "logs").glob("*-deploy/deploy.yml.log"))
+    assert list((records / "logs").glob("*-prepare/prepare.yml.log"))
+    # the netns path: the run ends with a lab reset (it stops everything), recorded as such
+    assert manifest["teardown"]["path"] == "reset" and manifest["teardown"]["verify_clean"]["via"] == "lab reset"
+    steps = [s["name"] for s in manifest["teardown"]["steps"]]
+    assert steps == ["reimage", "prepare", "inject:ug-latency", "revert:ug-latency", "collect", "metrics",
+                     "assemble", "reset"]
     assert lab.leftovers() == []
     assert lab.baseline_verifies()
+
+
+def test_repetitions_run_each_from_the_baseline_into_their_own_datasets(lab: RunLab) -> None:
+    exp = lab.experiment({**TINY, "name": "reps"}, "reps")
+    out = lab.tmp / "runs-reps"
+    proc = lab.grayctl("run", str(exp), "--out", str(out), "--quiet", "--repetitions", "2")
+    datasets = [Path(line.split("dataset:", 1)[1].strip()) for line in proc.stdout.splitlines()
+                if line.strip().startswith("dataset:")]
+    assert len(datasets) == 2 and datasets[0] != datasets[1], proc.stdout
+    for ds in datasets:
+        manifest = json.loads((ds / "manifest.json").read_text())
+        assert manifest["status"] == "complete"
+        assert manifest["teardown"]["steps"][0]["name"] == "reimage"  # each from the golden baseline
+    assert lab.leftovers() == []
+
+
+def test_keep_leaves_the_topology_up_and_refuses_repetitions(lab: RunLab) -> None:
+    exp = lab.experiment({**TINY, "name": "keep", "chaos_injections": []}, "keep")
+    refused = lab.grayctl("run", str(exp), "--keep", "--repetitions", "2", check=False)
+    assert refused.returncode != 0 and "--keep" in refused.stderr and "Traceback" not in refused.stderr
+    proc = lab.grayctl("run", str(exp), "--out", str(lab.tmp / "runs-keep"), "--keep")
+    ds = _dataset_dir(proc.stdout)
+    manifest = json.loads((ds / "manifest.json").read_text())
+    assert manifest["status"] == "complete" and manifest["teardown"]["keep"] is True
+    assert manifest["teardown"]["path"] is None
+    try:
+        up = subprocess.run(["pgrep", "-af", "grayctl[.]runtime|prometheus"], capture_output=True, text=True,
+                            check=False).stdout
+        assert sum(str(lab.dir) in line for line in up.splitlines()) >= 5, up  # 4 replicas + Prometheus
+    finally:
+        lab.grayctl("lab", "reset", "--lab", str(lab.file))
+    assert lab.leftovers() == []
 
 
 def test_sigint_in_the_fault_window_reverts_resets_and_keeps_an_incomplete_dataset(lab: RunLab) -> None:

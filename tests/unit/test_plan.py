@@ -46,9 +46,10 @@ def test_seed_fault_resolves_to_the_social_graph_node_on_the_data_interface():
 def test_steps_run_in_order_prepare_then_timed_then_collect_then_teardown():
     plan = build_plan(load_experiment(SEED), load_lab("local"))
     names = [s.name for s in plan.steps]
-    assert names[:2] == ["reimage", "verify-baseline"]
-    assert names.index("inject:f1") < names.index("revert:f1") < names.index("collect")
-    assert names[-1] == "verify-clean"
+    assert names == ["reimage", "verify-baseline", "prepare", "inject:f1", "revert:f1", "collect", "reset"]
+    assert [s.playbook for s in plan.steps if s.phase != "run"] == [
+        "lab_reset.yml", "baseline.yml", "prepare.yml", "collect_run.yml", "lab_reset.yml"]
+    assert all(s.available for s in plan.steps)
     inject = next(s for s in plan.steps if s.name == "inject:f1")
     assert inject.at_s < inject.until_s
     assert inject.extravars["fault_type"] == "network-latency"
@@ -76,20 +77,73 @@ def test_plan_text_lists_steps_with_playbooks_and_hosts():
     assert "steps:" in proc.stdout and "lab_reset.yml" in proc.stdout and "hosts=" in proc.stdout
 
 
+def test_netns_labs_end_with_a_reset_and_labs_with_vms_with_an_explicit_teardown_and_verify(tmp_path):
+    netns = build_plan(load_experiment(SEED), load_lab("local"))
+    assert netns.to_dict()["teardown"] == "reset"
+    (reset,) = [s for s in netns.steps if s.phase == "teardown"]
+    assert reset.extravars["netns_lab_state"] == "reset"
+    path = tmp_path / "vmlab.yml"
+    path.write_text("name: vmtest\nprovider: netns\nnodes:\n  count: 14\nproviders:\n  qemu: [node01]\n")
+    vms = build_plan(load_experiment(SEED), load_lab(str(path)))
+    assert vms.to_dict()["teardown"] == "undeploy"
+    assert [(s.name, s.playbook) for s in vms.steps if s.phase == "teardown"] == [
+        ("teardown", "teardown.yml"), ("verify-clean", "baseline.yml")]
+
+
+def test_prepare_step_carries_deploy_monitor_and_workload_vars_without_clashes():
+    plan = build_plan(load_experiment(SEED), load_lab("local"))
+    prepare = next(s for s in plan.steps if s.name == "prepare")
+    parts = [plan.part(n).extravars for n in ("deploy", "monitor", "workload")]
+    assert sum(len(p) for p in parts) == len(prepare.extravars)  # no key of one part hides another's
+    assert prepare.extravars["workload_state"] == "present" and prepare.extravars["monitor_state"] == "present"
+    collect = next(s for s in plan.steps if s.name == "collect")
+    assert collect.extravars["workload_state"] == "wait"
+    assert collect.extravars["workload_targets"] == prepare.extravars["workload_targets"]
+
+
 def test_deploy_step_carries_each_nodes_resolved_runtime_configs_and_workload_targets_the_entry():
     plan = build_plan(load_experiment(SEED), load_lab("local"))
-    deploy = next(s for s in plan.steps if s.name == "deploy")
+    deploy = plan.part("deploy")
     services = deploy.extravars["topology_deploy_services"]
     assert deploy.extravars["topology_deploy_state"] == "present"
     for r in plan.replicas:
         (entry,) = [e for e in services[r.node] if e["name"] == r.service and e["replica"] == r.index]
         assert entry["config"]["listen"] == {"ip": r.data_ip, "port": r.port}
         assert entry["config"]["metrics"] == {"ip": r.mgmt_ip, "port": r.metrics_port}
-    workload = next(s for s in plan.steps if s.name == "workload")
+    workload = plan.part("workload")
     frontend = next(r for r in plan.replicas if r.service == "nginx-frontend")
     targets = workload.extravars["workload_targets"]
     assert set(targets) == set(workload.extravars["workload_mix"])
     assert all(t["url"].startswith(f"http://{frontend.data_ip}:{frontend.port}/nginx-frontend/") for t in targets.values())
     assert workload.extravars["workload_duration"] == plan.duration_s
-    undeploy = next(s for s in plan.steps if s.name == "undeploy")
+    undeploy = plan.part("undeploy")
     assert undeploy.extravars["topology_deploy_state"] == "absent"
+
+
+def test_plan_set_overrides_fields_exactly_as_run_does():
+    proc = subprocess.run([sys.executable, "-m", "grayctl", "plan", "--json", str(SEED),
+                           "--set", "schedule.fault=20s", "--set", "chaos_injections.0.parameters.delay=100ms",
+                           "--set", "workload.rate=7/s"], capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr
+    data = json.loads(proc.stdout)
+    (fault,) = data["faults"]
+    start, end = fault["window_s"]
+    assert end - start == 20
+    inject = next(s for s in data["steps"] if s["name"].startswith("inject:"))
+    assert inject["extravars"]["fault_parameters"]["delay"] == "100ms"
+    assert data["experiment"]["workload"]["rate"] == "7/s"
+
+
+def test_plan_set_with_an_unknown_field_is_an_input_error_naming_set():
+    proc = subprocess.run([sys.executable, "-m", "grayctl", "plan", str(SEED), "--set", "schedul.fault=3s"],
+                          capture_output=True, text=True)
+    assert proc.returncode == 2
+    assert "--set" in proc.stderr and "did you mean: schedule" in proc.stderr and "Traceback" not in proc.stderr
+
+
+def test_the_run_announces_the_plans_steps_in_the_order_it_runs_them():
+    from grayctl.run import _step_names
+
+    plan = build_plan(load_experiment(SEED), load_lab("local"))
+    assert _step_names(plan, keep=False) == ["reimage", "prepare", "timeline", "collect", "metrics", "assemble", "reset"]
+    assert _step_names(plan, keep=True)[-1] == "assemble"  # --keep: no teardown

@@ -30,7 +30,24 @@ description:
     signals the process.
 options:
   name: {description: Label used in messages., type: str, required: true}
-  dir: {description: The process directory (pid file, fingerprint, stdio logs). Must exist., type: path, required: true}
+  dir:
+    description:
+      - The process directory (pid file, fingerprint, stdio logs). Must exist unless O(dir_mode) is given.
+    type: path
+    required: true
+  dir_mode:
+    description:
+      - With C(started), create O(dir) (and missing parents) with this mode first, so a role needs no
+        separate directory task (each task is an SSH round trip and a module start per host).
+    type: str
+  files:
+    description:
+      - With C(started), files to write into O(dir) before the start, C({name: content}); a mapping or
+        list content is written as JSON. A file is rewritten only when its content differs, and the
+        contents are part of the fingerprint, so a changed file restarts the process. Replaces a
+        separate copy/template task per file.
+    type: dict
+    default: {}
   state: {description: Desired state., type: str, choices: [started, stopped, finished], default: started}
   argv: {description: Command to run as an argument list (no shell)., type: list, elements: str, default: []}
   fingerprint: {description: Restart when this differs from the one recorded at the last start., type: str, default: ""}
@@ -41,6 +58,11 @@ options:
         exists, the job counts as done and C(started) does not run it again.
     type: path
   ready_file: {description: File whose appearance means the process is ready., type: path}
+  health_url:
+    description:
+      - With C(started), after the start (or when it already runs) GET this URL until it answers 200,
+        within O(ready_timeout) seconds; fails with the last answer otherwise. Saves a separate uri task.
+    type: str
   ready_timeout: {description: Seconds to wait for O(ready_file)., type: float, default: 30}
   settle: {description: Without O(ready_file), seconds the process must survive after its start., type: float, default: 0.5}
   stop_timeout: {description: Seconds between SIGTERM and SIGKILL., type: float, default: 10}
@@ -62,14 +84,19 @@ RETURN = r"""
 pid: {description: Pid of the running process (null when stopped)., type: int, returned: always}
 action: {description: "What was done: none, done, started, restarted, stopped, finished.", type: str, returned: always}
 killed: {description: Whether SIGKILL was needed to stop it., type: bool, returned: always}
+written: {description: Directories created and files written before the start., type: list, returned: always}
+health: {description: The last answer of O(health_url) (status code or error)., type: raw, returned: when health_url is set}
 """
 
+import hashlib
+import json
 import os
 import signal
 import subprocess
 import time
 
 from ansible.module_utils.basic import AnsibleModule
+from ansible.module_utils.urls import open_url
 
 
 def _cmdline(pid):
@@ -93,11 +120,55 @@ def _read(path):
         return None
 
 
+def _healthy(module, url, timeout):
+    """GET ``url`` until it answers 200 or ``timeout`` seconds pass; (ok, last status or error)."""
+    deadline = time.time() + timeout
+    last = "no answer"
+    while True:
+        try:
+            resp = open_url(url, method="GET", timeout=min(5.0, max(0.5, deadline - time.time())),
+                            validate_certs=False, use_proxy=False)
+            last = resp.getcode()
+            if last == 200:
+                return True, last
+        except Exception as exc:  # noqa: BLE001 - connection refused while it starts, HTTP errors
+            last = str(exc)
+        if time.time() >= deadline:
+            return False, last
+        time.sleep(0.1)
+
+
+def _read_raw(path):
+    try:
+        with open(path) as fh:
+            return fh.read()
+    except (OSError, IOError):
+        return None
+
+
 def _write(path, text):
     tmp = path + ".tmp"
     with open(tmp, "w") as fh:
         fh.write(text)
     os.rename(tmp, path)
+
+
+def _content(value):
+    if isinstance(value, (dict, list)):
+        return json.dumps(value, indent=2, sort_keys=True) + "\n"
+    return "" if value is None else str(value)
+
+
+def _makedirs(path, mode):
+    """Create ``path`` and its missing parents, each with ``mode``; True when something was created."""
+    missing = []
+    while path and not os.path.isdir(path):
+        missing.append(path)
+        path = os.path.dirname(path)
+    for d in reversed(missing):
+        os.mkdir(d)
+        os.chmod(d, mode)  # mkdir's mode is filtered by the umask
+    return bool(missing)
 
 
 def _remove(path):
@@ -208,6 +279,17 @@ class Process(object):
             _remove(path)
 
 
+def _check_health(module, result):
+    p = module.params
+    if not p["health_url"] or module.check_mode:
+        return
+    ok, last = _healthy(module, p["health_url"], p["ready_timeout"])
+    result["health"] = last
+    if not ok:
+        module.fail_json(msg="%s: %s did not answer 200 within %gs (last: %s)"
+                         % (p["name"], p["health_url"], p["ready_timeout"], last), **result)
+
+
 def main():
     module = AnsibleModule(
         argument_spec=dict(
@@ -219,6 +301,9 @@ def main():
             clear=dict(type="list", elements="path", default=[]),
             ready_file=dict(type="path"),
             done_file=dict(type="path"),
+            dir_mode=dict(type="str"),
+            files=dict(type="dict", default={}),
+            health_url=dict(type="str"),
             ready_timeout=dict(type="float", default=30.0),
             settle=dict(type="float", default=0.5),
             stop_timeout=dict(type="float", default=10.0),
@@ -228,10 +313,32 @@ def main():
         supports_check_mode=True,
     )
     p = module.params
+    files = dict((str(k), _content(v)) for k, v in (p["files"] or {}).items())
+    for name in files:
+        if not name or "/" in name or name in (".", ".."):
+            module.fail_json(msg="%s: files: %r is not a plain file name" % (p["name"], name))
+    if files:
+        # The files' contents count as part of the fingerprint: a changed config restarts the process.
+        digest = hashlib.sha1(json.dumps(sorted(files.items())).encode("utf-8")).hexdigest()
+        p["fingerprint"] = "%s/files:%s" % (p["fingerprint"], digest)
+    wrote = []
+    if p["state"] == "started" and not module.check_mode:
+        if p["dir_mode"]:
+            try:
+                mode = int(p["dir_mode"], 8)
+            except ValueError:
+                module.fail_json(msg="%s: dir_mode %r is not an octal mode" % (p["name"], p["dir_mode"]))
+            if _makedirs(p["dir"], mode):
+                wrote.append(p["dir"])
+        for name, text in sorted(files.items()):
+            path = os.path.join(p["dir"], name)
+            if _read_raw(path) != text:
+                _write(path, text)
+                wrote.append(path)
     proc = Process(module)
     pid = proc.recorded()
     recorded_cmd = (_read(proc.pidfile + ".cmd") or "").split("\0")
-    result = dict(changed=False, pid=pid, action="none", killed=False)
+    result = dict(changed=bool(wrote), pid=pid, action="none", killed=False, written=wrote)
 
     if p["state"] == "stopped":
         if pid is None:
@@ -263,6 +370,7 @@ def main():
         result["action"] = "done"
         module.exit_json(**result)
     if pid is not None and recorded_cmd == p["argv"] and (_read(proc.fpfile) or "") == p["fingerprint"]:
+        _check_health(module, result)
         module.exit_json(**result)
     result["changed"] = True
     result["action"] = "restarted" if pid is not None else "started"
@@ -272,6 +380,7 @@ def main():
         result["killed"] = proc.stop(pid, recorded_cmd)
         proc.forget()
     result["pid"] = proc.start()
+    _check_health(module, result)
     module.exit_json(**result)
 
 

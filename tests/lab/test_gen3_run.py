@@ -21,9 +21,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import signal
 import subprocess
-import sys
 from pathlib import Path
 
 import duckdb
@@ -34,9 +32,8 @@ import yaml
 
 import grayctl.dataset
 from grayctl.dataset.labels import NS
-from grayctl.labdef import load_lab
-from grayctl.paths import PROJECT_ROOT
 from grayctl.report.render import _per_second
+from runlab import RunLab  # tests/lab is on sys.path (rootdir-less test dir)
 
 # slow tier (scripts/test slow): a 14-node lab and a full gen3 run cost minutes even on a quiet machine;
 # the default lab tier keeps the same checks on a 6-node gen2 run (tests/lab/test_run.py).
@@ -64,81 +61,22 @@ DOCUMENTS = ("manifest.json", "experiment.yaml", "topology.json", "injection.jso
 PARQUET = tuple(f"{t}.parquet" for t in grayctl.dataset.TABLES)
 
 
-class Gen3Lab:
-    """A private 14-node netns lab; the same shape as tests/lab/test_run.py's RunLab (kept local: that
-    file belongs to the run's owner)."""
-
-    def __init__(self, tmp: Path) -> None:
-        self.name = f"e{os.getpid() % 100000}"
-        self.tmp = tmp
-        self.file = tmp / f"{self.name}.yml"
-        # generous per-node CPU: the nodes share 2 cores with everything else on the machine
-        self.file.write_text(yaml.safe_dump({
-            "name": self.name, "nodes": {"count": 14},
-            "networks": {"management": "10.246.0.0/24", "data": "10.246.64.0/24"},
-            "limits": {"cpu": "100%", "memory": "384MiB"},
-        }))
-        self.env = {**os.environ, "GRAYCTL_LAB_HOME": str(tmp / "labs")}
-        os.environ["GRAYCTL_LAB_HOME"] = self.env["GRAYCTL_LAB_HOME"]
-        self.defn = load_lab(str(self.file))
-        self.dir = self.defn.lab_dir
-
-    def grayctl(self, *args: str, check: bool = True, timeout: int = 1800) -> subprocess.CompletedProcess[str]:
-        """Run grayctl; past ``timeout`` it gets SIGINT (a user's Ctrl-C: it reverts and cleans up), not SIGKILL."""
-        argv = [sys.executable, "-m", "grayctl", *args]
-        with subprocess.Popen(argv, env=self.env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                              cwd=PROJECT_ROOT) as p:
-            try:
-                out, err = p.communicate(timeout=timeout)
-            except subprocess.TimeoutExpired:
-                p.send_signal(signal.SIGINT)
-                out, err = p.communicate(timeout=900)
-                raise AssertionError(f"grayctl {' '.join(args)} took over {timeout} s; interrupted:\n{out}\n{err}")
-        proc = subprocess.CompletedProcess(argv, p.returncode, out, err)
-        if check and proc.returncode != 0:
-            raise AssertionError(f"grayctl {' '.join(args)} exited {proc.returncode}:\n{proc.stdout}\n{proc.stderr}")
-        return proc
-
-    def baseline_verifies(self) -> bool:
-        return subprocess.run(["ansible-playbook", "-i", str(self.defn.inventory_path), "playbooks/baseline.yml"],
-                              env=self.env, cwd=PROJECT_ROOT, capture_output=True, timeout=300, check=False).returncode == 0
-
-    def leftovers(self) -> list[str]:
-        """Anything a run could leave: grayctl processes of this lab, qdiscs or nft rules on the nodes."""
-        out = []
-        ps = subprocess.run(["pgrep", "-af", f"grayctl[.](runtime|workload|faulthelpers|observer|exporters)|prometheus.*{self.dir}"],
-                            capture_output=True, text=True, check=False).stdout
-        out += [line for line in ps.splitlines() if str(self.dir) in line]
-        for node in self.defn.node_names:
-            ns = self.defn.netns_of(node)
-            qd = subprocess.run(["ip", "netns", "exec", ns, "tc", "qdisc", "show", "dev", "data"],
-                                capture_output=True, text=True, check=False).stdout
-            out += [f"{node}: {q}" for q in qd.splitlines() if any(k in q for k in ("netem", "prio", "htb", "tbf"))]
-            nft = subprocess.run(["ip", "netns", "exec", ns, "nft", "list", "ruleset"], capture_output=True,
-                                 text=True, check=False).stdout
-            out += [f"{node}: nft {line.strip()}" for line in nft.splitlines() if "table" in line]
-        return out + [str(p) for p in self.dir.glob("nodes/*/state/*")]
-
-
 @pytest.fixture(scope="module")
 def lab(tmp_path_factory: pytest.TempPathFactory):
-    lab = Gen3Lab(tmp_path_factory.mktemp("gen3-lab"))
+    lab = RunLab(tmp_path_factory.mktemp("gen3-lab"), prefix="e", count=14, network="10.246")
     try:
         lab.grayctl("lab", "up", "--lab", str(lab.file))
         yield lab
     finally:
-        if (lab.dir / "state.json").exists():
-            lab.grayctl("fault", "revert", "--all", "--lab", str(lab.file), check=False)
-            lab.grayctl("undeploy", TOPOLOGY, "--lab", str(lab.file), check=False)
-            lab.grayctl("lab", "down", "--lab", str(lab.file), check=False)
+        lab.down(TOPOLOGY)
 
 
 @pytest.fixture(scope="module")
-def run(lab: Gen3Lab) -> Path:
+def run(lab: RunLab) -> Path:
     """The dataset directory of one ``grayctl run``, exactly as a user runs it."""
     exp = lab.tmp / "gen3.yaml"
     exp.write_text(yaml.safe_dump({**EXPERIMENT, "lab": str(lab.file)}, sort_keys=False))
-    proc = lab.grayctl("run", str(exp), "--out", str(lab.tmp / "runs"), "--quiet")
+    proc = lab.grayctl("run", str(exp), "--out", str(lab.tmp / "runs"), "--quiet", timeout=1800)
     lines = {k.strip(): v.strip() for k, _, v in (x.partition(":") for x in proc.stdout.splitlines()) if v}
     assert "dataset" in lines and "report" in lines, proc.stdout  # the run says where both are
     ds = Path(lines["dataset"])
@@ -198,7 +136,7 @@ def test_the_labels_fault_window_matches_the_host_timestamps(run: Path) -> None:
     assert set(active["phase"]) <= {"fault", "recovery"}  # the revert lands at the window's end, not before
 
 
-def test_dataset_verify_passes_and_catches_a_corrupted_copy(lab: Gen3Lab, run: Path, tmp_path: Path) -> None:
+def test_dataset_verify_passes_and_catches_a_corrupted_copy(lab: RunLab, run: Path, tmp_path: Path) -> None:
     ok = lab.grayctl("dataset", "verify", str(run))
     assert ok.stdout.startswith("ok")
     bad = tmp_path / "corrupt"
@@ -237,7 +175,7 @@ def test_the_report_renders_in_chromium_and_its_latency_plot_shows_the_fault(run
     assert png.is_file() and png.stat().st_size > 50_000  # a blank page is a few KB
 
 
-def test_nothing_is_left_on_the_lab_and_the_baseline_verifies(lab: Gen3Lab, run: Path) -> None:
+def test_nothing_is_left_on_the_lab_and_the_baseline_verifies(lab: RunLab, run: Path) -> None:
     manifest = json.loads((run / "manifest.json").read_text())
     assert manifest["teardown"]["verify_clean"]["ok"] is True
     assert lab.leftovers() == []

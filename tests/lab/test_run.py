@@ -15,7 +15,6 @@ import json
 import os
 import signal
 import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -23,8 +22,8 @@ import pandas as pd
 import pytest
 import yaml
 
-from grayctl.labdef import load_lab
 from grayctl.paths import PROJECT_ROOT
+from runlab import RunLab  # tests/lab is on sys.path (rootdir-less test dir)
 
 pytestmark = [
     pytest.mark.lab,
@@ -44,70 +43,14 @@ TINY = {**EXPERIMENT, "name": "sweep-test",
         "schedule": {"warmup": "2s", "baseline": "4s", "fault": "4s", "recovery": "2s"}}
 
 
-class RunLab:
-    def __init__(self, tmp: Path) -> None:
-        self.name = f"r{os.getpid() % 100000}"
-        self.tmp = tmp
-        self.file = tmp / f"{self.name}.yml"
-        # generous per-node CPU: the nodes share 2 cores with everything else on the machine
-        self.file.write_text(yaml.safe_dump({
-            "name": self.name, "nodes": {"count": 6},
-            "networks": {"management": "10.236.0.0/24", "data": "10.236.64.0/24"},
-            "limits": {"cpu": "100%", "memory": "384MiB"},
-        }))
-        self.env = {**os.environ, "GRAYCTL_LAB_HOME": str(tmp / "labs")}
-        os.environ["GRAYCTL_LAB_HOME"] = self.env["GRAYCTL_LAB_HOME"]
-        self.defn = load_lab(str(self.file))
-        self.dir = self.defn.lab_dir
-
-    def argv(self, *args: str) -> list[str]:
-        return [sys.executable, "-m", "grayctl", *args]
-
-    def grayctl(self, *args: str, check: bool = True, timeout: int = 900) -> subprocess.CompletedProcess[str]:
-        proc = subprocess.run(self.argv(*args), env=self.env, capture_output=True, text=True, cwd=PROJECT_ROOT,
-                              timeout=timeout, check=False)
-        if check and proc.returncode != 0:
-            raise AssertionError(f"grayctl {' '.join(args)} exited {proc.returncode}:\n{proc.stdout}\n{proc.stderr}")
-        return proc
-
-    def experiment(self, doc: dict, name: str) -> Path:
-        p = self.tmp / f"{name}.yaml"
-        p.write_text(yaml.safe_dump({**doc, "lab": str(self.file)}, sort_keys=False))
-        return p
-
-    def baseline_verifies(self) -> bool:
-        return subprocess.run(["ansible-playbook", "-i", str(self.defn.inventory_path), "playbooks/baseline.yml"],
-                              env=self.env, cwd=PROJECT_ROOT, capture_output=True, timeout=300, check=False).returncode == 0
-
-    def leftovers(self) -> list[str]:
-        """Anything a run could leave: grayctl processes of this lab, qdiscs or nft rules on the nodes."""
-        out = []
-        ps = subprocess.run(["pgrep", "-af", f"grayctl[.](runtime|workload|faulthelpers)|prometheus.*{self.dir}"],
-                            capture_output=True, text=True, check=False).stdout
-        out += [line for line in ps.splitlines() if str(self.dir) in line]
-        for node in self.defn.node_names:
-            ns = self.defn.netns_of(node)
-            qd = subprocess.run(["ip", "netns", "exec", ns, "tc", "qdisc", "show", "dev", "data"],
-                                capture_output=True, text=True, check=False).stdout
-            out += [f"{node}: {q}" for q in qd.splitlines() if any(k in q for k in ("netem", "prio", "htb", "tbf"))]
-            nft = subprocess.run(["ip", "netns", "exec", ns, "nft", "list", "ruleset"], capture_output=True,
-                                 text=True, check=False).stdout
-            out += [f"{node}: nft {line.strip()}" for line in nft.splitlines() if "table" in line]
-        state = [str(p) for p in self.dir.glob("nodes/*/state/*")]
-        return out + state
-
-
 @pytest.fixture(scope="module")
 def lab(tmp_path_factory: pytest.TempPathFactory):
-    lab = RunLab(tmp_path_factory.mktemp("run-lab"))
+    lab = RunLab(tmp_path_factory.mktemp("run-lab"), prefix="r", count=6, network="10.236")
     try:
         lab.grayctl("lab", "up", "--lab", str(lab.file))
         yield lab
     finally:
-        if (lab.dir / "state.json").exists():
-            lab.grayctl("fault", "revert", "--all", "--lab", str(lab.file), check=False)
-            lab.grayctl("undeploy", "gen2-coarse", "--lab", str(lab.file), check=False)
-            lab.grayctl("lab", "down", "--lab", str(lab.file), check=False)
+        lab.down("gen2-coarse")
 
 
 def _dataset_dir(stdout: str) -> Path:

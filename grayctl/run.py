@@ -165,7 +165,9 @@ class _Run:
         self.plan = build_plan(experiment, lab)
         self.steps = {s.name: s for s in self.plan.steps}
         self.teardown_path = teardown_path(lab)
-        out_dir = Path(out_dir)
+        # absolute: the playbooks write into it (clock_file, fetch dirs) and refuse relative paths,
+        # and the default is the relative 'runs'
+        out_dir = Path(out_dir).absolute()
         self.rec = RunRecord(run_id, out_dir / run_id, out_dir / f"{run_id}.run",
                              schedule_s=self.plan.duration_s, repetition=repetition)
         self.raw = self.rec.records_dir / "raw"

@@ -26,7 +26,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from node_power import NodePower
+from node_power import NodePower, add_node_args
 
 LAN_CONF = """\
 # Written by tests/standins/ipmi_bmc.py: one BMC on loopback for the netns node {node}.
@@ -118,10 +118,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--port", type=int, required=True)
     ap.add_argument("--username", required=True)
     ap.add_argument("--password", required=True)
-    ap.add_argument("--lab-file", required=True)
-    ap.add_argument("--lab-home", required=True)
-    ap.add_argument("--node", required=True)
-    ap.add_argument("--boot-delay", type=float, default=2.0)
+    add_node_args(ap, boot_delay=2.0, log=False)
     a = ap.parse_args(argv)
     print(write_config(a.dir, host=a.host, port=a.port, username=a.username, password=a.password,
                        lab_file=a.lab_file, lab_home=a.lab_home, node=a.node, boot_delay=a.boot_delay))

@@ -31,7 +31,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from node_power import NodePower
+from node_power import NodePower, add_node_args
 
 USER = "nobody"
 DOMAIN_XML = """\
@@ -163,13 +163,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("action", choices=["bridge"])
     ap.add_argument("--uri", required=True)
     ap.add_argument("--domain", required=True)
-    ap.add_argument("--lab-file", required=True)
-    ap.add_argument("--lab-home", required=True)
-    ap.add_argument("--node", required=True)
-    ap.add_argument("--boot-delay", type=float, default=1.0)
-    ap.add_argument("--log", required=True)
+    add_node_args(ap, boot_delay=1.0)
     a = ap.parse_args(argv)
-    node = NodePower(a.lab_file, a.lab_home, a.node, boot_delay=a.boot_delay, log=a.log)
+    node = NodePower.from_args(a)
     node.note("libvirt", lifecycle="bridge up", uri=a.uri, domain=a.domain)
     return bridge(a.uri, a.domain, node)
 

@@ -24,6 +24,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 import yaml
 
@@ -97,10 +98,25 @@ class NodePower:
         subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
                          start_new_session=True, cwd=PROJECT_ROOT)
 
+    @classmethod
+    def from_args(cls, a: Any) -> NodePower:
+        """The node named by ``add_node_args``'s options."""
+        return cls(a.lab_file, a.lab_home, a.node, boot_delay=a.boot_delay, log=a.log)
+
     def note(self, event: str, **fields: object) -> None:
         if self.log:
             with self.log.open("a") as fh:
                 fh.write(json.dumps({"t": time.time(), "node": self.node, "event": event, **fields}) + "\n")
+
+
+def add_node_args(ap: Any, *, boot_delay: float, log: bool = True) -> None:
+    """The options every stand-in takes to find its lab node (``log``: the JSON-lines request log)."""
+    ap.add_argument("--lab-file", required=True)
+    ap.add_argument("--lab-home", required=True)
+    ap.add_argument("--node", required=True)
+    ap.add_argument("--boot-delay", type=float, default=boot_delay)
+    if log:
+        ap.add_argument("--log", required=True)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -108,14 +124,11 @@ def main(argv: list[str] | None = None) -> int:
 
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("action", choices=["off", "boot", "status"])
-    ap.add_argument("--lab-file", required=True)
-    ap.add_argument("--lab-home", required=True)
-    ap.add_argument("--node", required=True)
-    ap.add_argument("--boot-delay", type=float, default=2.0)
+    add_node_args(ap, boot_delay=2.0, log=False)
     ap.add_argument("--network", action="store_true", help="boot into the golden image (reimage)")
     ap.add_argument("--log")
     a = ap.parse_args(argv)
-    node = NodePower(a.lab_file, a.lab_home, a.node, boot_delay=a.boot_delay, log=a.log)
+    node = NodePower.from_args(a)
     if a.action == "off":
         node.power_off()
         return 0

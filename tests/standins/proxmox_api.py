@@ -32,7 +32,7 @@ from urllib.parse import parse_qs, unquote
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from httpfake import App, JsonHandler, serve
-from node_power import NodePower
+from node_power import NodePower, add_node_args
 
 GUEST = re.compile(r"\A/api2/json/nodes/(?P<node>[^/]+)/qemu/(?P<vmid>\d+)/(?P<rest>.+)\Z")
 TASK = re.compile(r"\A/api2/json/nodes/(?P<node>[^/]+)/tasks/(?P<upid>[^/]+)/status\Z")
@@ -156,13 +156,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--token-secret", required=True)
     ap.add_argument("--username", required=True)
     ap.add_argument("--password", required=True)
-    ap.add_argument("--lab-file", required=True)
-    ap.add_argument("--lab-home", required=True)
-    ap.add_argument("--node", required=True)
-    ap.add_argument("--boot-delay", type=float, default=1.0)
-    ap.add_argument("--log", required=True)
+    add_node_args(ap, boot_delay=1.0)
     a = ap.parse_args(argv)
-    node = NodePower(a.lab_file, a.lab_home, a.node, boot_delay=a.boot_delay, log=a.log)
+    node = NodePower.from_args(a)
     serve(ProxmoxApi(pve_node=a.pve_node, vmid=a.vmid, snapshots=a.snapshot or ["golden"], token_id=a.token_id,
                      token_secret=a.token_secret, username=a.username, password=a.password, node=node,
                      log=a.log), a.host, a.port, a.cert, a.key)

@@ -29,7 +29,7 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from httpfake import App, JsonHandler, serve
-from node_power import NodePower
+from node_power import NodePower, add_node_args
 
 SYSTEM = "/redfish/v1/Systems/1"
 RESET = SYSTEM + "/Actions/ComputerSystem.Reset"
@@ -127,13 +127,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--key", required=True)
     ap.add_argument("--username", required=True)
     ap.add_argument("--password", required=True)
-    ap.add_argument("--lab-file", required=True)
-    ap.add_argument("--lab-home", required=True)
-    ap.add_argument("--node", required=True)
-    ap.add_argument("--boot-delay", type=float, default=2.0)
-    ap.add_argument("--log", required=True)
+    add_node_args(ap, boot_delay=2.0)
     a = ap.parse_args(argv)
-    node = NodePower(a.lab_file, a.lab_home, a.node, boot_delay=a.boot_delay, log=a.log)
+    node = NodePower.from_args(a)
     serve(RedfishBmc(username=a.username, password=a.password, node=node, log=a.log), a.host, a.port,
           a.cert, a.key)
     return 0

@@ -245,8 +245,19 @@ def run_lab_bootstrap(*, verbose: bool = False) -> None:
     run_playbook("lab_bootstrap.yml", verbose=verbose)
 
 
+def _is_physical(defn: Any) -> bool:
+    """A lab given as an Ansible inventory (grayctl/physical.py): grayctl neither creates nor removes it."""
+    return getattr(defn, "provider", "netns") == "physical"
+
+
+def _physical_record(lab: Any) -> LabRecord:
+    """A physical lab as it stands: up, its nodes from the inventory (no netns)."""
+    return LabRecord(lab=lab.name, lab_dir=str(lab.lab_dir), status="up", inventory=str(lab.inventory_path),
+                     nodes=[NodeStatus(n.name, list(n.roles), n.mgmt_ip, n.data_ip, "") for n in lab.nodes])
+
+
 def _refuse_physical(defn: Any, what: str) -> None:
-    if getattr(defn, "provider", "netns") == "physical":
+    if _is_physical(defn):
         raise LabError(f"lab {defn.name} is an inventory of machines grayctl does not create or remove: "
                        f"'lab {what}' does not apply",
                        hint=f"reimage with 'grayctl lab reset --lab {defn.inventory_path}'; record golden baselines "
@@ -278,9 +289,8 @@ def run_lab_status(defn: LabDefinition, *, verbose: bool = False, ping: bool = T
     """Nodes, addresses, roles; with ``ping``, whether Ansible reaches each over SSH."""
     from grayctl.runner import run_module
 
-    if getattr(defn, "provider", "netns") == "physical":
-        record = LabRecord(lab=defn.name, lab_dir=str(defn.lab_dir), status="up", inventory=str(defn.inventory_path),
-                           nodes=[NodeStatus(n.name, list(n.roles), n.mgmt_ip, n.data_ip, "") for n in defn.nodes])
+    if _is_physical(defn):
+        record = _physical_record(defn)
     else:
         ensure_root("lab status")
         record = _record(defn, _run_provider("lab_inspect.yml", defn, "inspect", verbose))
@@ -301,7 +311,7 @@ def run_lab_reset(defn: LabDefinition, *, verbose: bool = False, accept_drift: b
     """Every node back to its golden baseline, then verified; DriftError (exit 5) with the diff, or
     with ``accept_drift`` the drift in ``record.drift``. A physical lab (an inventory) is reimaged
     by playbooks/reimage.yml, each node through its own backend."""
-    if getattr(defn, "provider", "netns") == "physical":
+    if _is_physical(defn):
         return _reset_physical(defn, verbose=verbose, accept_drift=accept_drift)
     ensure_root("lab reset")
     t0 = time.monotonic()
@@ -328,8 +338,7 @@ def _reset_physical(lab: Any, *, verbose: bool, accept_drift: bool) -> LabRecord
     (docs/reimage.md), so a reimage that did not work cannot bless itself."""
     from grayctl.runner import run_playbook
 
-    record = LabRecord(lab=lab.name, lab_dir=str(lab.lab_dir), status="up", inventory=str(lab.inventory_path),
-                       nodes=[NodeStatus(n.name, list(n.roles), n.mgmt_ip, n.data_ip, "") for n in lab.nodes])
+    record = _physical_record(lab)
     t0 = time.monotonic()
     run_playbook(REIMAGE_PLAYBOOK, inventory=lab.inventory_path, verbose=verbose)
     record.changed = True
@@ -359,7 +368,7 @@ def run_lab_down(defn: LabDefinition, *, verbose: bool = False) -> LabRecord:
 
 def run_lab_doctor(defn: LabDefinition, *, verbose: bool = False) -> DoctorReport:
     """Anything left behind, missing or unrecorded, and drifted nodes. Changes nothing."""
-    if getattr(defn, "provider", "netns") == "physical":
+    if _is_physical(defn):
         # grayctl made none of its resources: only drift can be checked
         doctor = DoctorReport(lab=defn.name, status="up", missing=[], left_behind=[], unrecorded=[],
                               sshd_not_listening=[], drift=[])

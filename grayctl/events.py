@@ -19,7 +19,11 @@ The runner (``grayctl.run``) only emits; nothing here feeds back into the run. K
   monitor_ready   data: url (Prometheus)
   timeline_start  data: t0 (UTC epoch s, estimated), schedule_s, load1 (load average then), phases [{phase, start_s, end_s}]
   phase           phase: warmup|baseline|fault|recovery; data: start_s, end_s
-  fault           step: inject:<id>|revert:<id>; data: id, state (applied|reverted), planned_s, at_s
+  fault           step: inject:<id>|revert:<id>; data: id, state (applied|reverted), planned_s, aim_s
+                  (a revert is aimed at the apply + the planned length), at_s (host-measured; s since
+                  the estimated t0)
+  fault_timing    data: faults [{id, planned, actual, aim_end, lag, held_s}] (plan.fault_edges), from the
+                  exact t0 once the load generator's records are in: the report's figures
   timeline_end    data: seconds
   cleanup         step: the cleanup step; data: ok, error, seconds
   warning         data: message
@@ -198,9 +202,22 @@ class ConsoleProgress:
             self._print(f"  [cyan]▸[/] phase {ev.phase} [dim]({_fmt_s(d.get('end_s', 0) - d.get('start_s', 0))})[/]"
                         + (f"  {self._figures_text()}" if not self.interactive and self.figures else ""))
         elif ev.kind == "fault":
-            lag = d.get("at_s", 0) - d.get("planned_s", 0)
-            self._print(f"  [magenta]⚡[/] {d.get('id')} {d.get('state')} at t+{d.get('at_s', 0):.1f}s "
-                        f"[dim](planned t+{d.get('planned_s', 0):.1f}s, host-measured lag {lag:+.1f}s)[/]")
+            planned = d.get("planned_s", 0)
+            aim = d.get("aim_s", planned)
+            moved = "" if abs(aim - planned) < 0.05 else f", planned t+{planned:.1f}s"
+            # t0 is an estimate until the load generator's records are in: fault_timing has the exact lags
+            self._print(f"  [magenta]⚡[/] {d.get('id')} {d.get('state')} at ≈t+{d.get('at_s', 0):.1f}s "
+                        f"[dim](aimed t+{aim:.1f}s{moved}, lag ≈{d.get('at_s', 0) - aim:+.1f}s)[/]")
+        elif ev.kind == "fault_timing":
+            for f in d.get("faults") or []:
+                (a, b), (la, lb) = f["actual"], f["lag"]
+                if a is None:
+                    continue
+                end = "not reverted" if b is None else f"reverted t+{b:.1f}s ({lb:+.1f}s from its aim)"
+                held = "" if f.get("held_s") is None else \
+                    f", held {f['held_s']:.1f}s of {f['planned'][1] - f['planned'][0]:g}s"
+                self._print(f"  [magenta]⚡[/] {f['id']}: applied t+{a:.1f}s ({la:+.1f}s), {end}{held} "
+                            "[dim](host times from the load generator's start, as in the report)[/]")
         elif ev.kind == "timeline_end":
             self.timeline_done = True
             self.steps_done += 1

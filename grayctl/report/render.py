@@ -172,20 +172,20 @@ def _windows_rel(ds: Any, start_ns: int, end_ns: int) -> list[tuple[float, float
     return out
 
 
-def fault_timing(ds: Any, start_ns: int) -> list[dict[str, Any]]:
-    """Per fault record: planned window (plan, s since start) vs host-measured, and the lag of each edge."""
+def fault_timing(ds: Any, start_ns: int, end_ns: int) -> list[dict[str, Any]]:
+    """Per fault record: planned window (plan, s since start) vs host-measured, the lag of each edge
+    (the revert's from its aim: applied + planned length) and how long it was held."""
+    from grayctl.plan import fault_edges
+
     def key(x: Any) -> str:  # the fault roles write ids with "_" where the experiment may have "-"
         return re.sub(r"[^A-Za-z0-9]", "_", str(x))
 
     planned = {key(f.get("id")): f.get("window_s") for f in (ds.topology or {}).get("faults") or []}
     out = []
     for f in ds.injections:
-        p = planned.get(key(f.get("id"))) or [None, None]
         a = (int(f["start_ns"]) - start_ns) / NS if f.get("start_ns") else None
         b = (int(f["end_ns"]) - start_ns) / NS if f.get("end_ns") else None
-        out.append({"id": f.get("id"), "planned": p, "actual": [a, b],
-                    "lag": [a - p[0] if a is not None and p[0] is not None else None,
-                            b - p[1] if b is not None and p[1] is not None else None]})
+        out.append({"id": f.get("id"), **fault_edges(planned.get(key(f.get("id"))), a, b, (end_ns - start_ns) / NS)})
     return out
 
 
@@ -193,7 +193,7 @@ def data_warnings(ds: Any, start_ns: int, end_ns: int) -> list[str]:
     """What makes this run's figures less trustworthy, said up front (a postmortem reader skips footnotes)."""
     out = []
     dur = (end_ns - start_ns) / NS
-    for t in fault_timing(ds, start_ns):
+    for t in fault_timing(ds, start_ns, end_ns):
         (ps, pe), (a, b), (la, lb) = t["planned"], t["actual"], t["lag"]
         if la is not None and abs(la) > 2:
             out.append(f"fault {t['id']} was applied {la:+.1f} s from its planned start (t={ps:g} s; "
@@ -202,8 +202,8 @@ def data_warnings(ds: Any, start_ns: int, end_ns: int) -> list[str]:
             out.append(f"fault {t['id']} has no host-measured end: it was not reverted by the run.")
         elif lb is not None and abs(lb) > 2:
             tail = " — after the run's end, so the recovery phase never saw the system without it" if b > dur else ""
-            out.append(f"fault {t['id']} was reverted {lb:+.1f} s from its planned end (t={pe:g} s; "
-                       f"host-measured t={b:.1f} s){tail}.")
+            out.append(f"fault {t['id']} was reverted {lb:+.1f} s from its aim (t={t['aim_end']:.1f} s: applied + "
+                       f"the planned {pe - ps:g} s; host-measured t={b:.1f} s){tail}.")
     for f in ds.injections:
         late = (f.get("helper_stats") or {}).get("release_late_us_mean")
         if late is not None and late > 5000:
@@ -490,7 +490,7 @@ def render_report(ds: Any) -> str:
         autoescape=jinja2.select_autoescape(default=True))
     return env.get_template("report.html.j2").render(
         m=m, exp=ds.experiment or {}, head=head, para=para, figs=figs, effects=effects, glossary=glossary, window=window,
-        warnings=data_warnings(ds, start_ns, end_ns), timing={t["id"]: t for t in fault_timing(ds, start_ns)},
+        warnings=data_warnings(ds, start_ns, end_ns), timing={t["id"]: t for t in fault_timing(ds, start_ns, end_ns)},
         tolerance_text=tolerance_text,
         checks=checks, injections=ds.injections, slo=slo, fmt=_fmt, change_source=change_source,
         changes=[(s, v) for s, v in changes.items()], graph_is_dot=graph is not None,

@@ -147,3 +147,15 @@ def test_the_run_announces_the_plans_steps_in_the_order_it_runs_them():
     plan = build_plan(load_experiment(SEED), load_lab("local"))
     assert _step_names(plan, keep=False) == ["reimage", "prepare", "timeline", "collect", "metrics", "assemble", "reset"]
     assert _step_names(plan, keep=True)[-1] == "assemble"  # --keep: no teardown
+
+
+def test_a_late_apply_moves_the_revert_so_the_fault_keeps_its_length_but_never_past_the_schedule():
+    from grayctl.plan import fault_edges, revert_aim_s
+
+    assert revert_aim_s(13.5, (10.0, 40.0), 60.0) == 43.5
+    assert revert_aim_s(9.0, (10.0, 40.0), 60.0) == 39.0  # early apply: same length, earlier revert
+    assert revert_aim_s(45.0, (10.0, 55.0), 60.0) == 60.0  # capped at the schedule's end
+    e = fault_edges((10.0, 40.0), 13.5, 44.0, 60.0)
+    assert e["aim_end"] == 43.5 and e["lag"] == [3.5, 0.5] and e["held_s"] == 30.5
+    never = fault_edges((10.0, 40.0), None, None, 60.0)
+    assert never["lag"] == [None, None] and never["held_s"] is None and never["aim_end"] == 40.0

@@ -60,9 +60,11 @@ def to_injection_json(records: list[dict[str, Any]], status: str) -> dict[str, A
             "peer_services", "direction", "parameters", "backend", "backend_requested", "mechanism", "commands",
             "nft_script", "helper", "expiry", "revert_commands", "start_ns", "start_utc", "applied_utc", "end_ns",
             "end_utc", "end_reason", "revert_verified", "leftovers", "notes", "status", "targets", "killed",
-            "restarted", "helper_stats", "fraction", "flow_mark")
+            "restarted", "helper_stats", "fraction", "flow_mark", "scheduled_ns", "revert_scheduled_ns")
     faults = []
     for r in records:
+        if r.get("status") == "cancelled":  # a scheduled apply cancelled before it acted: nothing happened
+            continue
         entry = {k: r.get(k) for k in keep}
         probe = r.get("probe")
         if probe:

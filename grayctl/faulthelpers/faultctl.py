@@ -4,8 +4,8 @@ Run on a lab node by the fault roles (argv lists, no shell), inside the node (it
 namespace and cgroup, since the SSH session lands there)::
 
     python -m grayctl.faulthelpers.faultctl probe
-    python -m grayctl.faulthelpers.faultctl apply  --dir FAULT_DIR --spec JSON
-    python -m grayctl.faulthelpers.faultctl revert --dir FAULT_DIR --id ID
+    python -m grayctl.faulthelpers.faultctl apply  --dir FAULT_DIR --spec JSON [--not-before NS]
+    python -m grayctl.faulthelpers.faultctl revert --dir FAULT_DIR --id ID [--not-before NS]
     python -m grayctl.faulthelpers.faultctl list   --dir FAULT_DIR
     python -m grayctl.faulthelpers.faultctl purge  --dir FAULT_DIR --id ID
     python -m grayctl.faulthelpers.faultctl watch  --dir FAULT_DIR --id ID --at EPOCH [--pid PID]
@@ -20,11 +20,18 @@ The record ``FAULT_DIR/<id>.json`` holds type, target, interface, ports, peers, 
 backend (and the probe's evidence), the exact argv lists applied, host timestamps (UTC, ns) and,
 after revert, what removed it, when, and whether the kernel/process state read back clean.
 Records stay until ``purge`` (after the controller fetched them).
+
+``--not-before NS`` (this node's clock, epoch ns) schedules the step: the controller starts the
+play early and the node acts on time, so Ansible's latency does not become the fault's lag. A
+scheduled apply is recorded first (``status: scheduled``); a revert that comes before it (the
+controller's cleanup) cancels it (``status: cancelled``), and the waiting apply then does nothing.
+Waits are bounded (``MAX_SCHEDULE_S``).
 """
 
 from __future__ import annotations
 
 import argparse
+import fcntl
 import hashlib
 import json
 import os
@@ -35,7 +42,8 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -47,6 +55,8 @@ from grayctl.units import parse_duration
 __all__ = ["apply_fault", "list_faults", "main", "probe_netem", "revert_fault"]
 
 EXPIRY_GRACE_S = 2.0
+MAX_SCHEDULE_S = 60.0  # the furthest ahead a step may be scheduled (the controller leads by <= 15 s)
+CALLED_NS = time.time_ns()  # when this process started: the controller learns its lead from it
 
 
 def _now() -> tuple[int, str]:
@@ -261,6 +271,13 @@ class Store:
     def write(self, rec: dict[str, Any]) -> None:
         _write_json(self.path(rec["fault_id"]), rec)
 
+    @contextmanager
+    def locked(self) -> Iterator[None]:
+        """Serialises record state changes between a scheduled apply and a revert of the same dir."""
+        with (self.root / ".lock").open("a") as f:
+            fcntl.flock(f, fcntl.LOCK_EX)
+            yield
+
     def all(self) -> list[dict[str, Any]]:
         out = []
         for p in sorted(self.root.glob("*.json")):
@@ -361,8 +378,25 @@ def _wait_file(path: Path, pid: int, timeout: float) -> bool:
     return path.exists()
 
 
-def apply_fault(store: Store, raw: dict[str, Any]) -> dict[str, Any]:
-    """Apply the fault of ``raw`` (the role's spec); return {changed, record}. Rolls back on failure."""
+def wait_until(not_before_ns: int, still_wanted: Any = None) -> bool:
+    """Sleep until ``not_before_ns`` (this node's clock); False as soon as ``still_wanted()`` is
+    false. Polls every 50 ms, then sleeps the exact remainder."""
+    ahead = (not_before_ns - time.time_ns()) / 1e9
+    if ahead > MAX_SCHEDULE_S:
+        raise faultspec.FaultRefused(f"--not-before is {ahead:.1f} s ahead of this node's clock; at most "
+                                     f"{MAX_SCHEDULE_S:g} s (is the node's clock far behind the controller's?)")
+    while True:
+        if still_wanted is not None and not still_wanted():
+            return False
+        left = (not_before_ns - time.time_ns()) / 1e9
+        if left <= 0:
+            return True
+        time.sleep(min(0.05, left))
+
+
+def apply_fault(store: Store, raw: dict[str, Any], *, not_before_ns: int | None = None) -> dict[str, Any]:
+    """Apply the fault of ``raw`` (the role's spec); return {changed, record}. Rolls back on failure.
+    ``not_before_ns``: record it as scheduled, wait, then apply — unless a revert cancelled it."""
     spec = faultspec.load_spec(raw)
     fid = spec.fault_id
     digest = _spec_hash(raw)
@@ -373,17 +407,36 @@ def apply_fault(store: Store, raw: dict[str, Any]) -> dict[str, Any]:
         raise faultspec.FaultRefused(f"fault {fid} is already active on this node with other parameters: "
                                      f"revert it first")
     python = faultspec._path(raw.get("python") or sys.executable, "python")
-    start_ns, start_utc = _now()
-    expire_at = start_ns / 1e9 + spec.expire_after_s
-    rec: dict[str, Any] = {
-        "fault_id": fid, "type": spec.type, "service": spec.service, "target_service": raw.get("target_service"),
-        "node": raw.get("node"), "interface": spec.interface, "ports": list(spec.ports), "peers": list(spec.peers),
-        "peer_services": raw.get("peer_services"), "direction": spec.direction, "parameters": spec.parameters,
-        "backend_requested": spec.backend, "spec": raw, "spec_sha256": digest, "status": "applying",
-        "start_ns": start_ns, "start_utc": start_utc, "expire_at": expire_at, "commands": [], "notes": [],
-        "end_ns": None, "end_utc": None, "revert_verified": None,
-    }
-    store.write(rec)
+    me = os.getpid()
+
+    def ours() -> bool:  # the scheduled record is still this process's: no revert or purge came
+        cur = store.read(fid)
+        return bool(cur) and cur.get("status") == "scheduled" and cur.get("scheduler_pid") == me
+
+    scheduled = not_before_ns is not None and not_before_ns > time.time_ns()
+    if scheduled:
+        assert not_before_ns is not None
+        with store.locked():
+            store.write({"fault_id": fid, "type": spec.type, "status": "scheduled", "spec": raw,
+                         "spec_sha256": digest, "scheduled_ns": not_before_ns, "scheduler_pid": me,
+                         "called_ns": CALLED_NS, "start_ns": None, "end_ns": None})
+        if not wait_until(not_before_ns, ours):
+            return {"changed": False, "cancelled": True, "record": store.read(fid)}
+    with store.locked():  # a revert cannot cancel between this check and the 'applying' record
+        if scheduled and not ours():
+            return {"changed": False, "cancelled": True, "record": store.read(fid)}
+        start_ns, start_utc = _now()
+        expire_at = start_ns / 1e9 + spec.expire_after_s
+        rec: dict[str, Any] = {
+            "fault_id": fid, "type": spec.type, "service": spec.service, "target_service": raw.get("target_service"),
+            "node": raw.get("node"), "interface": spec.interface, "ports": list(spec.ports), "peers": list(spec.peers),
+            "peer_services": raw.get("peer_services"), "direction": spec.direction, "parameters": spec.parameters,
+            "backend_requested": spec.backend, "spec": raw, "spec_sha256": digest, "status": "applying",
+            "start_ns": start_ns, "start_utc": start_utc, "expire_at": expire_at, "commands": [], "notes": [],
+            "end_ns": None, "end_utc": None, "revert_verified": None,
+            "called_ns": CALLED_NS, "scheduled_ns": not_before_ns,
+        }
+        store.write(rec)
     try:
         if spec.type in faultspec.NETWORK_TYPES:
             _apply_network(store, spec, rec, python, expire_at)
@@ -606,13 +659,23 @@ def _leftovers(rec: dict[str, Any]) -> list[str]:
     return left
 
 
-def revert_fault(store: Store, fid: str, *, reason: str = "revert") -> dict[str, Any]:
-    """Remove everything of fault ``fid`` per its record, verify by reading back; idempotent."""
-    rec = store.read(fid)
+def revert_fault(store: Store, fid: str, *, reason: str = "revert", not_before_ns: int | None = None) -> dict[str, Any]:
+    """Remove everything of fault ``fid`` per its record, verify by reading back; idempotent.
+    ``not_before_ns``: wait until then first. A scheduled apply that has not acted is cancelled."""
+    if not_before_ns is not None:
+        wait_until(not_before_ns)
+    with store.locked():
+        rec = store.read(fid)
+        if rec is not None and rec.get("status") == "scheduled":
+            ns, utc = _now()
+            rec.update(status="cancelled", end_ns=ns, end_utc=utc, end_reason=f"{reason} before the scheduled apply",
+                       revert_verified=True)
+            store.write(rec)
+            return {"changed": True, "record": rec, "left": [], "clean": True}
     if rec is None:
         left = steer.fault_leftovers(fid)
         return {"changed": False, "record": None, "left": left, "clean": not left}
-    if rec.get("status") == "reverted" and rec.get("revert_verified"):
+    if rec.get("status") == "cancelled" or (rec.get("status") == "reverted" and rec.get("revert_verified")):
         return {"changed": False, "record": rec, "left": [], "clean": True}
     steps: list[dict[str, Any]] = []
     exp = rec.get("expiry") or {}
@@ -669,6 +732,7 @@ def revert_fault(store: Store, fid: str, *, reason: str = "revert") -> dict[str,
     if reason == "revert" and expiry_rec and expiry_rec.get("reason") in ("expired", "helper-exited"):
         reason = f"expiry:{expiry_rec['reason']}"
     rec.update(status="reverted" if not left else "revert-failed", end_ns=ns, end_utc=utc, end_reason=reason,
+               revert_called_ns=CALLED_NS, revert_scheduled_ns=not_before_ns,
                revert_steps=steps, leftovers=left, revert_verified=not left,
                helper_stats=_read_json(store.path(fid, ".stats.json")), expiry_record=expiry_rec)
     if rec.get("type") == "process-kill" and rec.get("restarted"):
@@ -691,7 +755,7 @@ def purge(store: Store, fid: str) -> dict[str, Any]:
 
 def list_faults(store: Store) -> dict[str, Any]:
     recs = store.all()
-    return {"changed": False, "faults": recs, "active": [r["fault_id"] for r in recs if r.get("status") != "reverted"]}
+    return {"changed": False, "faults": recs, "active": [r["fault_id"] for r in recs if r.get("status") not in ("reverted", "cancelled")]}
 
 
 def watch(store: Store, fid: str, at: float, pid: int | None) -> int:
@@ -736,6 +800,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             sp.add_argument("--spec", required=True, help="the fault spec as JSON")
         elif name != "list":
             sp.add_argument("--id", required=True)
+        if name in ("apply", "revert"):
+            sp.add_argument("--not-before", type=int, default=None, metavar="NS",
+                            help="act at this time of this node's clock (epoch ns), not before")
         if name == "watch":
             sp.add_argument("--at", type=float, required=True)
             sp.add_argument("--pid", type=int, default=None)
@@ -749,9 +816,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.cmd == "watch":
             return watch(store, args.id, args.at, args.pid)
         if args.cmd == "apply":
-            out = apply_fault(store, json.loads(args.spec))
+            out = apply_fault(store, json.loads(args.spec), not_before_ns=args.not_before)
         elif args.cmd == "revert":
-            out = revert_fault(store, args.id)
+            out = revert_fault(store, args.id, not_before_ns=args.not_before)
         elif args.cmd == "purge":
             out = purge(store, args.id)
         else:

@@ -461,3 +461,50 @@ def test_sigkill_of_grayctl_leaves_the_node_clean_within_the_expiry_margin(lab):
     # the record stays on the node until the next revert-all fetches and removes it
     lab.grayctl("fault", "revert", "--all")
     lab.assert_baseline()
+
+
+# ---------------------------------------------------------------------------- scheduled steps
+
+def _node_record(lab: FaultLab, fid: str) -> dict | None:
+    path = Path(lab.node_vars("node01")["grayctl_state_dir"]).parent / "faults" / f"{fid}.json"
+    return json.loads(path.read_text()) if path.is_file() else None
+
+
+def test_a_scheduled_apply_waits_for_its_time_on_the_node_and_the_revert_for_its_own(lab):
+    apply_at = time.time_ns() + 4 * 10**9
+    lab.fault("present", "sched", "network-loss", {"loss": "5%"}, fault_not_before_ns={"node01": apply_at})
+    rec = lab.record("sched")
+    assert rec["scheduled_ns"] == apply_at and rec["status"] == "active"
+    assert rec["called_ns"] < apply_at <= rec["start_ns"], "the node acted before its time"
+    revert_at = time.time_ns() + 2 * 10**9
+    lab.fault("absent", "sched", "network-loss", {"loss": "5%"}, fault_not_before_ns={"node01": revert_at})
+    rec = lab.record("sched")
+    assert rec["revert_scheduled_ns"] == revert_at and rec["end_ns"] >= revert_at
+    assert rec["status"] == "reverted" and rec["revert_verified"]
+    assert _node_clean(lab)
+
+
+def test_a_revert_before_the_scheduled_time_cancels_the_apply_and_nothing_is_applied(lab):
+    ev = {"fault_state": "present", "fault_id": "later", "fault_type": "network-loss",
+          "fault_parameters": {"loss": "5%"}, "fault_expire_after_s": 120, "fault_service": "svc",
+          "fault_record_dir": str(lab.tmp / "records"),
+          "fault_not_before_ns": {"node01": time.time_ns() + 40 * 10**9}}
+    evf = lab.tmp / "later.json"
+    evf.write_text(json.dumps(ev))
+    play = subprocess.Popen(["ansible-playbook", "-i", str(lab.inventory), "playbooks/fault.yml", "--limit", "node01",
+                             "-e", f"@{evf}"], env=lab.env, cwd=PROJECT_ROOT, stdout=subprocess.PIPE, text=True)
+    try:
+        end = time.monotonic() + 120
+        while ((_node_record(lab, "later") or {}).get("status") != "scheduled" and time.monotonic() < end
+               and play.poll() is None):
+            time.sleep(0.2)
+        assert (_node_record(lab, "later") or {}).get("status") == "scheduled", play.communicate()
+        lab.fault("absent", "later", "network-loss", {"loss": "5%"})  # what the run's cleanup does
+        out, _ = play.communicate(timeout=120)  # the waiting apply sees the cancel within 50 ms
+    finally:
+        if play.poll() is None:
+            play.kill()
+    assert play.returncode != 0 and "cancelled by a revert before its scheduled time" in out
+    assert lab.record("later")["status"] == "cancelled"
+    assert _node_clean(lab)
+    lab.assert_baseline()

@@ -59,7 +59,9 @@ __all__ = ["ChecksFailed", "RunRecord", "new_run_id", "run_experiment", "run_onc
 
 NS = 1_000_000_000
 MONITOR_PORT = 9090
-MAX_LEAD_S = 15.0  # never start a fault step more than this early
+MAX_LEAD_S = 15.0  # never start a fault step more than this early (faultctl waits at most 60 s)
+FIRST_LEAD_S = 6.0  # the first fault step starts this early; later ones learn from the arrivals
+FRESH_S = 120.0  # a repetition reuses the previous one's verified end reset if it is at most this old
 POLL_S = 0.2  # timeline granularity: how often the wait loop looks at the clock
 WORKLOAD_SETTLE_S = 1.0  # roles/workload starts the generator, then checks it is still up this long
 WORKLOAD_START_TASK = "Start the load generator as a detached process"  # roles/workload/tasks/apply.yml
@@ -81,6 +83,8 @@ class RunRecord:
     checks: list[dict[str, Any]] = field(default_factory=list)
     verify_clean: dict[str, Any] | None = None
     teardown_path: str | None = None  # reset | undeploy (None: --keep, or no teardown reached)
+    clean_at: float | None = None  # epoch s the teardown's reset verified the lab clean (reset path only)
+    reimage: str = "reset"  # reset | reused (the previous repetition's verified reset, moments before)
     seconds: float = 0.0
     schedule_s: float = 0.0
     repetition: int = 1
@@ -204,14 +208,20 @@ class _Run:
         tasks = self.task_seconds
         done_at = self.task_done_at
 
+        open_task: list[Any] = []  # [name, monotonic start] of the task in progress
+
         def on_event(ev: dict[str, Any]) -> None:
-            # Per task, the slowest host: where a step's time goes (docs/benchmarks.md reads it back).
+            # Per task, the wall time from its start to the next task's start: where a step's time goes,
+            # skipped tasks' evaluation included (docs/benchmarks.md reads it back).
             data = ev.get("event_data") or {}
-            if ev.get("event") in ("runner_on_ok", "runner_on_failed", "runner_on_skipped") and data.get("task"):
-                key = str(data["task"])
-                tasks[key] = max(tasks.get(key, 0.0), float(data.get("duration") or 0.0))
-                if ev.get("event") == "runner_on_ok":
-                    done_at.setdefault(key, time.time())
+            kind = ev.get("event")
+            if kind in ("playbook_on_task_start", "playbook_on_stats"):
+                now = time.monotonic()
+                if open_task:
+                    tasks[open_task[0]] = tasks.get(open_task[0], 0.0) + now - open_task[1]
+                open_task[:] = [str(data.get("task") or ""), now] if kind == "playbook_on_task_start" else []
+            elif kind == "runner_on_ok" and data.get("task"):
+                done_at.setdefault(str(data["task"]), time.time())
 
         return run_playbook(playbook, inventory=self.inventory, extravars=extravars, limit=limit, check=check,
                             verbose=self.verbose, log_dir=log_dir, on_event=on_event)
@@ -231,7 +241,7 @@ class _Run:
             raise
         secs = round(time.monotonic() - t, 2)
         self.rec.steps.append({"name": name, "phase": phase, "seconds": secs, "ok": True})
-        slow = sorted(self.task_seconds.items(), key=lambda kv: -kv[1])[:5]
+        slow = sorted(self.task_seconds.items(), key=lambda kv: -kv[1])[:10]
         self.emit("step_end", step=name, phase=phase, seconds=secs,
                   slowest_tasks={k: round(v, 2) for k, v in slow})
         return out
@@ -256,18 +266,46 @@ class _Run:
     accept_drift: bool = False
     drift_accepted: dict[str, list[dict[str, Any]]] = {}
 
+    # the previous repetition (or sweep run) on this lab, in this process: its end reset may be reused
+    fresh_from: RunRecord | None = None
+
+    def reusable_reset(self) -> float | None:
+        """Age (s) of the previous run's end reset if this run may start from it: the same reset a
+        reimage would do (netns/qemu: recreate; not a physical lab's undeploy), verified clean, by
+        this process, moments ago, with nothing in between. None: reset now."""
+        prev = self.fresh_from
+        if prev is None or prev.teardown_path != "reset" or prev.clean_at is None or self.accept_drift:
+            return None
+        if not (prev.verify_clean or {}).get("ok") or self.lab.provider == "physical":
+            return None
+        age = time.time() - prev.clean_at
+        return age if 0 <= age <= FRESH_S else None
+
     def reimage(self) -> None:
         """Reset (netns, qemu) or reimage through each node's backend (a physical lab: reimage.yml),
-        then verify: DriftError (exit 5) with the diff, or with --accept-drift the drift recorded."""
+        then verify: DriftError (exit 5) with the diff, or with --accept-drift the drift recorded.
+        A repetition whose predecessor's end reset verified clean moments ago starts from that reset
+        (the same reset and verify, back to back, would add nothing but time)."""
         from grayctl.lab import ensure_root, run_lab_reset
 
         ensure_root("run")
+        age = self.reusable_reset()
+        if age is not None:
+            self.rec.reimage = "reused"
+            self.emit("warning", message=f"starting from the previous run's reset, verified clean {age:.1f}s ago "
+                      f"({self.fresh_from.run_id if self.fresh_from else '?'})")
+            self._keep_baseline_before()
+            return
         self.started["reimage"] = True  # a reset cut short leaves a half-reset lab: cleanup resets again
         reset = run_lab_reset(self.lab, verbose=self.verbose, accept_drift=self.accept_drift)
         self.drift_accepted = reset.drift
         if reset.drift:
             self.emit("warning", message=f"--accept-drift: {', '.join(sorted(reset.drift))} differ from their golden "
                       "baseline; running anyway, the deviation goes into manifest.json (baseline.drift_accepted)")
+        self._keep_baseline_before()
+
+    def _keep_baseline_before(self) -> None:
+        """The verify's fingerprints (lab_dir/baseline/last) into the run's records and manifest."""
         before = self.raw / "baseline-before"
         before.mkdir(parents=True, exist_ok=True)
         nodes = set(self.lab.node_names)
@@ -286,7 +324,10 @@ class _Run:
         except (OSError, ValueError):
             return
         baseline.update(drift_policy="accept" if self.accept_drift else "refuse",
-                        drift_accepted=self.drift_accepted)
+                        drift_accepted=self.drift_accepted,
+                        # "reused": the previous run's end reset and verify, moments before (FRESH_S)
+                        reset=self.rec.reimage,
+                        reset_by=self.fresh_from.run_id if self.rec.reimage == "reused" and self.fresh_from else None)
         _amend_manifest(self.rec.run_dir, baseline=baseline)
 
     def prepare(self) -> None:
@@ -319,14 +360,18 @@ class _Run:
 
     # -- the timeline ------------------------------------------------------------------------
     def timeline(self) -> None:
+        from grayctl.plan import revert_aim_s
+
         assert self.t0_est is not None
         t0 = self.t0_est
         total = self.plan.duration_s
         phases = list(self.plan.phases)
         self.emit("timeline_start", t0=t0, schedule_s=total, load1=round(os.getloadavg()[0], 2),
                   phases=[{"phase": p, "start_s": a, "end_s": b} for p, a, b in phases])
-        timed = sorted((s for s in self.plan.steps if s.phase == "run" and s.name.split(":")[0] in ("inject", "revert")),
-                       key=lambda s: (s.at_s or 0.0, 0 if s.name.startswith("revert") else 1))
+        pending = [s for s in self.plan.steps if s.phase == "run" and s.name.split(":")[0] in ("inject", "revert")]
+        windows = {s.name.split(":", 1)[1]: (float(s.at_s or 0.0), float(s.until_s or total))
+                   for s in pending if s.name.startswith("inject:")}
+        aims: dict[str, float] = {}  # revert step -> when it is aimed, once its fault's apply is measured
         shown: set[str] = set()
 
         def wait_until(at_s: float) -> None:
@@ -342,35 +387,62 @@ class _Run:
                     return
                 time.sleep(min(POLL_S, left))
 
+        def target(s: Any) -> tuple[float, int]:
+            return aims.get(s.name, float(s.at_s or 0.0)), 0 if s.name.startswith("revert") else 1
+
         record_dir = self.raw / "faults"
-        lead = 0.0  # how long a fault step takes to act on the host, learnt from the previous one
-        for s in timed:
-            wait_until(max(0.0, float(s.at_s or 0.0) - lead))
+        # How early a fault step's play starts. The nodes wait for the aimed time themselves
+        # (faultctl --not-before), so starting early costs nothing and starting late is the lag:
+        # the lead is learnt from how long the last play took to reach faultctl, with a margin.
+        lead = FIRST_LEAD_S
+        while pending:
+            # the next step by its aim (a revert's aim moves with its fault's measured apply)
+            s = min(pending, key=target)
+            pending.remove(s)
+            at_s = target(s)[0]
+            wait_until(max(0.0, at_s - lead))
             began = time.time() - t0
             fid = s.name.split(":", 1)[1]
             state = "applied" if s.name.startswith("inject") else "reverted"
             if state == "applied":
                 self.started["inject"] = True
-            self.step(s.name, "run", lambda s=s: self.play(s.name, s.playbook,
-                                                           {**s.extravars, "fault_record_dir": str(record_dir)},
-                                                           limit=s.hosts), why=s.why)
+            extravars = {**s.extravars, "fault_record_dir": str(record_dir),
+                         "fault_not_before_ns": self._node_times_ns(t0 + at_s, s.hosts.split(":"))}
+            self.step(s.name, "run", lambda s=s, ev=extravars: self.play(s.name, s.playbook, ev, limit=s.hosts),
+                      why=s.why)
+            arrived = self._host_time_s(fid, "called_ns" if state == "applied" else "revert_called_ns", t0, last=True)
+            if arrived is not None:
+                lead = min(max(FIRST_LEAD_S / 2, 1.5 * (arrived - began) + 1.0), MAX_LEAD_S)
             host_s = self._host_time_s(fid, "start_ns" if state == "applied" else "end_ns", t0)
-            if host_s is not None:
-                # Start the next fault step this much early, so the host acts near the planned time.
-                # The labels use the host-measured times either way.
-                lead = min(max(0.0, host_s - began), MAX_LEAD_S)
-            self.emit("fault", step=s.name, id=fid, state=state, planned_s=float(s.at_s or 0.0),
+            if host_s is not None:  # the labels use the host-measured times, whatever happened here
+                if state == "applied":
+                    aims[f"revert:{fid}"] = revert_aim_s(host_s, windows[fid], total)
+            self.emit("fault", step=s.name, id=fid, state=state, planned_s=float(s.at_s or 0.0), aim_s=at_s,
                       at_s=host_s if host_s is not None else time.time() - t0)
         wait_until(total)
         self.emit("timeline_end", seconds=round(time.time() - t0, 2))
 
-    def _host_time_s(self, fault_id: str, key: str, t0: float) -> float | None:
+    def _node_times_ns(self, at: float, nodes: list[str]) -> dict[str, int]:
+        """Controller epoch second ``at`` on each node's clock (the start offsets, where they are
+        larger than their own error bound: the same rule as the dataset's time mapping)."""
+        out = {}
+        for n in nodes:
+            o = (self.clock.get("start") or {}).get(n) or {}
+            off = int(o.get("offset_ns") or 0)
+            out[n] = round(at * NS) + (off if abs(off) > int(o.get("rtt_ns") or 0) // 2 + 1 else 0)
+        return out
+
+    def _records_of(self, fault_id: str) -> list[dict[str, Any]]:
+        """The node records of the experiment's fault ``fault_id`` (one per node it ran on)."""
         from grayctl.injection import load_records
 
-        values = [r.get(key) for r in load_records(self.raw / "faults")
-                  if r.get("fault_name", r.get("fault_id")) == fault_id or str(r.get("fault_id", "")).endswith(fault_id)]
-        values = [int(v) for v in values if v is not None]
-        return (min(values) / NS - t0) if values else None
+        return [r for r in load_records(self.raw / "faults")
+                if r.get("fault_name", r.get("fault_id")) == fault_id or str(r.get("fault_id", "")).endswith(fault_id)]
+
+    def _host_time_s(self, fault_id: str, key: str, t0: float, *, last: bool = False) -> float | None:
+        """``key`` of the fault's node records, in s since ``t0``: the first node's, or the last's."""
+        values = [int(r[key]) for r in self._records_of(fault_id) if r.get(key) is not None]
+        return ((max(values) if last else min(values)) / NS - t0) if values else None
 
     # -- after the timeline ---------------------------------------------------------------------
     def collect(self) -> None:
@@ -405,6 +477,24 @@ class _Run:
         end = self.run_end_s or time.time()
         self.metrics_df = collect_run_metrics(self.monitor_url, start, end, self.exp.metrics.interval.seconds,
                                               dict(self.exp.metrics.extra))
+
+    def emit_fault_timing(self) -> None:
+        """The faults' edges (first apply, last revert) from the exact t0; the live ``fault`` events
+        used an estimate."""
+        from grayctl.plan import fault_edges
+
+        t0 = self._start_s()
+        faults = []
+        for s in self.plan.steps:
+            if s.name.startswith("inject:"):
+                fid = s.name.split(":", 1)[1]
+                recs = self._records_of(fid)
+                starts = [int(r["start_ns"]) / NS - t0 for r in recs if r.get("start_ns")]
+                ends = [int(r["end_ns"]) / NS - t0 for r in recs if r.get("end_ns")]
+                faults.append({"id": fid, **fault_edges((float(s.at_s or 0.0), float(s.until_s or 0.0)),
+                                                        min(starts, default=None), max(ends, default=None),
+                                                        self.plan.duration_s)})
+        self.emit("fault_timing", faults=faults)
 
     def _start_s(self) -> float:
         if self.summary and self.summary.get("started_at"):
@@ -489,6 +579,7 @@ class _Run:
             self.emit("warning", message="the lab did not verify clean after the reset: " + err.message)
             return
         self.rec.verify_clean = {"ok": True, "problems": [], "via": "lab reset"}
+        self.rec.clean_at = time.time()
 
 
 def _step_names(plan: Any, keep: bool) -> list[str]:
@@ -561,16 +652,20 @@ def _amend_manifest(run_dir: Path, **fields: Any) -> None:
 
 def run_once(experiment: Any, lab: Any, *, out_dir: Path = Path("runs"), keep: bool = False,
              on_event: EventHandler | Sequence[EventHandler] | None = None, verbose: bool = False,
-             run_id: str | None = None, repetition: int = 1, accept_drift: bool = False) -> RunRecord:
+             run_id: str | None = None, repetition: int = 1, accept_drift: bool = False,
+             fresh_from: RunRecord | None = None) -> RunRecord:
     """One run of a validated ``experiment`` on ``lab``; never raises for a run that started (the
     record says how it ended); InputError/LabError before anything touched the lab do raise.
-    ``accept_drift``: run on drifted nodes, the deviation recorded in the manifest (baseline)."""
+    ``accept_drift``: run on drifted nodes, the deviation recorded in the manifest (baseline).
+    ``fresh_from``: the run that used this lab just before, in this process; its verified end reset
+    stands in for this run's reimage when it is recent (``FRESH_S``)."""
     handlers = list(on_event) if isinstance(on_event, Sequence) else ([on_event] if on_event else [])
     emit = Emitter(handlers)
     run_id = run_id or new_run_id(experiment, salt=f"rep{repetition}")
     r = _Run(experiment, lab, out_dir=out_dir, keep=keep, emit=emit, verbose=verbose, run_id=run_id,
              repetition=repetition)
     r.accept_drift = accept_drift
+    r.fresh_from = fresh_from
     rec = r.rec
     r.begin_dataset()
     emit.add(RunLog(rec.records_dir / "events.jsonl"))
@@ -589,6 +684,7 @@ def run_once(experiment: Any, lab: Any, *, out_dir: Path = Path("runs"), keep: b
             r.step("collect", "collect", r.collect, r.steps["collect"].why)
             r.run_end_s = r._start_s() + r.plan.duration_s
             r.step("metrics", "collect", r.collect_metrics, "query Prometheus over the run window")
+            r.emit_fault_timing()
     except KeyboardInterrupt:
         error = Interrupted("interrupted")
     except GrayctlError as err:
@@ -599,17 +695,29 @@ def run_once(experiment: Any, lab: Any, *, out_dir: Path = Path("runs"), keep: b
 
     status = "complete" if error is None else ("incomplete" if isinstance(error, Interrupted) else "failed")
     if error is None:
-        try:
-            with _interruptible():
+        # Everything the dataset needs is on the controller now: assemble it (CPU, local files) while
+        # the lab is torn down (Ansible, mostly waiting on the nodes). The main thread keeps the
+        # teardown, and with it the signals; an interrupted teardown still cleans the lab up.
+        assembly_errors: list[BaseException] = []
+
+        def assemble() -> None:
+            try:
                 r.assemble("complete")
                 r.evaluate_checks()
-        except (GrayctlError, KeyboardInterrupt, Exception) as err:  # noqa: BLE001
-            error = err if isinstance(err, GrayctlError) else (
-                Interrupted("interrupted") if isinstance(err, KeyboardInterrupt) else GrayctlError(f"assembly: {err!r}"))
-            status = "incomplete" if isinstance(error, Interrupted) else "failed"
-        if error is None:
+            except BaseException as err:  # noqa: BLE001 - reported by the main thread below
+                assembly_errors.append(err)
+
+        worker = threading.Thread(target=assemble, name="grayctl-assemble")
+        worker.start()
+        try:
             _teardown(r)
-    if error is not None:
+        finally:
+            worker.join()
+        if assembly_errors:  # the lab is down already; the manifest below says failed, with the error
+            err = assembly_errors[0]
+            error = err if isinstance(err, GrayctlError) else GrayctlError(f"assembly: {err!r}")
+            status = "failed"
+    else:
         _cleanup(r, status)
 
     rec.status = status
@@ -727,7 +835,7 @@ def run_experiment(experiment_path: str | Path, *, lab_ref: str | None = None, o
     records = []
     for i in range(1, n + 1):
         rec = run_once(experiment, lab, out_dir=out_dir, keep=keep, on_event=on_event, verbose=verbose,
-                       repetition=i, accept_drift=accept_drift)
+                       repetition=i, accept_drift=accept_drift, fresh_from=records[-1] if records else None)
         records.append(rec)
         if rec.status != "complete":
             break

@@ -826,6 +826,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     except (faultspec.FaultRefused, tc.TcError, steer.SteerError, ValueError) as exc:
         print(json.dumps({"changed": False, "failed": True, "msg": str(exc)}))
         return 3
+    except KeyError as exc:  # a spec written by hand, not by the plan: its type's parameter is missing
+        print(json.dumps({"changed": False, "failed": True,
+                          "msg": f"parameter {exc} is required by this fault type (grayctl plan writes the spec)"}))
+        return 3
     except RuntimeError as exc:
         print(json.dumps({"changed": True, "failed": True, "msg": str(exc)}))
         return 4

@@ -472,12 +472,12 @@ def _node_record(lab: FaultLab, fid: str) -> dict | None:
 
 def test_a_scheduled_apply_waits_for_its_time_on_the_node_and_the_revert_for_its_own(lab):
     apply_at = time.time_ns() + 4 * 10**9
-    lab.fault("present", "sched", "network-loss", {"loss": "5%"}, fault_not_before_ns={"node01": apply_at})
+    lab.fault("present", "sched", "network-loss", {"percent": "5%"}, fault_not_before_ns={"node01": apply_at})
     rec = lab.record("sched")
     assert rec["scheduled_ns"] == apply_at and rec["status"] == "active"
     assert rec["called_ns"] < apply_at <= rec["start_ns"], "the node acted before its time"
     revert_at = time.time_ns() + 2 * 10**9
-    lab.fault("absent", "sched", "network-loss", {"loss": "5%"}, fault_not_before_ns={"node01": revert_at})
+    lab.fault("absent", "sched", "network-loss", {"percent": "5%"}, fault_not_before_ns={"node01": revert_at})
     rec = lab.record("sched")
     assert rec["revert_scheduled_ns"] == revert_at and rec["end_ns"] >= revert_at
     assert rec["status"] == "reverted" and rec["revert_verified"]
@@ -486,7 +486,7 @@ def test_a_scheduled_apply_waits_for_its_time_on_the_node_and_the_revert_for_its
 
 def test_a_revert_before_the_scheduled_time_cancels_the_apply_and_nothing_is_applied(lab):
     ev = {"fault_state": "present", "fault_id": "later", "fault_type": "network-loss",
-          "fault_parameters": {"loss": "5%"}, "fault_expire_after_s": 120, "fault_service": "svc",
+          "fault_parameters": {"percent": "5%"}, "fault_expire_after_s": 120, "fault_service": "svc",
           "fault_record_dir": str(lab.tmp / "records"),
           "fault_not_before_ns": {"node01": time.time_ns() + 40 * 10**9}}
     evf = lab.tmp / "later.json"
@@ -499,7 +499,7 @@ def test_a_revert_before_the_scheduled_time_cancels_the_apply_and_nothing_is_app
                and play.poll() is None):
             time.sleep(0.2)
         assert (_node_record(lab, "later") or {}).get("status") == "scheduled", play.communicate()
-        lab.fault("absent", "later", "network-loss", {"loss": "5%"})  # what the run's cleanup does
+        lab.fault("absent", "later", "network-loss", {"percent": "5%"})  # what the run's cleanup does
         out, _ = play.communicate(timeout=120)  # the waiting apply sees the cancel within 50 ms
     finally:
         if play.poll() is None:
@@ -508,3 +508,11 @@ def test_a_revert_before_the_scheduled_time_cancels_the_apply_and_nothing_is_app
     assert lab.record("later")["status"] == "cancelled"
     assert _node_clean(lab)
     lab.assert_baseline()
+
+
+def test_a_hand_written_spec_missing_a_parameter_is_refused_in_words_and_leaves_nothing(lab):
+    proc = lab.fault("present", "nopct", "network-loss", {"loss": "5%"}, check=False)
+    assert proc.returncode != 0 and "parameter 'percent' is required by this fault type" in proc.stdout
+    assert "Traceback" not in proc.stdout
+    lab.fault("absent", "nopct", "network-loss", {})
+    assert _node_clean(lab)

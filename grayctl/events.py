@@ -17,7 +17,7 @@ The runner (``grayctl.run``) only emits; nothing here feeds back into the run. K
   step_end        data: seconds
   step_failed     data: seconds, error (host / task / why), exit_code
   monitor_ready   data: url (Prometheus)
-  timeline_start  data: t0 (UTC epoch s, estimated), schedule_s, load1 (load average then), phases [{phase, start_s, end_s}]
+  timeline_start  data: t0 (UTC epoch s: the load generator's anchor, or an estimate: t0_source), schedule_s, load1 (load average then), phases [{phase, start_s, end_s}]
   phase           phase: warmup|baseline|fault|recovery; data: start_s, end_s
   fault           step: inject:<id>|revert:<id>; data: id, state (applied|reverted), planned_s, aim_s
                   (a revert is aimed at the apply + the planned length), at_s (host-measured; s since
@@ -155,6 +155,7 @@ class ConsoleProgress:
         self.steps_done = 0
         self.schedule_s = 0.0
         self.t0: float | None = None
+        self.approx = "≈"  # t0 is an estimate unless the load generator's anchor was read
         self.step: str | None = None
         self.step_phase: str | None = None
         self.step_started = 0.0
@@ -193,6 +194,7 @@ class ConsoleProgress:
             self._url = d.get("url")
         elif ev.kind == "timeline_start":
             self.t0 = float(d.get("t0") or ev.at)
+            self.approx = "" if d.get("t0_source") == "load generator" else "≈"
             if self._url and self._poller is None:
                 from grayctl.live import LivePoller
 
@@ -205,9 +207,10 @@ class ConsoleProgress:
             planned = d.get("planned_s", 0)
             aim = d.get("aim_s", planned)
             moved = "" if abs(aim - planned) < 0.05 else f", planned t+{planned:.1f}s"
-            # t0 is an estimate until the load generator's records are in: fault_timing has the exact lags
-            self._print(f"  [magenta]⚡[/] {d.get('id')} {d.get('state')} at ≈t+{d.get('at_s', 0):.1f}s "
-                        f"[dim](aimed t+{aim:.1f}s{moved}, lag ≈{d.get('at_s', 0) - aim:+.1f}s)[/]")
+            # with an estimated t0 these are approximate; fault_timing has the exact lags at the end
+            a = self.approx
+            self._print(f"  [magenta]⚡[/] {d.get('id')} {d.get('state')} at {a}t+{d.get('at_s', 0):.1f}s "
+                        f"[dim](aimed t+{aim:.1f}s{moved}, lag {a}{d.get('at_s', 0) - aim:+.1f}s)[/]")
         elif ev.kind == "fault_timing":
             for f in d.get("faults") or []:
                 (a, b), (la, lb) = f["actual"], f["lag"]

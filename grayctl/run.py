@@ -178,6 +178,7 @@ class _Run:
         self.inventory = lab.inventory_path
         self.n_step = 0
         self.t0_est: float | None = None
+        self.t0_source = "estimate"  # load generator | estimate (see prepare)
         self.started = {"reimage": False, "deploy": False, "monitor": False, "workload": False, "inject": False}
         self.requests_path: Path | None = None
         self.summary: dict[str, Any] | None = None
@@ -340,12 +341,18 @@ class _Run:
         self.play("prepare", s.playbook, {**s.extravars, "monitor_run_id": self.rec.run_id,
                                           "workload_state": "present", "workload_run_id": self.rec.run_id,
                                           "clock_file": str(clock_file)})
-        # The generator anchors its time base just before the role's settle check; the exact t0
-        # comes from its summary at the end (started_at). This estimate only drives the timeline:
-        # taken when the start task reported, not when ansible-playbook had finished exiting.
-        started = self.task_done_at.get(WORKLOAD_START_TASK, time.time())
-        self.t0_est = started - WORKLOAD_SETTLE_S
         self._read_clock("start", clock_file)
+        # t0 drives the timeline: the generator's own anchor, read from its metrics endpoint (in
+        # controller time), is the t0 its summary reports at the end. If it cannot be read, an
+        # estimate: when the start task reported (seconds off under load).
+        client = next(n for n in self.lab.nodes if n.name == self.client)
+        anchor = _read_start_time(f"http://{client.mgmt_ip}:{s.extravars.get('workload_metrics_port', 9102)}/metrics")
+        if anchor is not None:  # as is, like the summary's started_at that the dataset's clock uses
+            self.t0_est = anchor
+            self.t0_source = "load generator"
+        else:
+            self.t0_est = self.task_done_at.get(WORKLOAD_START_TASK, time.time()) - WORKLOAD_SETTLE_S
+            self.t0_source = "estimate"
         self.emit("monitor_ready", url=self.monitor_url)
 
     def _read_clock(self, which: str, path: Path) -> None:
@@ -366,7 +373,7 @@ class _Run:
         t0 = self.t0_est
         total = self.plan.duration_s
         phases = list(self.plan.phases)
-        self.emit("timeline_start", t0=t0, schedule_s=total, load1=round(os.getloadavg()[0], 2),
+        self.emit("timeline_start", t0=t0, t0_source=self.t0_source, schedule_s=total, load1=round(os.getloadavg()[0], 2),
                   phases=[{"phase": p, "start_s": a, "end_s": b} for p, a, b in phases])
         pending = [s for s in self.plan.steps if s.phase == "run" and s.name.split(":")[0] in ("inject", "revert")]
         windows = {s.name.split(":", 1)[1]: (float(s.at_s or 0.0), float(s.until_s or total))
@@ -580,6 +587,24 @@ class _Run:
             return
         self.rec.verify_clean = {"ok": True, "problems": [], "via": "lab reset"}
         self.rec.clean_at = time.time()
+
+
+def _read_start_time(url: str, within_s: float = 10.0) -> float | None:
+    """``grayctl_workload_start_time_seconds`` from the load generator's metrics (its t=0, on its
+    clock); None when it has not anchored within ``within_s``."""
+    import urllib.request
+
+    deadline = time.monotonic() + within_s
+    while time.monotonic() < deadline:
+        try:
+            with urllib.request.urlopen(url, timeout=1.0) as resp:  # noqa: S310 - the lab's own address
+                for line in resp.read().decode(errors="replace").splitlines():
+                    if line.startswith("grayctl_workload_start_time_seconds "):
+                        return float(line.split()[1])
+        except (OSError, ValueError):
+            pass
+        time.sleep(0.2)
+    return None
 
 
 def _step_names(plan: Any, keep: bool) -> list[str]:

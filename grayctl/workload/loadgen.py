@@ -100,6 +100,7 @@ class LiveMetrics:
         self.duration = [_Histogram(DURATION_BUCKETS) for _ in type_names]
         self.lag = _Histogram(LAG_BUCKETS)
         self.in_flight = 0
+        self.start_time: float | None = None  # epoch s of offset 0 of the schedule, once anchored
 
     def render(self) -> str:
         out: list[str] = []
@@ -144,6 +145,10 @@ class LiveMetrics:
             "# TYPE grayctl_workload_in_flight gauge",
             f"grayctl_workload_in_flight {self.in_flight}",
         ]
+        if self.start_time is not None:  # t=0 of the run: grayctl run's timeline reads it right after the start
+            out += ["# HELP grayctl_workload_start_time_seconds When offset 0 of the schedule was (UTC epoch seconds).",
+                    "# TYPE grayctl_workload_start_time_seconds gauge",
+                    f"grayctl_workload_start_time_seconds {self.start_time!r}"]
         return "\n".join(out) + "\n"
 
 
@@ -419,6 +424,7 @@ class _Generator:
                 epoch0 = time.time_ns()
                 self.mono0 = time.perf_counter_ns()
             self.records.epoch_ns = epoch0
+            self.metrics.start_time = epoch0 / 1e9
             started = time.time()
             dispatcher = asyncio.get_running_loop().create_task(self._dispatch())
             stopper = asyncio.get_running_loop().create_task(self.stop.wait())

@@ -274,6 +274,10 @@ def test_prometheus_endpoint_exposes_valid_metrics(server):
     count = int(re.search(r'grayctl_workload_request_duration_seconds_count\{type="fast"\} (\d+)', text).group(1))
     assert buckets == sorted(buckets) and buckets[-1] == count > 0
     assert result.summary["metrics_listen"] == f"127.0.0.1:{port}"
+    # t=0 of the schedule, which grayctl run's timeline reads instead of estimating it
+    assert types["grayctl_workload_start_time_seconds"] == "gauge"
+    anchor = float(re.search(r"^grayctl_workload_start_time_seconds (\S+)$", text, re.M).group(1))
+    assert abs(anchor - result.summary["started_at"]) < 0.05
 
 
 def test_run_is_invalid_when_in_flight_cap_makes_the_schedule_impossible(server):

@@ -75,14 +75,23 @@ class Emitter:
         self.handlers.append(handler)
 
     def __call__(self, kind: str, *, step: str | None = None, phase: str | None = None, **data: Any) -> RunEvent:
+        from grayctl.errors import Interrupted
+
         event = RunEvent(kind, time.time(), step, phase, data)
+        interrupted: Interrupted | None = None
         with self._lock:
             for handler in list(self.handlers):
                 try:
                     handler(event)
+                except Interrupted as err:
+                    # SIGINT/SIGTERM landed while a handler ran: not the handler's failure. It stays,
+                    # the others still see the event, and the run gets its interrupt.
+                    interrupted = interrupted or err
                 except Exception as err:  # noqa: BLE001 - observers are outside the main flow
                     self.handlers.remove(handler)
                     print(f"grayctl: event handler {handler!r} failed and was dropped: {err}", file=sys.stderr)
+        if interrupted is not None:
+            raise interrupted
         return event
 
     def close(self) -> None:

@@ -47,7 +47,11 @@ class Lab:
             "networks": {"management": management, "data": data},
             "limits": {"cpu": "50%", "memory": "256MiB"},
         }))
-        self.env = {**os.environ, "GRAYCTL_LAB_HOME": str(tmp / "labs")}
+        # The Ansible beside this interpreter, as grayctl itself runs it (a venv need not be active):
+        # the module writes its interpreter into the inventory (grayctl_python), so a playbook run
+        # by another Ansible on PATH (pyenv's, say) would rewrite it and report a change.
+        self.env = {**os.environ, "GRAYCTL_LAB_HOME": str(tmp / "labs"),
+                    "PATH": os.pathsep.join([os.path.dirname(sys.executable), os.environ.get("PATH", "")])}
         os.environ["GRAYCTL_LAB_HOME"] = self.env["GRAYCTL_LAB_HOME"]  # for load_lab below
         self.defn = load_lab(str(self.file))
         self.dir = self.defn.lab_dir
@@ -166,7 +170,7 @@ def lab(tmp_path_factory: pytest.TempPathFactory):
 
 def test_up_makes_nodes_that_ansible_reaches_over_ssh(lab: Lab) -> None:
     proc = subprocess.run(["ansible", "-i", str(lab.inventory), "lab_nodes", "-m", "ansible.builtin.ping"],
-                          capture_output=True, text=True, cwd=PROJECT_ROOT, timeout=300)
+                          env=lab.env, capture_output=True, text=True, cwd=PROJECT_ROOT, timeout=300)
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert proc.stdout.count("SUCCESS") == 3
     inventory = yaml.safe_load(lab.inventory.read_text())
@@ -211,6 +215,21 @@ def test_node_cgroup_limits_hold_for_everything_started_over_ssh(lab: Lab) -> No
 def test_up_twice_changes_nothing(lab: Lab) -> None:
     proc = lab.playbook("lab_up.yml")
     assert re.search(r"localhost\s+: ok=\d+\s+changed=0", proc.stdout), proc.stdout[-1500:]
+
+
+def test_an_up_from_another_python_names_it_in_the_inventory_and_says_so(lab: Lab) -> None:
+    """grayctl_python is the interpreter that ran the last up (the controller's): another Ansible
+    or interpreter rewrites it, a reported change; the next up from grayctl's puts it back."""
+    def python() -> str:
+        return yaml.safe_load(lab.inventory.read_text())["all"]["children"]["lab_nodes"]["vars"]["grayctl_python"]
+
+    mine = python()
+    other = "/usr/bin/python3"  # the module needs only the standard library and Ansible's bundled module_utils
+    assert mine != other
+    proc = lab.playbook("lab_up.yml", "-e", f"ansible_python_interpreter={other}")
+    assert re.search(r"localhost\s+: ok=\d+\s+changed=1", proc.stdout) and python() == other, proc.stdout[-1500:]
+    lab.grayctl("lab", "up")
+    assert python() == mine
 
 
 def test_reset_restores_a_dirtied_node_and_verification_passes(lab: Lab) -> None:
@@ -266,7 +285,7 @@ def test_down_leaves_nothing_behind(own_lab) -> None:
     lab = own_lab("d", "10.214.128.0/26", "10.214.192.0/26")
     lab.grayctl("lab", "up")
     subprocess.run(["ansible", "-i", str(lab.inventory), "lab_nodes", "-m", "ansible.builtin.ping"],
-                   check=True, capture_output=True, cwd=PROJECT_ROOT, timeout=300)
+                   env=lab.env, check=True, capture_output=True, cwd=PROJECT_ROOT, timeout=300)
     lab.ssh("10.214.128.2", "(setsid sleep 1000 </dev/null >/dev/null 2>&1 &)")
     during = leftovers(lab, before, snapshot())
     assert during.get("netns") and during.get("cgroups") and during.get("processes")  # the comparison sees a lab

@@ -34,6 +34,35 @@ def test_a_failing_handler_is_dropped_and_the_others_still_see_events(capsys):
     assert "dropped" in capsys.readouterr().err
 
 
+def test_a_signal_inside_a_handler_reaches_the_run_and_drops_nothing(tmp_path):
+    """SIGTERM during an observer (a JSON flush) is the run's interrupt, not the observer's failure."""
+    import os
+    import signal
+
+    import pytest
+
+    from grayctl.errors import Interrupted
+    from grayctl.run import _interruptible
+
+    calls = []
+
+    def signalled(ev):
+        calls.append(ev.kind)
+        if ev.kind == "b":
+            os.kill(os.getpid(), signal.SIGTERM)  # _interruptible turns it into Interrupted right here
+
+    log = RunLog(tmp_path / "events.jsonl")
+    emit = Emitter([signalled, log])
+    with _interruptible():
+        emit("a")
+        with pytest.raises(Interrupted):
+            emit("b")
+        emit("c")
+    emit.close()
+    assert calls == ["a", "b", "c"]  # kept
+    assert [json.loads(x)["kind"] for x in (tmp_path / "events.jsonl").read_text().splitlines()] == ["a", "b", "c"]
+
+
 def test_console_progress_prints_plain_lines_off_a_terminal():
     buf = io.StringIO()
     progress = ConsoleProgress(Console(file=buf, force_terminal=False, width=120))

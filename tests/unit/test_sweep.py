@@ -125,6 +125,17 @@ def test_cell_summary_reports_the_cv_of_baseline_p50_and_p99():
     assert cells[cells.cell == 1].iloc[0]["complete"] == 0
 
 
+def test_cell_summary_counts_a_redone_complete_run_once():
+    row = {"cell": 0, "axis:x": "a", "status": "complete", "fault_p50_ms": 1.0, "fault_p99_ms": 2.0,
+           "baseline_p99_ms": 100.0}
+    idx = _index([{**row, "repetition": 1, "baseline_p50_ms": 10.0},
+                  {**row, "repetition": 2, "baseline_p50_ms": 99.0},  # its dataset stopped verifying: redone
+                  {**row, "repetition": 2, "baseline_p50_ms": 12.0}])
+    c0 = cell_summary(idx).iloc[0]
+    assert c0["runs"] == 3 and c0["complete"] == 2
+    assert c0["baseline_p50_ms_mean"] == pytest.approx(11.0)
+
+
 def test_merge_keeps_one_row_per_run_preferring_complete(tmp_path):
     a, b = tmp_path / "a", tmp_path / "b"
     for d, rows in ((a, [{"cell": 0, "repetition": 1, "status": "complete", "run_id": "r1"}]),

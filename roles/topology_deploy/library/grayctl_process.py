@@ -1,8 +1,11 @@
 #!/usr/bin/python
 # -*- coding: utf-8 -*-
-"""Supervise one long-running grayctl process on a node without an init system's help.
+"""Supervise long-running grayctl processes on a node without an init system's help.
 
-Shared by the topology_deploy and workload roles (roles/workload/library links here).
+Shared by the topology_deploy, node_exporter, monitor, workload and reimage_none roles (their
+library/ directories link here). One call can handle a list of processes: every task is an SSH
+round trip and a module start per host, so a node's replicas (or exporters) start in one call and
+their start-ups overlap.
 """
 
 from __future__ import absolute_import, division, print_function
@@ -12,7 +15,7 @@ __metaclass__ = type
 DOCUMENTATION = r"""
 ---
 module: grayctl_process
-short_description: Start, stop or await one detached process recorded by a pid file in its own directory
+short_description: Start, stop or await detached processes, each recorded by a pid file in its own directory
 description:
   - C(started) launches O(argv) in a new session (C(setsid)), cwd O(dir), stdin from /dev/null,
     stdout and stderr appended to C(dir/stdout.log) and C(dir/stderr.log), and records its pid in
@@ -28,13 +31,45 @@ description:
     and verifies that no process is left. It then removes the pid and fingerprint files.
   - C(finished) waits up to O(wait_timeout) seconds for the process to exit on its own. It never
     signals the process.
+  - With O(processes), one call handles a list of processes. The other options are defaults for
+    every entry. Stops are signalled together, then every start is launched before any is awaited,
+    so the start-ups overlap instead of adding up. O(prune) and O(exclusive) fold the usual
+    "find what else is there" and "check nothing else runs" tasks into the same call.
 options:
-  name: {description: Label used in messages., type: str, required: true}
+  name: {description: Label used in messages. Required without O(processes)., type: str}
   dir:
     description:
       - The process directory (pid file, fingerprint, stdio logs). Must exist unless O(dir_mode) is given.
+        Required without O(processes).
     type: path
-    required: true
+  processes:
+    description:
+      - A list of processes, each a mapping of the per-process options (O(name) and O(dir) required;
+        O(argv), O(fingerprint), O(files), O(dir_mode), O(clear), O(ready_file), O(done_file),
+        O(health_url), O(ready_timeout), O(settle), O(stop_timeout), O(wait_timeout)). An option an
+        entry leaves out takes the module-level value. The result then has one entry per process in RV(results).
+    type: list
+    elements: dict
+  prune:
+    description:
+      - A directory that holds one process directory per subdirectory. With C(started), every subdirectory
+        that is not the O(dir) of a listed process is stale, its recorded process is stopped (before
+        anything starts, so its ports are free) and the subdirectory removed. With C(stopped), every
+        subdirectory is stale and the directory itself is removed too.
+    type: path
+  exclusive:
+    description:
+      - A command-line fragment. After the action, every running process whose command line (argv
+        joined by spaces) contains it must be one of the listed processes, running; with C(stopped)
+        none may be left. Fails naming the others, so a stray process cannot go unnoticed.
+    type: str
+  closed_ports:
+    description:
+      - With C(stopped), addresses C(host:port) that must refuse connections once the processes are stopped
+        (each is given 5 seconds); fails naming one that still accepts. Saves a separate wait_for task.
+    type: list
+    elements: str
+    default: []
   dir_mode:
     description:
       - With C(started), create O(dir) (and missing parents) with this mode first, so a role needs no
@@ -60,9 +95,10 @@ options:
   ready_file: {description: File whose appearance means the process is ready., type: path}
   health_url:
     description:
-      - With C(started), after the start (or when it already runs) GET this URL until it answers 200,
-        within O(ready_timeout) seconds; fails with the last answer otherwise. Saves a separate uri task.
-    type: str
+      - With C(started), after the start (or when it already runs) GET this URL (or each URL of a list)
+        until it answers 200, within O(ready_timeout) seconds; fails with the last answer otherwise.
+        Saves a separate uri task.
+    type: raw
   ready_timeout: {description: Seconds to wait for O(ready_file)., type: float, default: 30}
   settle: {description: Without O(ready_file), seconds the process must survive after its start., type: float, default: 0.5}
   stop_timeout: {description: Seconds between SIGTERM and SIGKILL., type: float, default: 10}
@@ -78,25 +114,59 @@ EXAMPLES = r"""
     argv: [/usr/bin/python3, -m, grayctl.runtime, --config, config.json, --ready-file, ready]
     fingerprint: "{{ config | to_json | hash('sha1') }}"
     ready_file: /var/lib/grayctl/services/text-service-0/ready
+
+- name: Start a node's replicas together, remove the others, check nothing else runs
+  grayctl_process:
+    processes:
+      - {name: a-0, dir: /var/lib/grayctl/services/a-0, argv: [...], ready_file: /var/lib/grayctl/services/a-0/ready}
+      - {name: b-0, dir: /var/lib/grayctl/services/b-0, argv: [...], ready_file: /var/lib/grayctl/services/b-0/ready}
+    dir_mode: "0755"
+    prune: /var/lib/grayctl/services
+    exclusive: "grayctl.runtime --config /var/lib/grayctl/services/"
 """
 
 RETURN = r"""
-pid: {description: Pid of the running process (null when stopped)., type: int, returned: always}
-action: {description: "What was done: none, done, started, restarted, stopped, finished.", type: str, returned: always}
-killed: {description: Whether SIGKILL was needed to stop it., type: bool, returned: always}
-written: {description: Directories created and files written before the start., type: list, returned: always}
+pid: {description: Pid of the running process (null when stopped)., type: int, returned: without processes}
+action: {description: "What was done: none, done, started, restarted, stopped, finished.", type: str, returned: without processes}
+killed: {description: Whether SIGKILL was needed to stop it., type: bool, returned: without processes}
+written: {description: Directories created and files written before the start., type: list, returned: without processes}
 health: {description: The last answer of O(health_url) (status code or error)., type: raw, returned: when health_url is set}
+results:
+  description: With O(processes), per process C({name, dir, pid, action, killed, written, health}).
+  type: list
+  returned: with processes
+pruned: {description: Stale process directories removed (O(prune))., type: list, returned: always}
+matching: {description: "Processes matching O(exclusive), as C({pid, cmdline})", type: list, returned: with exclusive}
 """
 
 import hashlib
 import json
 import os
+import shutil
 import signal
+import socket
 import subprocess
 import time
 
 from ansible.module_utils.basic import AnsibleModule
-from ansible.module_utils.urls import open_url
+
+# Per-process options: module-level values are the defaults of every entry of `processes`.
+PER_PROCESS = dict(
+    name=dict(type="str"),
+    dir=dict(type="path"),
+    argv=dict(type="list", elements="str", default=[]),
+    fingerprint=dict(type="str", default=""),
+    clear=dict(type="list", elements="path", default=[]),
+    ready_file=dict(type="path"),
+    done_file=dict(type="path"),
+    dir_mode=dict(type="str"),
+    files=dict(type="dict", default={}),
+    health_url=dict(type="raw"),
+    ready_timeout=dict(type="float", default=30.0),
+    settle=dict(type="float", default=0.5),
+    stop_timeout=dict(type="float", default=10.0),
+    wait_timeout=dict(type="float", default=60.0),
+)
 
 
 def _cmdline(pid):
@@ -120,22 +190,16 @@ def _read(path):
         return None
 
 
-def _healthy(module, url, timeout):
-    """GET ``url`` until it answers 200 or ``timeout`` seconds pass; (ok, last status or error)."""
-    deadline = time.time() + timeout
-    last = "no answer"
-    while True:
-        try:
-            resp = open_url(url, method="GET", timeout=min(5.0, max(0.5, deadline - time.time())),
-                            validate_certs=False, use_proxy=False)
-            last = resp.getcode()
-            if last == 200:
-                return True, last
-        except Exception as exc:  # noqa: BLE001 - connection refused while it starts, HTTP errors
-            last = str(exc)
-        if time.time() >= deadline:
-            return False, last
-        time.sleep(0.1)
+def _probe(url, timeout):
+    """One GET of ``url``: (answered 200, status code or error text)."""
+    # Imported here: urls pulls in ssl and http.client, a cost every call without health_url would pay.
+    from ansible.module_utils.urls import open_url
+    try:
+        resp = open_url(url, method="GET", timeout=timeout, validate_certs=False, use_proxy=False)
+        code = resp.getcode()
+        return code == 200, code
+    except Exception as exc:  # noqa: BLE001 - connection refused while it starts, HTTP errors
+        return False, str(exc)
 
 
 def _read_raw(path):
@@ -188,16 +252,69 @@ def _tail(path, n=2000):
         return ""
 
 
+def _signal(pid, sig):
+    try:
+        if os.getpgid(pid) == pid:
+            os.killpg(pid, sig)
+        else:
+            os.kill(pid, sig)
+    except OSError:
+        pass
+
+
 class Process(object):
-    def __init__(self, module):
-        p = module.params
+    """One supervised process: its options (``spec``), its files, and its entry of the result."""
+
+    def __init__(self, module, spec):
         self.m = module
-        self.dir = p["dir"]
-        self.argv = p["argv"]
+        self.p = spec
+        self.name = spec["name"]
+        self.dir = spec["dir"]
+        self.argv = spec["argv"]
         self.pidfile = os.path.join(self.dir, "pid")
         self.fpfile = os.path.join(self.dir, "fingerprint")
         self.stdout = os.path.join(self.dir, "stdout.log")
         self.stderr = os.path.join(self.dir, "stderr.log")
+        self.files = dict((str(k), _content(v)) for k, v in (spec["files"] or {}).items())
+        self.fingerprint = spec["fingerprint"]
+        if self.files:
+            # The files' contents count as part of the fingerprint: a changed config restarts the process.
+            digest = hashlib.sha1(json.dumps(sorted(self.files.items())).encode("utf-8")).hexdigest()
+            self.fingerprint = "%s/files:%s" % (self.fingerprint, digest)
+        url = spec["health_url"]
+        self.health_urls = [] if url in (None, "") else ([str(u) for u in url] if isinstance(url, list) else [str(url)])
+        self.popen = None
+        self.pid = None
+        self.recorded_cmd = None
+        self.result = dict(name=self.name, dir=self.dir, pid=None, action="none", killed=False, written=[])
+
+    def check(self, state):
+        """Validate the options that depend on the state; a clear message names the process."""
+        for name in self.files:
+            if not name or "/" in name or name in (".", ".."):
+                self.m.fail_json(msg="%s: files: %r is not a plain file name" % (self.name, name))
+        if self.p["dir_mode"]:
+            try:
+                self.mode = int(self.p["dir_mode"], 8)
+            except ValueError:
+                self.m.fail_json(msg="%s: dir_mode %r is not an octal mode" % (self.name, self.p["dir_mode"]))
+        if state == "started" and not self.argv:
+            self.m.fail_json(msg="%s: argv is required to start it" % self.name)
+
+    def prepare(self):
+        """Create the directory and write the files (state started)."""
+        if self.p["dir_mode"] and _makedirs(self.dir, self.mode):
+            self.result["written"].append(self.dir)
+        for name, text in sorted(self.files.items()):
+            path = os.path.join(self.dir, name)
+            if _read_raw(path) != text:
+                _write(path, text)
+                self.result["written"].append(path)
+
+    def read_record(self):
+        self.pid = self.recorded()
+        self.recorded_cmd = (_read(self.pidfile + ".cmd") or "").split("\0")
+        self.result["pid"] = self.pid
 
     def recorded(self):
         """The recorded pid if that process still runs the recorded command, else None."""
@@ -212,175 +329,316 @@ class Process(object):
         want = recorded_cmd.split("\0") if recorded_cmd else self.argv
         return pid if cmd == want else None
 
-    def alive(self, pid, argv):
-        return _cmdline(pid) == argv
+    def same_run(self):
+        return self.recorded_cmd == self.argv and (_read(self.fpfile) or "") == self.fingerprint
 
-    def start(self):
-        p = self.m.params
-        for path in p["clear"] + ([p["ready_file"]] if p["ready_file"] else []):
+    def launch(self):
+        for path in self.p["clear"] + ([self.p["ready_file"]] if self.p["ready_file"] else []):
             _remove(path)
         out = open(self.stdout, "ab")
         err = open(self.stderr, "ab")
         try:
-            proc = subprocess.Popen(self.argv, cwd=self.dir, stdin=subprocess.DEVNULL, stdout=out, stderr=err,
-                                    close_fds=True, start_new_session=True)
+            self.popen = subprocess.Popen(self.argv, cwd=self.dir, stdin=subprocess.DEVNULL, stdout=out, stderr=err,
+                                          close_fds=True, start_new_session=True)
         except OSError as exc:
-            self.m.fail_json(msg="%s: cannot start %s: %s" % (p["name"], self.argv[0], exc))
+            return "%s: cannot start %s: %s" % (self.name, self.argv[0], exc)
         finally:
             out.close()
             err.close()
         _write(self.pidfile + ".cmd", "\0".join(self.argv))
-        _write(self.pidfile, "%d\n" % proc.pid)
-        _write(self.fpfile, p["fingerprint"] + "\n")
-        deadline = time.time() + (p["ready_timeout"] if p["ready_file"] else p["settle"])
-        while True:
-            code = proc.poll()
-            if code is not None:
-                self.m.fail_json(msg="%s exited with %d during startup; stderr: %s"
-                                 % (p["name"], code, _tail(self.stderr)), pid=proc.pid)
-            if p["ready_file"] and os.path.exists(p["ready_file"]):
-                return proc.pid
-            if time.time() >= deadline:
-                if not p["ready_file"]:
-                    return proc.pid
-                self.stop(proc.pid, self.argv)
-                self.m.fail_json(msg="%s not ready after %gs (stopped it); stderr: %s"
-                                 % (p["name"], p["ready_timeout"], _tail(self.stderr)))
-            time.sleep(0.05)
-
-    def _signal(self, pid, sig):
-        try:
-            if os.getpgid(pid) == pid:
-                os.killpg(pid, sig)
-            else:
-                os.kill(pid, sig)
-        except OSError:
-            pass
-
-    def stop(self, pid, argv):
-        """SIGTERM, then SIGKILL after stop_timeout; True when SIGKILL was needed."""
-        killed = False
-        self._signal(pid, signal.SIGTERM)
-        deadline = time.time() + self.m.params["stop_timeout"]
-        while self.alive(pid, argv) and time.time() < deadline:
-            time.sleep(0.05)
-        if self.alive(pid, argv):
-            killed = True
-            self._signal(pid, signal.SIGKILL)
-            deadline = time.time() + 5.0
-            while self.alive(pid, argv) and time.time() < deadline:
-                time.sleep(0.05)
-            if self.alive(pid, argv):
-                self.m.fail_json(msg="%s (pid %d) survived SIGKILL" % (self.m.params["name"], pid))
-        return killed
+        _write(self.pidfile, "%d\n" % self.popen.pid)
+        _write(self.fpfile, self.fingerprint + "\n")
+        self.pid = self.result["pid"] = self.popen.pid
+        return None
 
     def forget(self):
         for path in (self.pidfile, self.pidfile + ".cmd", self.fpfile):
             _remove(path)
 
 
-def _check_health(module, result):
-    p = module.params
-    if not p["health_url"] or module.check_mode:
-        return
-    ok, last = _healthy(module, p["health_url"], p["ready_timeout"])
-    result["health"] = last
-    if not ok:
-        module.fail_json(msg="%s: %s did not answer 200 within %gs (last: %s)"
-                         % (p["name"], p["health_url"], p["ready_timeout"], last), **result)
+def _alive(pid, argv):
+    return _cmdline(pid) == argv
+
+
+def stop_all(module, victims):
+    """SIGTERM each ``(label, pid, argv, stop_timeout)`` at once, SIGKILL after its bound; labels SIGKILLed."""
+    for _label, pid, _argv, _bound in victims:
+        _signal(pid, signal.SIGTERM)
+    start = time.time()
+    killed = {}
+    pending = list(victims)
+    while pending:
+        now = time.time()
+        still = []
+        for victim in pending:
+            label, pid, argv, bound = victim
+            if not _alive(pid, argv):
+                continue
+            if label not in killed and now - start >= bound:
+                _signal(pid, signal.SIGKILL)
+                killed[label] = now + 5.0
+            elif label in killed and now >= killed[label]:
+                module.fail_json(msg="%s (pid %d) survived SIGKILL" % (label, pid))
+            still.append(victim)
+        pending = still
+        if pending:
+            time.sleep(0.05)
+    return set(killed)
+
+
+def await_all(module, procs):
+    """Wait for every launched process together: its ready file, or surviving its settle time."""
+    start = time.time()
+    failures = []
+    late = []
+    pending = list(procs)
+    while pending:
+        now = time.time()
+        still = []
+        for proc in pending:
+            p = proc.p
+            code = proc.popen.poll()
+            if code is not None:
+                failures.append("%s exited with %d during startup; stderr: %s" % (proc.name, code, _tail(proc.stderr)))
+                proc.result["pid"] = None
+                continue
+            if p["ready_file"] and os.path.exists(p["ready_file"]):
+                continue
+            if now - start >= (p["ready_timeout"] if p["ready_file"] else p["settle"]):
+                if p["ready_file"]:
+                    late.append(proc)
+                continue
+            still.append(proc)
+        pending = still
+        if pending:
+            time.sleep(0.05)
+    if late:
+        stop_all(module, [(proc.name, proc.pid, proc.argv, proc.p["stop_timeout"]) for proc in late])
+    for proc in late:
+        proc.result["pid"] = None
+        failures.append("%s not ready after %gs (stopped it); stderr: %s"
+                        % (proc.name, proc.p["ready_timeout"], _tail(proc.stderr)))
+    return failures
+
+
+def check_health(procs):
+    """GET every health URL until it answers 200, all processes together; the failures."""
+    pending = [(proc, url) for proc in procs for url in proc.health_urls]
+    start = time.time()
+    failures = []
+    while pending:
+        still = []
+        for proc, url in pending:
+            left = proc.p["ready_timeout"] - (time.time() - start)
+            ok, last = _probe(url, min(5.0, max(0.5, left)))
+            proc.result["health"] = last
+            if ok:
+                continue
+            if time.time() - start >= proc.p["ready_timeout"]:
+                failures.append("%s: %s did not answer 200 within %gs (last: %s)"
+                                % (proc.name, url, proc.p["ready_timeout"], last))
+                continue
+            still.append((proc, url))
+        pending = still
+        if pending:
+            time.sleep(0.1)
+    return failures
+
+
+def prune(module, top, procs, state):
+    """Stop the recorded process of each stale subdirectory of ``top`` and remove it; the removed paths."""
+    if not os.path.isdir(top):
+        return []
+    keep = set() if state == "stopped" else set(os.path.normpath(proc.dir) for proc in procs)
+    stale = []
+    for entry in sorted(os.listdir(top)):
+        path = os.path.join(top, entry)
+        if os.path.isdir(path) and not os.path.islink(path) and os.path.normpath(path) not in keep:
+            stale.append(path)
+    removed = list(stale) + ([top] if state == "stopped" else [])
+    if module.check_mode:
+        return removed
+    victims = []
+    for path in stale:
+        old = Process(module, dict(PER_PROCESS_DEFAULTS, name=os.path.basename(path), dir=path,
+                                   stop_timeout=module.params["stop_timeout"]))
+        pid = old.recorded()
+        if pid is not None:
+            victims.append((old.name, pid, (_read(old.pidfile + ".cmd") or "").split("\0"), old.p["stop_timeout"]))
+    stop_all(module, victims)
+    for path in removed:
+        shutil.rmtree(path)
+    return removed
+
+
+def matching(fragment):
+    """Running processes whose command line contains ``fragment`` (not this module or its parent)."""
+    found = []
+    own = (os.getpid(), os.getppid())
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit() or int(entry) in own:
+            continue
+        cmd = _cmdline(int(entry))
+        if cmd and fragment in " ".join(cmd):
+            found.append(dict(pid=int(entry), cmdline=" ".join(cmd)))
+    return sorted(found, key=lambda f: f["pid"])
+
+
+def still_listening(addresses, timeout=5.0):
+    """The ``host:port`` addresses that still accept a connection after ``timeout`` seconds."""
+    deadline = time.time() + timeout
+    pending = list(addresses)
+    while pending:
+        still = []
+        for address in pending:
+            host, _sep, port = address.rpartition(":")
+            try:
+                socket.create_connection((host.strip("[]"), int(port)), timeout=1.0).close()
+                still.append(address)
+            except (OSError, ValueError):
+                pass
+        pending = still
+        if not pending or time.time() >= deadline:
+            return pending
+        time.sleep(0.1)
+    return []
+
+
+PER_PROCESS_DEFAULTS = dict((k, v.get("default")) for k, v in PER_PROCESS.items())
 
 
 def main():
+    entry_options = dict((k, dict(v, default=None) if "default" in v else dict(v)) for k, v in PER_PROCESS.items())
+    entry_options["name"]["required"] = True
+    entry_options["dir"]["required"] = True
     module = AnsibleModule(
         argument_spec=dict(
-            name=dict(type="str", required=True),
-            dir=dict(type="path", required=True),
+            PER_PROCESS,
             state=dict(type="str", choices=["started", "stopped", "finished"], default="started"),
-            argv=dict(type="list", elements="str", default=[]),
-            fingerprint=dict(type="str", default=""),
-            clear=dict(type="list", elements="path", default=[]),
-            ready_file=dict(type="path"),
-            done_file=dict(type="path"),
-            dir_mode=dict(type="str"),
-            files=dict(type="dict", default={}),
-            health_url=dict(type="str"),
-            ready_timeout=dict(type="float", default=30.0),
-            settle=dict(type="float", default=0.5),
-            stop_timeout=dict(type="float", default=10.0),
-            wait_timeout=dict(type="float", default=60.0),
+            processes=dict(type="list", elements="dict", options=entry_options),
+            prune=dict(type="path"),
+            exclusive=dict(type="str"),
+            closed_ports=dict(type="list", elements="str", default=[]),
         ),
-        required_if=[("state", "started", ("argv",))],
         supports_check_mode=True,
     )
     p = module.params
-    files = dict((str(k), _content(v)) for k, v in (p["files"] or {}).items())
-    for name in files:
-        if not name or "/" in name or name in (".", ".."):
-            module.fail_json(msg="%s: files: %r is not a plain file name" % (p["name"], name))
-    if files:
-        # The files' contents count as part of the fingerprint: a changed config restarts the process.
-        digest = hashlib.sha1(json.dumps(sorted(files.items())).encode("utf-8")).hexdigest()
-        p["fingerprint"] = "%s/files:%s" % (p["fingerprint"], digest)
-    wrote = []
-    if p["state"] == "started" and not module.check_mode:
-        if p["dir_mode"]:
-            try:
-                mode = int(p["dir_mode"], 8)
-            except ValueError:
-                module.fail_json(msg="%s: dir_mode %r is not an octal mode" % (p["name"], p["dir_mode"]))
-            if _makedirs(p["dir"], mode):
-                wrote.append(p["dir"])
-        for name, text in sorted(files.items()):
-            path = os.path.join(p["dir"], name)
-            if _read_raw(path) != text:
-                _write(path, text)
-                wrote.append(path)
-    proc = Process(module)
-    pid = proc.recorded()
-    recorded_cmd = (_read(proc.pidfile + ".cmd") or "").split("\0")
-    result = dict(changed=bool(wrote), pid=pid, action="none", killed=False, written=wrote)
+    state = p["state"]
+    single = p["processes"] is None
+    if single:
+        if not p["name"] or not p["dir"]:
+            module.fail_json(msg="grayctl_process needs name and dir, or a list of processes")
+        entries = [dict((k, p[k]) for k in PER_PROCESS)]
+    else:
+        entries = [dict((k, p[k] if e.get(k) is None else e[k]) for k in PER_PROCESS) for e in p["processes"]]
+    procs = [Process(module, e) for e in entries]
+    dirs = [os.path.normpath(proc.dir) for proc in procs]
+    if len(set(dirs)) != len(dirs):
+        module.fail_json(msg="grayctl_process: two processes share a directory: %s" % sorted(dirs))
+    for proc in procs:
+        proc.check(state)
 
-    if p["state"] == "stopped":
-        if pid is None:
-            if os.path.exists(proc.pidfile):
-                result["changed"] = True  # a stale record to drop
-                if not module.check_mode:
-                    proc.forget()
-            result["pid"] = None
-            module.exit_json(**result)
-        result.update(changed=True, action="stopped", pid=None)
+    result = dict(changed=False, pruned=[])
+    failures = []
+    if p["prune"] and state != "finished":
+        result["pruned"] = prune(module, p["prune"], procs, state) if state == "started" else []
+
+    if state == "started":
         if not module.check_mode:
-            result["killed"] = proc.stop(pid, recorded_cmd)
-            proc.forget()
-        module.exit_json(**result)
+            for proc in procs:
+                proc.prepare()
+        for proc in procs:
+            proc.read_record()
+        todo = []
+        for proc in procs:
+            if (proc.pid is None and proc.p["done_file"] and os.path.exists(proc.p["done_file"])
+                    and proc.same_run()):
+                proc.result["action"] = "done"
+            elif proc.pid is not None and proc.same_run():
+                pass
+            else:
+                proc.result["action"] = "restarted" if proc.pid is not None else "started"
+                todo.append(proc)
+        if not module.check_mode:
+            restart = [proc for proc in todo if proc.pid is not None]
+            killed = stop_all(module, [(pr.name, pr.pid, pr.recorded_cmd, pr.p["stop_timeout"]) for pr in restart])
+            for proc in restart:
+                proc.result["killed"] = proc.name in killed
+                proc.forget()
+            launched = []
+            for proc in todo:
+                err = proc.launch()
+                if err:
+                    failures.append(err)
+                else:
+                    launched.append(proc)
+            failures += await_all(module, launched)
+            if not failures:
+                failures += check_health([proc for proc in procs if proc.result["action"] != "done"])
+    elif state == "stopped":
+        for proc in procs:
+            proc.read_record()
+        victims = [proc for proc in procs if proc.pid is not None]
+        for proc in procs:
+            if proc.pid is not None:
+                proc.result["action"] = "stopped"
+            elif os.path.exists(proc.pidfile):
+                proc.result["action"] = "forgotten"  # a stale record to drop
+        if not module.check_mode:
+            killed = stop_all(module, [(pr.name, pr.pid, pr.recorded_cmd, pr.p["stop_timeout"]) for pr in victims])
+            for proc in procs:
+                proc.result["killed"] = proc.name in killed
+                if proc.result["action"] != "none":
+                    proc.forget()
+        for proc in procs:
+            proc.result["pid"] = None
+        if p["prune"]:
+            result["pruned"] = prune(module, p["prune"], procs, state)
+        if p["closed_ports"] and not module.check_mode:
+            open_ports = still_listening(p["closed_ports"])
+            if open_ports:
+                failures.append("still accepting connections after the stop: %s" % ", ".join(open_ports))
+    else:  # finished
+        for proc in procs:
+            proc.read_record()
+        start = time.time()
+        pending = [proc for proc in procs if proc.pid is not None]
+        while pending:
+            now = time.time()
+            for proc in pending:
+                if _alive(proc.pid, proc.recorded_cmd) and now - start >= proc.p["wait_timeout"]:
+                    module.fail_json(msg="%s (pid %d) still running after %gs"
+                                     % (proc.name, proc.pid, proc.p["wait_timeout"]), pid=proc.pid)
+            pending = [proc for proc in pending if _alive(proc.pid, proc.recorded_cmd)]
+            if pending:
+                time.sleep(0.1)
+        for proc in procs:
+            proc.result.update(action="finished", pid=None)
 
-    if p["state"] == "finished":
-        deadline = time.time() + p["wait_timeout"]
-        while pid is not None and proc.alive(pid, recorded_cmd):
-            if time.time() >= deadline:
-                module.fail_json(msg="%s (pid %d) still running after %gs" % (p["name"], pid, p["wait_timeout"]),
-                                 pid=pid)
-            time.sleep(0.1)
-        result.update(action="finished", pid=None)
-        module.exit_json(**result)
+    if p["exclusive"] and not module.check_mode:
+        found = matching(p["exclusive"])
+        result["matching"] = found
+        allowed = set(proc.result["pid"] for proc in procs if state == "started" and proc.result["pid"])
+        strays = [f for f in found if f["pid"] not in allowed]
+        if strays:
+            failures.append("processes matching %r that are not %s: %s"
+                            % (p["exclusive"], "listed" if state == "started" else "allowed after the stop",
+                               "; ".join("%d %s" % (f["pid"], f["cmdline"]) for f in strays)))
 
-    # started
-    if (pid is None and p["done_file"] and os.path.exists(p["done_file"])
-            and recorded_cmd == p["argv"] and (_read(proc.fpfile) or "") == p["fingerprint"]):
-        result["action"] = "done"
-        module.exit_json(**result)
-    if pid is not None and recorded_cmd == p["argv"] and (_read(proc.fpfile) or "") == p["fingerprint"]:
-        _check_health(module, result)
-        module.exit_json(**result)
-    result["changed"] = True
-    result["action"] = "restarted" if pid is not None else "started"
-    if module.check_mode:
-        module.exit_json(**result)
-    if pid is not None:
-        result["killed"] = proc.stop(pid, recorded_cmd)
-        proc.forget()
-    result["pid"] = proc.start()
-    _check_health(module, result)
+    result["changed"] = bool(result["pruned"]) or any(
+        proc.result["written"] or proc.result["action"] in ("started", "restarted", "stopped", "forgotten")
+        for proc in procs)
+    if single:
+        entry = procs[0].result
+        result.update((k, entry[k]) for k in ("pid", "action", "killed", "written"))
+        if "health" in entry:
+            result["health"] = entry["health"]
+        if result["action"] == "forgotten":
+            result["action"] = "none"
+    else:
+        result["results"] = [proc.result for proc in procs]
+    if failures:
+        module.fail_json(msg="; ".join(failures), **result)
     module.exit_json(**result)
 
 

@@ -1,0 +1,1 @@
+../../roles/workload/action_plugins/grayctl_collect.py

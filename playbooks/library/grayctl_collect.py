@@ -1,0 +1,1 @@
+../../roles/workload/library/grayctl_collect.py

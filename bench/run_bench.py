@@ -100,6 +100,14 @@ def overhead(lab: str, out: Path, env: dict[str, str], rate: str) -> list[str]:
                     f"{before:.1f} / {load1():.1f} | {rc} |")
         if datasets:
             steps_by_topo[topo] = steps_of(datasets[0])
+        # A second repetition starts from the first one's verified end reset (no reimage of its own):
+        # its in-process time (run.json) is what each further repetition or sweep run costs.
+        before = load1()
+        _, reps, rc = run({**exp, "name": f"{exp['name']}-reps"}, out, lab, env, "--repetitions", "2")
+        if len(reps) == 2:
+            secs = json.loads((reps[1].parent / f"{reps[1].name}.run" / "run.json").read_text())["seconds"]
+            rows.append(f"| {topo}, repetition 2 of 2 (run.json, in process) | {sched:.0f} s | {secs:.1f} s | "
+                        f"**{secs - sched:.1f} s** | {before:.1f} / {load1():.1f} | {rc} |")
     detail = ["", "Per step (seconds; the slowest Ansible task of the step in brackets):", "",
               "| step | " + " | ".join(steps_by_topo) + " |", "|---|" + "---|" * len(steps_by_topo)]
     names = list(dict.fromkeys(s["step"] for v in steps_by_topo.values() for s in v))
@@ -201,29 +209,28 @@ def main() -> int:
 
 NOTES = """
 What a run is made of (`grayctl plan` prints the same list): reimage (lab reset + baseline verify)
-→ prepare (one playbook: replicas and exporters on every node, Prometheus and the observer, clock
-offsets, then the load generator, whose start is t=0) → the timeline (each inject/revert a
-fault.yml run at its time) → collect (one playbook: wait for the load generator and fetch its
-records, clock offsets, spans and logs) → Prometheus range queries → dataset + report → teardown.
-On the netns provider the teardown is one lab reset (it kills every process of every node, empties
-its state and verifies the baseline: `teardown.path: reset` in the manifest); other labs run
-teardown.yml and a baseline verify (`teardown.path: undeploy`).
+→ prepare (one playbook: Prometheus and the observer first, then replicas and exporters on every
+node, the target check, clock offsets, and last the load generator, whose start is t=0) → the
+timeline (each inject/revert a fault.yml run, started early and scheduled on the node's clock with
+`faultctl --not-before`) → collect (one playbook: the load generator's records, clock offsets,
+spans and logs, each node's files in one module call) → Prometheus range queries → dataset +
+report, assembled while the teardown runs → teardown. On the netns provider the teardown is one lab
+reset (it kills every process of every node, empties its state and verifies the baseline:
+`teardown.path: reset` in the manifest); other labs run teardown.yml and a baseline verify
+(`teardown.path: undeploy`). A further repetition (or sweep run) starts from that verified reset.
 
-Cut so far, counted on the 6-node gen2-coarse lab of tests/lab/test_run.py (counts do not depend
-on the machine's load, seconds do): ansible-playbook runs per run 15 → 8 (reimage and the final
-reset are two each: reset, then baseline verify), task results in the step logs 305 (plus two
-unlogged clock runs) → 124.
-deploy + monitor + clock + workload start are one playbook (prepare.yml), workload-wait + clock +
-collect another (collect_run.yml), and undeploy + monitor-absent + workload-absent + verify-clean
-became the lab reset on netns labs. Per node, fewer module calls: a replica's directory, config,
-start and health check are one `grayctl_process` call (was five tasks), the exporters' run
-directories come with their start, there is no per-node exporter scrape (the monitor play waits
-until Prometheus has scraped every target, once) and the grayctl exporter's start-up is not
-awaited (it overlaps the replicas' deployment). Left: the fault steps (roles/fault_*: an inject or
-a revert is ~6 module calls on the target node, and inside the timeline they stretch it when they
-take longer than the recovery phase), the start-of-run reimage, and the Python start-up of every
-replica and exporter. On this 2-core machine a module call cost 0.5–1 s per host at load 5–6 (the
-earlier measurement) and several seconds at the loads above, so the 20 s goal is not reached here.
+Where the time went, and what was cut (session 3): the cost of an Ansible task here is about
+(number of hosts) x (one module start on the node + one worker on the controller) on 2 cores —
+~2.6-3.2 s for a module task on 14 nodes, ~0.3 s for an assert or a skipped task, ~0.5 s for a
+module on one host (measured with `command: true` / `debug`). So the lever is the number of tasks
+and of module calls per node: the node play went from ~29 tasks with up to 5 module calls per node
+to 8 tasks with at most 2 (one `grayctl_process` call starts every replica of a node, one both
+exporters; systemd-only tasks sit behind one include); Prometheus and the observer are one call,
+started before the node play, so Prometheus's ~5 s target pick-up overlaps it; the load
+generator's start is one call; collect is one `grayctl_collect` call per node (wait, check, return
+the files) instead of find + fetch loops. Mitogen was tried (0.3.54 with ansible-core 2.19): no gain,
+each playbook pays its bootstrap. Left: the two lab resets (start and end; ~10 s each on 14 nodes,
+most of it the baseline fingerprint of every node) and the prepare floor (~12 s).
 """.rstrip()
 
 

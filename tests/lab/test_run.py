@@ -100,10 +100,14 @@ def test_repetitions_run_each_from_the_baseline_into_their_own_datasets(lab: Run
     datasets = [Path(line.split("dataset:", 1)[1].strip()) for line in proc.stdout.splitlines()
                 if line.strip().startswith("dataset:")]
     assert len(datasets) == 2 and datasets[0] != datasets[1], proc.stdout
-    for ds in datasets:
-        manifest = json.loads((ds / "manifest.json").read_text())
+    manifests = [json.loads((ds / "manifest.json").read_text()) for ds in datasets]
+    for manifest in manifests:
         assert manifest["status"] == "complete"
         assert manifest["teardown"]["steps"][0]["name"] == "reimage"  # each from the golden baseline
+        assert manifest["teardown"]["verify_clean"]["ok"] and manifest["baseline"]["nodes"]
+    # the second starts from the first one's verified end reset, moments before: no second reset
+    assert [m["baseline"]["reset"] for m in manifests] == ["reset", "reused"]
+    assert manifests[1]["baseline"]["reset_by"] == manifests[0]["run_id"]
     assert lab.leftovers() == []
 
 

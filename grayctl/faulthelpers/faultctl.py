@@ -273,10 +273,14 @@ class Store:
 
     @contextmanager
     def locked(self) -> Iterator[None]:
-        """Serialises record state changes between a scheduled apply and a revert of the same dir."""
-        with (self.root / ".lock").open("a") as f:
-            fcntl.flock(f, fcntl.LOCK_EX)
+        """Serialises record state changes between a scheduled apply and a revert of the same dir.
+        The lock is on the directory itself: no lock file to leave behind."""
+        fd = os.open(self.root, os.O_RDONLY | os.O_DIRECTORY)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX)
             yield
+        finally:
+            os.close(fd)  # closing releases the lock
 
     def all(self) -> list[dict[str, Any]]:
         out = []

@@ -376,8 +376,7 @@ class _Run:
         self.emit("timeline_start", t0=t0, t0_source=self.t0_source, schedule_s=total, load1=round(os.getloadavg()[0], 2),
                   phases=[{"phase": p, "start_s": a, "end_s": b} for p, a, b in phases])
         pending = [s for s in self.plan.steps if s.phase == "run" and s.name.split(":")[0] in ("inject", "revert")]
-        windows = {s.name.split(":", 1)[1]: (float(s.at_s or 0.0), float(s.until_s or total))
-                   for s in pending if s.name.startswith("inject:")}
+        windows = self._fault_windows()
         aims: dict[str, float] = {}  # revert step -> when it is aimed, once its fault's apply is measured
         shown: set[str] = set()
 
@@ -492,16 +491,18 @@ class _Run:
 
         t0 = self._start_s()
         faults = []
-        for s in self.plan.steps:
-            if s.name.startswith("inject:"):
-                fid = s.name.split(":", 1)[1]
-                recs = self._records_of(fid)
-                starts = [int(r["start_ns"]) / NS - t0 for r in recs if r.get("start_ns")]
-                ends = [int(r["end_ns"]) / NS - t0 for r in recs if r.get("end_ns")]
-                faults.append({"id": fid, **fault_edges((float(s.at_s or 0.0), float(s.until_s or 0.0)),
-                                                        min(starts, default=None), max(ends, default=None),
-                                                        self.plan.duration_s)})
+        for fid, window in self._fault_windows().items():
+            recs = self._records_of(fid)
+            starts = [int(r["start_ns"]) / NS - t0 for r in recs if r.get("start_ns")]
+            ends = [int(r["end_ns"]) / NS - t0 for r in recs if r.get("end_ns")]
+            faults.append({"id": fid, **fault_edges(window, min(starts, default=None), max(ends, default=None),
+                                                    self.plan.duration_s)})
         self.emit("fault_timing", faults=faults)
+
+    def _fault_windows(self) -> dict[str, tuple[float, float]]:
+        """Each fault's planned window (s since t0), from its inject step: the plan's, once."""
+        return {s.name.split(":", 1)[1]: (float(s.at_s or 0.0), float(s.until_s or self.plan.duration_s))
+                for s in self.plan.steps if s.name.startswith("inject:")}
 
     def _start_s(self) -> float:
         if self.summary and self.summary.get("started_at"):

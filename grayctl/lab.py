@@ -264,6 +264,15 @@ def _refuse_physical(defn: Any, what: str) -> None:
                             f"with ansible-playbook -i {defn.inventory_path} playbooks/baseline.yml -e baseline_mode=record")
 
 
+def _link_node_runtime(defn: LabDefinition) -> None:
+    """Point the lab's ``runtime`` link (the inventory's grayctl_python) at this grayctl's node
+    runtime. netns nodes share this host's filesystem, so one runtime here serves them all; a lab
+    that is up keeps running the code of its last up or reset."""
+    from grayctl.node_runtime import ensure_runtime
+
+    ensure_runtime(link=defn.lab_dir / "runtime")
+
+
 def run_lab_up(defn: LabDefinition, nodes: int | None = None, *, verbose: bool = False) -> LabRecord:
     """Create or converge the lab, then record every node's golden baseline."""
     _refuse_physical(defn, "up")
@@ -276,6 +285,7 @@ def run_lab_up(defn: LabDefinition, nodes: int | None = None, *, verbose: bool =
         find_image(defn.qemu["image"])  # before anything is made: 'grayctl image build' first
     t0 = time.monotonic()
     record = _record(defn, _run_provider("lab_up.yml", defn, "present", verbose))
+    _link_node_runtime(defn)
     record.seconds["up"] = round(time.monotonic() - t0, 2)
     if _has_baseline():
         t1 = time.monotonic()
@@ -316,6 +326,7 @@ def run_lab_reset(defn: LabDefinition, *, verbose: bool = False, accept_drift: b
     ensure_root("lab reset")
     t0 = time.monotonic()
     record = _record(defn, _run_provider("lab_reset.yml", defn, "reset", verbose))
+    _link_node_runtime(defn)
     record.seconds["reset"] = round(time.monotonic() - t0, 2)
     if not _has_baseline():
         return record

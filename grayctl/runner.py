@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from grayctl.errors import Interrupted, LabError, StepFailed
-from grayctl.paths import ANSIBLE_CFG, CONTROLLER_INVENTORY, PLAYBOOKS_DIR, PROJECT_ROOT, ROLES_DIR
+from grayctl.paths import ANSIBLE_CFG, CONTROLLER_INVENTORY, PLAYBOOKS_DIR, PROJECT_ROOT, ROLES_DIR, require_content
 
 EventHandler = Callable[[dict[str, Any]], None]
 
@@ -123,6 +123,7 @@ def run_playbook(
     forks: int | None = None,
 ) -> PlaybookResult:
     """Run ``playbooks/<playbook>``; raise StepFailed (when ``check``) naming host, task and why."""
+    require_content()
     path = Path(playbook) if os.path.isabs(playbook) else PLAYBOOKS_DIR / playbook
     if not path.is_file():
         raise LabError(f"playbook not found: {path}")

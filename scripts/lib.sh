@@ -38,13 +38,17 @@ pick_python() {
     exit 3
 }
 
-install_grayctl() {  # $1: pip extras, e.g. "[test]" or ""
+install_grayctl() {  # $1: pip extras, e.g. "[test]" or ""; $2: "editable" for a developer's install
     if [ ! -x "$VENV/bin/python" ]; then
         echo "==> creating $VENV"
         "$(pick_python)" -m venv "$VENV"
     fi
-    echo "==> installing grayctl$1 into $VENV"
+    local how=()
+    # A user gets a real, non-editable package (its playbooks and roles inside it, as a wheel
+    # would give); the test suite installs editable so a developer's edits are what it tests.
+    [ "${2:-}" = editable ] && how=(-e)
+    echo "==> installing grayctl$1 into $VENV${how:+ (editable)}"
     "$VENV/bin/python" -m pip install -q --disable-pip-version-check --upgrade pip >/dev/null
-    "$VENV/bin/python" -m pip install -q --disable-pip-version-check -e "$ROOT$1"
+    "$VENV/bin/python" -m pip install -q --disable-pip-version-check "${how[@]}" "$ROOT$1"
     export PATH="$VENV/bin:$PATH"
 }

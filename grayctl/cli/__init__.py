@@ -44,6 +44,7 @@ def _register() -> None:
     from grayctl.cli import (
         dataset,
         deploy,
+        examples,
         fault,
         image,
         lab,
@@ -66,6 +67,7 @@ def _register() -> None:
     cli.add_command(run.run)
     cli.add_command(sweep.sweep)
     cli.add_command(image.image)
+    cli.add_command(examples.examples)
 
 
 _register()

@@ -28,7 +28,7 @@ pytestmark = [
     pytest.mark.skipif(os.geteuid() != 0, reason="the netns lab needs root"),
 ]
 
-PY = sys.executable  # has grayctl (until the inventory carries grayctl_python)
+PY = sys.executable  # the controller's interpreter (nodes run the lab's node runtime instead)
 SERVICE_PORT = 9110
 
 
@@ -58,8 +58,7 @@ def lab(tmp_path_factory):
         inv = str(defn.inventory_path)
         if state["stand_in"]:
             _ssh(state, state["stand_in"][0], f"kill {state['stand_in'][1]}", check=False)
-        _run(["ansible-playbook", "-i", inv, "playbooks/monitor.yml", "-e", "monitor_state=absent",
-              "-e", f"grayctl_python={PY}"], env, check=False)
+        _run(["ansible-playbook", "-i", inv, "playbooks/monitor.yml", "-e", "monitor_state=absent"], env, check=False)
         _run([PY, "-m", "grayctl", "lab", "down", "--lab", str(lab_file)], env, check=False)
 
 
@@ -102,13 +101,13 @@ def test_monitor_scrapes_every_layer_and_absent_leaves_the_nodes_clean(lab):
     app_vars = hosts[app]
     # stand-in service replica: a second grayctl exporter in the app node (real /metrics over mgmt)
     out = _ssh(lab, app_vars["grayctl_mgmt_ip"],
-               f"setsid {PY} -m grayctl.exporters --listen {app_vars['grayctl_mgmt_ip']}:{SERVICE_PORT} "
+               f"setsid {app_vars['grayctl_python']} -m grayctl.exporters --listen {app_vars['grayctl_mgmt_ip']}:{SERVICE_PORT} "
                "</dev/null >/dev/null 2>&1 & echo $!")
     lab["stand_in"] = (app_vars["grayctl_mgmt_ip"], int(out.strip()))
     services = [{"service": "stand-in", "replica": 0, "node": app, "mgmt_ip": app_vars["grayctl_mgmt_ip"],
                  "metrics_port": SERVICE_PORT, "data_ip": app_vars["grayctl_data_ip"], "port": 8100}]
     extra = lab["tmp"] / "monitor-vars.json"
-    extra.write_text(json.dumps({"monitor_services": services, "grayctl_python": PY, "monitor_run_id": "t1"}))
+    extra.write_text(json.dumps({"monitor_services": services, "monitor_run_id": "t1"}))
 
     t_start = time.time()
     _run(["ansible-playbook", "-i", inv, "playbooks/monitor.yml", "-e", f"@{extra}"], env)
@@ -146,7 +145,7 @@ def test_monitor_scrapes_every_layer_and_absent_leaves_the_nodes_clean(lab):
     lab["stand_in"] = None
     keep = lab["tmp"] / "tsdb"
     _run(["ansible-playbook", "-i", inv, "playbooks/monitor.yml", "-e", "monitor_state=absent",
-          "-e", f"grayctl_python={PY}", "-e", "monitor_run_id=t1", "-e", "monitor_keep_tsdb=true",
+          "-e", "monitor_run_id=t1", "-e", "monitor_keep_tsdb=true",
           "-e", f"monitor_tsdb_dest={keep}"], env)
     assert (keep / monitor / "tsdb" / "t1" / "grayctl-queries.json").is_file()
     time.sleep(1)

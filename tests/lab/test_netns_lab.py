@@ -24,6 +24,7 @@ import pytest
 import yaml
 
 from grayctl.labdef import load_lab
+from grayctl.node_runtime import RUNTIME_ROOT
 from grayctl.paths import PROJECT_ROOT
 
 pytestmark = [
@@ -47,9 +48,7 @@ class Lab:
             "networks": {"management": management, "data": data},
             "limits": {"cpu": "50%", "memory": "256MiB"},
         }))
-        # The Ansible beside this interpreter, as grayctl itself runs it (a venv need not be active):
-        # the module writes its interpreter into the inventory (grayctl_python), so a playbook run
-        # by another Ansible on PATH (pyenv's, say) would rewrite it and report a change.
+        # The Ansible beside this interpreter, as grayctl itself runs it (a venv need not be active).
         self.env = {**os.environ, "GRAYCTL_LAB_HOME": str(tmp / "labs"),
                     "PATH": os.pathsep.join([os.path.dirname(sys.executable), os.environ.get("PATH", "")])}
         os.environ["GRAYCTL_LAB_HOME"] = self.env["GRAYCTL_LAB_HOME"]  # for load_lab below
@@ -217,19 +216,17 @@ def test_up_twice_changes_nothing(lab: Lab) -> None:
     assert re.search(r"localhost\s+: ok=\d+\s+changed=0", proc.stdout), proc.stdout[-1500:]
 
 
-def test_an_up_from_another_python_names_it_in_the_inventory_and_says_so(lab: Lab) -> None:
-    """grayctl_python is the interpreter that ran the last up (the controller's): another Ansible
-    or interpreter rewrites it, a reported change; the next up from grayctl's puts it back."""
-    def python() -> str:
-        return yaml.safe_load(lab.inventory.read_text())["all"]["children"]["lab_nodes"]["vars"]["grayctl_python"]
-
-    mine = python()
-    other = "/usr/bin/python3"  # the module needs only the standard library and Ansible's bundled module_utils
-    assert mine != other
-    proc = lab.playbook("lab_up.yml", "-e", f"ansible_python_interpreter={other}")
-    assert re.search(r"localhost\s+: ok=\d+\s+changed=1", proc.stdout) and python() == other, proc.stdout[-1500:]
-    lab.grayctl("lab", "up")
-    assert python() == mine
+def test_nodes_run_grayctl_from_the_node_runtime_not_from_a_checkout(lab: Lab) -> None:
+    """grayctl_python is the lab's node runtime (an installed copy, grayctl.node_runtime): a node
+    imports grayctl and every node requirement from it, and sees nothing of the host's /root."""
+    node_vars = yaml.safe_load(lab.inventory.read_text())["all"]["children"]["lab_nodes"]["vars"]
+    python = node_vars["grayctl_python"]
+    assert python == str(lab.dir / "runtime" / "bin" / "python")
+    out = lab.ssh("10.214.0.2", f"{python} -c 'import grayctl, aiohttp, uvloop, hdrh, netfilterqueue, pyarrow;"
+                                " import os; print(os.path.realpath(grayctl.__file__))' && ls -A /root")
+    where, *home = out.strip().splitlines()
+    assert where.startswith(str(RUNTIME_ROOT) + "/") and "/site-packages/grayctl/" in where, where
+    assert not any(entry.startswith("work") or entry.startswith(".pyenv") for entry in home), home
 
 
 def test_reset_restores_a_dirtied_node_and_verification_passes(lab: Lab) -> None:

@@ -77,7 +77,8 @@ def test_read_returns_the_json_and_large_files_are_left_to_the_action(tmp_path: 
 def test_waits_for_the_recorded_process_then_finds_what_it_wrote(tmp_path: Path) -> None:
     d = tmp_path / "workload"
     d.mkdir()
-    body = "import sys, time, pathlib; time.sleep(0.6); pathlib.Path(sys.argv[1], 'summary.json').write_text('{}')"
+    # long enough that the module is waiting before the file appears, even on a loaded machine
+    body = "import sys, time, pathlib; time.sleep(3); pathlib.Path(sys.argv[1], 'summary.json').write_text('{}')"
     proc = subprocess.Popen([sys.executable, "-c", body, str(d)])
     record(d, proc)
     res = run(tmp_path, dir=str(d), read=["summary.json"], wait_pid_file=str(d / "pid"), wait_timeout=30,

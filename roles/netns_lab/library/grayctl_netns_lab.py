@@ -116,7 +116,6 @@ import ipaddress
 import json
 import os
 import re
-import shlex
 import shutil
 import signal
 import socket
@@ -138,15 +137,6 @@ SSHD_PRIVSEP_DIR = "/run/sshd"
 FALLBACK_LINKS = {"tunl0", "gre0", "gretap0", "erspan0", "ip_vti0", "ip6_vti0", "sit0", "ip6tnl0", "ip6gre0"}
 NODE_LINKS = {"lo", "mgmt", "data"}
 SSHD_READY_TIMEOUT = 15.0
-
-
-def python_binds():
-    """(source, path relative to /root) of this interpreter's trees that lie under /root."""
-    roots = []
-    for path in sorted({os.path.realpath(sys.prefix), os.path.realpath(sys.base_prefix)}):
-        if path.startswith("/root/") and not any(path.startswith(r + "/") for r in roots):
-            roots.append(path)
-    return [(r, r[len("/root/"):]) for r in roots]
 
 
 class LabFailure(Exception):
@@ -974,13 +964,10 @@ class Lab:
             # neither run the host's dotfiles nor share its ~/.ansible (a killed session once left
             # the host's pyenv rehash lock behind, stalling every later login by 60 s)
             home = os.path.join(node["node_dir"], "home")
-            # grayctl_python (this interpreter) must run on the nodes: when its tree lives under
-            # /root (pyenv, a venv), it is bound into the node's home first, inside sshd's own mount
-            # namespace only, so the node sees it at the same path and nothing else of /root.
-            script = "".join('mkdir -p "$0"/%s && mount --bind %s "$0"/%s && ' % (
-                shlex.quote(rel), shlex.quote(src), shlex.quote(rel)) for src, rel in python_binds())
+            # Nothing of the host's /root is visible on a node: grayctl's node programs run from
+            # the node runtime (grayctl.node_runtime, <lab dir>/runtime), never from a checkout.
             argv = [self.ip, "netns", "exec", node["netns"], nsenter, "--uts=" + node["uts"], "--",
-                    "/bin/sh", "-c", script + 'mount --rbind "$0" /root && exec "$@"', home,
+                    "/bin/sh", "-c", 'mount --rbind "$0" /root && exec "$@"', home,
                     sshd, "-f", node["sshd_config"], "-E", node["sshd_log"]]
             procs.append((node, subprocess.Popen(argv, preexec_fn=join, stdin=subprocess.DEVNULL,
                                                  stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)))
@@ -1038,9 +1025,9 @@ class Lab:
             ("ansible_ssh_common_args", "-o UserKnownHostsFile=%s -o StrictHostKeyChecking=yes -o IdentitiesOnly=yes"
              % os.path.join(self.lab_dir, "known_hosts")),
             ("ansible_python_interpreter", "/usr/bin/python3"),
-            # Nodes share this filesystem: the interpreter running this module (the controller's,
-            # with grayctl installed) is the one that runs grayctl's workloads on the nodes.
-            ("grayctl_python", sys.executable),
+            # The node runtime (an installed copy of grayctl, see grayctl/node_runtime.py) that the
+            # controller links here before anything runs on the nodes.
+            ("grayctl_python", os.path.join(self.lab_dir, "runtime", "bin", "python")),
             ("grayctl_lab", p["name"]),
             ("grayctl_lab_dir", self.lab_dir),
             ("grayctl_provider", "netns"),

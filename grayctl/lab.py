@@ -21,6 +21,7 @@ from __future__ import annotations
 import os
 import time
 from dataclasses import asdict, dataclass, field
+from pathlib import Path
 from typing import Any
 
 from grayctl.errors import DriftError, LabError, StepFailed
@@ -112,7 +113,9 @@ def _role_vars(defn: LabDefinition, state: str) -> dict[str, Any]:
     from grayctl.image import IMAGE_CACHE
 
     return {"netns_lab_definition": defn.to_dict(), "netns_lab_nodes": defn.count if state == "present" else 0,
-            "netns_lab_home": str(defn.lab_dir), "netns_lab_state": state, "qemu_lab_image_cache": str(IMAGE_CACHE)}
+            "netns_lab_home": str(defn.lab_dir), "netns_lab_state": state, "qemu_lab_image_cache": str(IMAGE_CACHE),
+            # VMs mount this package (wherever it is installed) over virtio-9p, not a checkout's
+            "qemu_lab_grayctl_dir": str(Path(__file__).resolve().parent)}
 
 
 def _run_provider(playbook: str, defn: LabDefinition, state: str, verbose: bool) -> dict[str, Any]:
@@ -364,7 +367,21 @@ def _reset_physical(lab: Any, *, verbose: bool, accept_drift: bool) -> LabRecord
     record.drift = _verify(lab, verbose, accept_drift, "after reimage")
     record.baseline = "drift accepted" if record.drift else "verified"
     record.seconds["verify"] = round(time.monotonic() - t1, 2)
+    t2 = time.monotonic()
+    _install_node_runtime(lab, verbose)
+    record.seconds["runtime"] = round(time.monotonic() - t2, 2)
     return record
+
+
+def _install_node_runtime(lab: Any, verbose: bool) -> None:
+    """A reimaged physical node has no grayctl: the node_runtime role installs this one from a
+    bundle (package files + wheels), after the verify, as software the run deploys."""
+    from grayctl.node_runtime import BUNDLE_CACHE, build_bundle
+    from grayctl.runner import run_playbook
+
+    bundle = build_bundle(BUNDLE_CACHE)
+    run_playbook("node_runtime.yml", inventory=lab.inventory_path, extravars={"node_runtime_bundle": str(bundle)},
+                 verbose=verbose)
 
 
 def run_lab_down(defn: LabDefinition, *, verbose: bool = False) -> LabRecord:

@@ -17,7 +17,11 @@ A lab links ``<lab dir>/runtime`` to its current key; the lab inventory's ``gray
 so a killed build leaves no half runtime that looks complete.
 
 ``python -m grayctl.node_runtime ensure --link PATH`` does the same for plain Ansible users
-(Molecule's create playbook calls it).
+(Molecule's create playbook calls it). Nodes that do not share the controller's filesystem (VMs
+left aside: they mount the package over virtio-9p) get theirs from roles/node_runtime: the
+controller builds a *bundle* (``bundle``: the package files plus a wheelhouse of the node
+requirements), the role copies it and runs this same module on the node from the bundle, so a
+node needs python3 with venv and nothing else — no checkout, no index.
 """
 
 from __future__ import annotations
@@ -36,10 +40,12 @@ from pathlib import Path
 
 from grayctl.errors import LabError
 
-__all__ = ["NodeRuntime", "ensure_runtime", "node_requirements", "code_digest", "RUNTIME_ROOT"]
+__all__ = ["NodeRuntime", "ensure_runtime", "build_bundle", "BUNDLE_CACHE", "bundle_key", "node_requirements", "code_digest",
+           "RUNTIME_ROOT"]
 
 RUNTIME_ROOT = Path(os.environ.get("GRAYCTL_RUNTIME_ROOT") or "/opt/grayctl/runtime")
 NODE_PYTHON = os.environ.get("GRAYCTL_NODE_PYTHON") or "/usr/bin/python3"
+BUNDLE_CACHE = Path(os.environ.get("GRAYCTL_BUNDLE_CACHE") or "/var/cache/grayctl/node-runtime/bundles")
 PACKAGE_DIR = Path(__file__).resolve().parent
 REQUIREMENTS_FILE = PACKAGE_DIR / "node-requirements.txt"
 MARKER = "runtime.json"
@@ -112,7 +118,7 @@ def _site_packages(venv: Path, tag: str) -> Path:
     return venv / "lib" / f"python{tag}" / "site-packages"
 
 
-def _ensure_deps(root: Path, python: str, tag: str) -> Path:
+def _ensure_deps(root: Path, python: str, tag: str, wheelhouse: Path | None = None) -> Path:
     reqs = node_requirements()
     digest = hashlib.sha256(json.dumps([python, tag, reqs]).encode()).hexdigest()[:16]
     deps = root / f"deps-{digest}"
@@ -127,8 +133,11 @@ def _ensure_deps(root: Path, python: str, tag: str) -> Path:
         shutil.rmtree(deps, ignore_errors=True)
         try:
             _run([python, "-m", "venv", str(deps)], f"creating the node dependency venv with {python}")
+            # offline nodes install from the wheelhouse the controller brought (no index at all)
+            index = ["--no-index", "--find-links", str(wheelhouse)] if wheelhouse else []
             _run([str(deps / "bin" / "python"), "-m", "pip", "install", "-q", "--disable-pip-version-check",
-                  "--no-input", *reqs], "installing the node requirements " + " ".join(reqs), timeout=PIP_TIMEOUT_S)
+                  "--no-input", *index, *reqs], "installing the node requirements " + " ".join(reqs),
+                 timeout=PIP_TIMEOUT_S)
             (deps / MARKER).write_text(json.dumps({"requirements": reqs, "python": python, "version": tag}) + "\n")
         except BaseException:
             shutil.rmtree(deps, ignore_errors=True)
@@ -177,7 +186,8 @@ def _prune(root: Path, keep: set[Path]) -> None:
             shutil.rmtree(old, ignore_errors=True)
 
 
-def ensure_runtime(*, link: Path | None = None, root: Path | None = None, python: str | None = None) -> NodeRuntime:
+def ensure_runtime(*, link: Path | None = None, root: Path | None = None, python: str | None = None,
+                   wheelhouse: Path | None = None) -> NodeRuntime:
     """The runtime of this grayctl on this host (built if missing); ``link`` is pointed at it."""
     root = Path(root or RUNTIME_ROOT)
     python = python or NODE_PYTHON
@@ -187,7 +197,7 @@ def ensure_runtime(*, link: Path | None = None, root: Path | None = None, python
         raise LabError(f"cannot create the node runtime directory {root}: {exc.strerror}",
                        hint="run as root, or set GRAYCTL_RUNTIME_ROOT to a writable path") from None
     tag = _python_tag(python)
-    deps = _ensure_deps(root, python, tag)
+    deps = _ensure_deps(root, python, tag, wheelhouse)
     key = hashlib.sha256(f"{code_digest()}\0{deps.name}".encode()).hexdigest()[:16]
     path = root / key
     created = not (path / MARKER).is_file()
@@ -207,6 +217,44 @@ def ensure_runtime(*, link: Path | None = None, root: Path | None = None, python
                        deps=deps, created=created)
 
 
+def bundle_key() -> str:
+    """What a remote node's runtime is made of: this code and the node requirement list."""
+    return hashlib.sha256(f"{code_digest()}\0{node_requirements()}".encode()).hexdigest()[:16]
+
+
+def build_bundle(out: Path, *, python: str | None = None) -> Path:
+    """``out/<bundle key>/``: the package files (``code/grayctl``) and a wheelhouse of the node
+    requirements for ``python`` (``wheels/``), which the node_runtime role copies to nodes that
+    have no checkout and maybe no index. Built once per key; the wheels need an index here."""
+    python = python or NODE_PYTHON
+    key = bundle_key()
+    final = Path(out) / key
+    if (final / "bundle.json").is_file():
+        return final
+    Path(out).mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{key}.", dir=out))
+    try:
+        for rel in _package_files():
+            (tmp / "code" / "grayctl" / rel).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(PACKAGE_DIR / rel, tmp / "code" / "grayctl" / rel)
+        venv = tmp / ".pip"
+        _run([python, "-m", "venv", str(venv)], f"creating a venv with {python} to fetch the node wheels")
+        _run([str(venv / "bin" / "python"), "-m", "pip", "wheel", "-q", "--disable-pip-version-check", "--no-input",
+              "-w", str(tmp / "wheels"), *node_requirements()], "building the node requirement wheels",
+             timeout=PIP_TIMEOUT_S)
+        shutil.rmtree(venv)
+        (tmp / "bundle.json").write_text(json.dumps({"key": key, "grayctl": _version(), "python": _python_tag(python),
+                                                     "requirements": node_requirements()}) + "\n")
+        try:
+            tmp.rename(final)
+        except OSError:
+            if not (final / "bundle.json").is_file():
+                raise
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return final
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m grayctl.node_runtime",
                                      description="Build (or find) the node runtime of this grayctl.")
@@ -215,9 +263,16 @@ def main(argv: list[str] | None = None) -> int:
     ens.add_argument("--link", type=Path, help="a symlink to point at the runtime (e.g. <lab dir>/runtime)")
     ens.add_argument("--root", type=Path, help=f"runtime root (default {RUNTIME_ROOT})")
     ens.add_argument("--python", help=f"the nodes' python3 (default {NODE_PYTHON})")
+    ens.add_argument("--wheelhouse", type=Path, help="install the requirements from this directory only")
+    bun = sub.add_parser("bundle", help="the code and wheels for nodes without a checkout; prints its path")
+    bun.add_argument("--out", type=Path, required=True, help="directory of bundles (one per key)")
+    bun.add_argument("--python", help=f"the nodes' python3 the wheels are for (default {NODE_PYTHON})")
     args = parser.parse_args(argv)
     try:
-        rt = ensure_runtime(link=args.link, root=args.root, python=args.python)
+        if args.command == "bundle":
+            print(json.dumps({"key": bundle_key(), "path": str(build_bundle(args.out, python=args.python))}))
+            return 0
+        rt = ensure_runtime(link=args.link, root=args.root, python=args.python, wheelhouse=args.wheelhouse)
     except LabError as exc:
         print(exc.render(), file=sys.stderr)
         return exc.exit_code

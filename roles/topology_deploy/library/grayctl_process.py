@@ -507,21 +507,25 @@ def still_listening(addresses, timeout=5.0):
 PER_PROCESS_DEFAULTS = dict((k, v.get("default")) for k, v in PER_PROCESS.items())
 
 
+# One entry of `processes`: the per-process options without their defaults (an option an entry
+# leaves out takes the module-level value), name and dir required.
+ENTRY_OPTIONS = dict((k, dict(v, default=None) if "default" in v else dict(v)) for k, v in PER_PROCESS.items())
+ENTRY_OPTIONS["name"]["required"] = True
+ENTRY_OPTIONS["dir"]["required"] = True
+
+# Module level so tests/lint/test_ansible_doc.py can check DOCUMENTATION against it.
+ARGUMENT_SPEC = dict(
+    PER_PROCESS,
+    state=dict(type="str", choices=["started", "stopped", "finished"], default="started"),
+    processes=dict(type="list", elements="dict", options=ENTRY_OPTIONS),
+    prune=dict(type="path"),
+    exclusive=dict(type="str"),
+    closed_ports=dict(type="list", elements="str", default=[]),
+)
+
+
 def main():
-    entry_options = dict((k, dict(v, default=None) if "default" in v else dict(v)) for k, v in PER_PROCESS.items())
-    entry_options["name"]["required"] = True
-    entry_options["dir"]["required"] = True
-    module = AnsibleModule(
-        argument_spec=dict(
-            PER_PROCESS,
-            state=dict(type="str", choices=["started", "stopped", "finished"], default="started"),
-            processes=dict(type="list", elements="dict", options=entry_options),
-            prune=dict(type="path"),
-            exclusive=dict(type="str"),
-            closed_ports=dict(type="list", elements="str", default=[]),
-        ),
-        supports_check_mode=True,
-    )
+    module = AnsibleModule(argument_spec=ARGUMENT_SPEC, supports_check_mode=True)
     p = module.params
     state = p["state"]
     single = p["processes"] is None

@@ -128,22 +128,26 @@ def _find(root, patterns, depth):
     return found
 
 
+# Module level so tests/lint/test_ansible_doc.py can check DOCUMENTATION against it.
+ARGUMENT_SPEC = dict(
+    dir=dict(type="path", required=True),
+    patterns=dict(type="list", elements="str", default=[]),
+    depth=dict(type="int", default=0),
+    required=dict(type="list", elements="str", default=[]),
+    read=dict(type="list", elements="str", default=[]),
+    send=dict(type="bool", default=True),
+    inline_max=dict(type="int", default=64 * 1024 * 1024),
+    wait_pid_file=dict(type="path"),
+    wait_timeout=dict(type="float", default=60.0),
+    wait_required=dict(type="bool", default=True),
+    stop=dict(type="bool", default=False),
+    absent_cmdline=dict(type="str"),
+)
+
+
 def main():
     module = AnsibleModule(
-        argument_spec=dict(
-            dir=dict(type="path", required=True),
-            patterns=dict(type="list", elements="str", default=[]),
-            depth=dict(type="int", default=0),
-            required=dict(type="list", elements="str", default=[]),
-            read=dict(type="list", elements="str", default=[]),
-            send=dict(type="bool", default=True),
-            inline_max=dict(type="int", default=64 * 1024 * 1024),
-            wait_pid_file=dict(type="path"),
-            wait_timeout=dict(type="float", default=60.0),
-            wait_required=dict(type="bool", default=True),
-            stop=dict(type="bool", default=False),
-            absent_cmdline=dict(type="str"),
-        ),
+        argument_spec=ARGUMENT_SPEC,
         supports_check_mode=True,
     )
     p = module.params

@@ -86,7 +86,7 @@ options:
   probe_timeout:
     description: Seconds the KVM probe guest may take before KVM is declared unusable.
     type: int
-    default: 20
+    default: 10
 """
 
 EXAMPLES = r"""

@@ -19,15 +19,7 @@ from datetime import datetime, timezone
 
 from ansible.plugins.action import ActionBase
 
-DOCUMENTATION = r"""
----
-module: grayctl_clock
-short_description: Measure the host clock's offset to the controller
-options:
-  samples: {description: Number of measurements; the one with the smallest round trip is kept., type: int, default: 3}
-  write: {description: Absolute controller path; write O(offsets) there as JSON and measure nothing., type: path}
-  offsets: {description: "With O(write), the JSON to write ({node: {offset_ns, rtt_ns, at, samples}}).", type: dict}
-"""
+# Documented by the module stub playbooks/library/grayctl_clock.py (ansible-doc reads modules only).
 
 
 class ActionModule(ActionBase):

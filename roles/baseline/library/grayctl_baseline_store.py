@@ -107,18 +107,22 @@ def would_write(path, content, mode):
         return True
 
 
+# Module level so tests/lint/test_ansible_doc.py can check DOCUMENTATION against it.
+ARGUMENT_SPEC = dict(
+    files=dict(
+        type="list",
+        elements="dict",
+        required=True,
+        options=dict(path=dict(type="path", required=True), content=dict(type="str", required=True)),
+    ),
+    mode=dict(type="raw", default="0644"),
+    directory_mode=dict(type="raw", default="0755"),
+)
+
+
 def main():
     module = AnsibleModule(
-        argument_spec=dict(
-            files=dict(
-                type="list",
-                elements="dict",
-                required=True,
-                options=dict(path=dict(type="path", required=True), content=dict(type="str", required=True)),
-            ),
-            mode=dict(type="raw", default="0644"),
-            directory_mode=dict(type="raw", default="0755"),
-        ),
+        argument_spec=ARGUMENT_SPEC,
         supports_check_mode=True,
     )
     mode, directory_mode = _mode(module.params["mode"]), _mode(module.params["directory_mode"])

@@ -565,19 +565,23 @@ def to_report(entries):
 
 # --------------------------------------------------------------------------- module
 
+# Module level so tests/lint/test_ansible_doc.py can check DOCUMENTATION against it.
+ARGUMENT_SPEC = dict(
+    packages=dict(type="list", elements="str", default=[]),
+    sysctls=dict(type="list", elements="str", default=[]),
+    interfaces=dict(type="list", elements="str", default=[]),
+    cgroup=dict(type="str", default=""),
+    process_names=dict(type="list", elements="str", default=[]),
+    state_dir=dict(type="path", required=True),
+    forbidden_link_kinds=dict(type="list", elements="str", default=["ifb"]),
+    golden=dict(type="dict"),
+    fail_on_drift=dict(type="bool", default=True),
+)
+
+
 def main():
     module = AnsibleModule(
-        argument_spec=dict(
-            packages=dict(type="list", elements="str", default=[]),
-            sysctls=dict(type="list", elements="str", default=[]),
-            interfaces=dict(type="list", elements="str", default=[]),
-            cgroup=dict(type="str", default=""),
-            process_names=dict(type="list", elements="str", default=[]),
-            state_dir=dict(type="path", required=True),
-            forbidden_link_kinds=dict(type="list", elements="str", default=["ifb"]),
-            golden=dict(type="dict"),
-            fail_on_drift=dict(type="bool", default=True),
-        ),
+        argument_spec=ARGUMENT_SPEC,
         supports_check_mode=True,
     )
     params = module.params

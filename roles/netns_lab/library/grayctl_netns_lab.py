@@ -1519,15 +1519,19 @@ def inspect(lab):
 # ---------------------------------------------------------------------------
 
 
+# Module level so tests/lint/test_ansible_doc.py can check DOCUMENTATION against it.
+ARGUMENT_SPEC = dict(
+    state=dict(type="str", default="present", choices=["present", "absent", "reset", "inspect"]),
+    definition=dict(type="dict", required=True),
+    source=dict(type="str", default="<definition>"),
+    nodes=dict(type="int", default=0),
+    home=dict(type="str", default=""),
+)
+
+
 def main():
     module = AnsibleModule(
-        argument_spec=dict(
-            state=dict(type="str", default="present", choices=["present", "absent", "reset", "inspect"]),
-            definition=dict(type="dict", required=True),
-            source=dict(type="str", default="<definition>"),
-            nodes=dict(type="int", default=0),
-            home=dict(type="str", default=""),
-        ),
+        argument_spec=ARGUMENT_SPEC,
         supports_check_mode=True,
     )
     p = module.params

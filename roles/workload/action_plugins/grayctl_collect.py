@@ -19,15 +19,9 @@ import zlib
 from ansible.errors import AnsibleActionFail
 from ansible.plugins.action import ActionBase
 
-DOCUMENTATION = r"""
----
-module: grayctl_collect
-short_description: Wait for a process, then copy the files it left under a node directory to the controller
-description:
-  - The options of the grayctl_collect module, plus O(dest). The node's files land at C(dest/<path relative to dir>).
-options:
-  dest: {description: Absolute controller directory; without it only the O(read) files' contents are returned., type: path}
-"""
+# Arguments taken here and not passed to the module (which gets send = dest is given); documented,
+# with the module's, in roles/workload/library/grayctl_collect.py (ansible-doc reads that file).
+ACTION_ARGS = ("dest",)
 
 
 def _sha1(path):
@@ -47,7 +41,8 @@ class ActionModule(ActionBase):
     def run(self, tmp=None, task_vars=None):
         result = super(ActionModule, self).run(tmp, task_vars)
         args = dict(self._task.args)
-        dest = args.pop("dest", None)
+        own = dict((k, args.pop(k)) for k in ACTION_ARGS if k in args)
+        dest = own.get("dest")
         if dest is not None and not os.path.isabs(str(dest)):
             raise AnsibleActionFail("grayctl_collect: dest must be an absolute controller path, got %r" % dest)
         args["send"] = dest is not None

@@ -26,14 +26,27 @@ description:
     larger ones over the connection.
   - Returns the files named in O(read) parsed as JSON in C(contents); fails when a file of O(required) or
     O(read) is missing.
+  - The action plugin of the same name runs this module on the node and, with O(dest), writes the files on
+    the controller at C(dest/<path relative to dir>). A file already there with the same content is left
+    alone, so a re-run changes nothing.
 options:
+  dest:
+    description:
+      - Absolute controller directory to write the found files into (taken by the action plugin, not sent
+        to the node). Without it only the file list and the O(read) files' contents are returned.
+    type: path
   dir: {description: Directory to search; a missing one holds no files., type: path, required: true}
   patterns: {description: File name patterns (fnmatch)., type: list, elements: str, default: []}
   depth: {description: Directory levels below O(dir) to search too., type: int, default: 0}
   required: {description: Relative paths that must be found., type: list, elements: str, default: []}
   read: {description: Relative paths of JSON files returned parsed in C(contents)., type: list, elements: str, default: []}
-  send: {description: Return the matched files' contents (else only their list and O(read))., type: bool, default: true}
-  inline_max: {description: Largest file returned inline, in bytes., type: int, default: 67108864}
+  send:
+    description:
+      - Return the matched files' contents (else only their list and O(read)). The action plugin sets it
+        from O(dest) (true when O(dest) is given) and ignores a value given in the task.
+    type: bool
+    default: true
+  inline_max: {description: "Largest file returned inline, in bytes; larger ones are fetched over the connection.", type: int, default: 67108864}
   wait_pid_file: {description: Pid file of the process to wait for (C(dir/pid) of grayctl_process)., type: path}
   wait_timeout: {description: Seconds to wait for that process to exit., type: float, default: 60}
   wait_required: {description: Fail when it is still running after O(wait_timeout) (else a warning)., type: bool, default: true}
@@ -42,11 +55,43 @@ options:
 author: grayctl
 """
 
+EXAMPLES = r"""
+- name: Stop the load generator, wait for it, and fetch its records to the controller
+  grayctl_collect:
+    dir: /var/lib/grayctl/workload
+    patterns: [requests.parquet, workload-summary.json]
+    wait_pid_file: /var/lib/grayctl/workload/pid
+    stop: true
+    wait_timeout: 20
+    wait_required: false
+    dest: "/srv/runs/{{ run_id }}/{{ inventory_hostname }}/workload"
+
+- name: Fetch each replica's spans (one directory level down)
+  grayctl_collect:
+    dir: /var/lib/grayctl/services
+    patterns: [spans.jsonl, runtime.jsonl]
+    depth: 1
+    dest: "/srv/runs/{{ run_id }}/{{ inventory_hostname }}"
+
+- name: Read the generator's summary without copying anything
+  grayctl_collect:
+    dir: /var/lib/grayctl/workload
+    read: [workload-summary.json]
+  register: __summary
+"""
+
 RETURN = r"""
-files: {description: "Found files: path (relative to dir), abs, size, sha1, and data (zlib, base64) when sent inline.", type: list, returned: always}
+files:
+  description:
+    - "Found files: C(path) (relative to O(dir)), C(abs), C(size), C(sha1)."
+    - The module adds C(data) (zlib, base64) to a file sent inline; the action plugin removes it once written.
+  type: list
+  elements: dict
+  returned: always
 contents: {description: The O(read) files parsed as JSON., type: dict, returned: always}
 waited_s: {description: Seconds spent waiting for the process., type: float, returned: always}
 stopped: {description: Whether SIGTERM was sent., type: bool, returned: always}
+written: {description: Controller paths the action plugin wrote (files already the same are not rewritten)., type: list, elements: str, returned: always}
 """
 
 import base64
@@ -128,22 +173,26 @@ def _find(root, patterns, depth):
     return found
 
 
+# Module level so tests/lint/test_ansible_doc.py can check DOCUMENTATION against it.
+ARGUMENT_SPEC = dict(
+    dir=dict(type="path", required=True),
+    patterns=dict(type="list", elements="str", default=[]),
+    depth=dict(type="int", default=0),
+    required=dict(type="list", elements="str", default=[]),
+    read=dict(type="list", elements="str", default=[]),
+    send=dict(type="bool", default=True),
+    inline_max=dict(type="int", default=64 * 1024 * 1024),
+    wait_pid_file=dict(type="path"),
+    wait_timeout=dict(type="float", default=60.0),
+    wait_required=dict(type="bool", default=True),
+    stop=dict(type="bool", default=False),
+    absent_cmdline=dict(type="str"),
+)
+
+
 def main():
     module = AnsibleModule(
-        argument_spec=dict(
-            dir=dict(type="path", required=True),
-            patterns=dict(type="list", elements="str", default=[]),
-            depth=dict(type="int", default=0),
-            required=dict(type="list", elements="str", default=[]),
-            read=dict(type="list", elements="str", default=[]),
-            send=dict(type="bool", default=True),
-            inline_max=dict(type="int", default=64 * 1024 * 1024),
-            wait_pid_file=dict(type="path"),
-            wait_timeout=dict(type="float", default=60.0),
-            wait_required=dict(type="bool", default=True),
-            stop=dict(type="bool", default=False),
-            absent_cmdline=dict(type="str"),
-        ),
+        argument_spec=ARGUMENT_SPEC,
         supports_check_mode=True,
     )
     p = module.params

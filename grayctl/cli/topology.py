@@ -9,8 +9,8 @@ from pathlib import Path
 import click
 
 from grayctl.errors import InputError, Problem
-from grayctl.graph import FORMATS, to_dot, to_image
 from grayctl.topology import Topology, list_topologies, load_topology
+from grayctl.topology.render import FORMATS, to_dot, to_image
 
 
 @click.group()

@@ -13,9 +13,9 @@ from click.testing import CliRunner
 
 from grayctl.cli import cli
 from grayctl.errors import InputError, LabError
-from grayctl.graph import to_dot, to_image
 from grayctl.source import ValueProblem
 from grayctl.topology import Call, Parallel, list_topologies, load_topology
+from grayctl.topology.render import to_dot, to_image
 
 ROOT = Path(__file__).resolve().parents[2]
 CORPUS = ROOT / "tests" / "corpus" / "topologies"

@@ -23,7 +23,7 @@ import subprocess
 from html import escape
 
 from grayctl.errors import GrayctlError, LabError
-from grayctl.topology import Call, Component, Topology
+from grayctl.topology.model import Call, Component, Topology
 
 __all__ = ["FORMATS", "IMAGE_FORMATS", "to_dot", "to_image"]
 

@@ -15,7 +15,8 @@ The runner (``grayctl.run``) only emits; nothing here feeds back into the run. K
                   teardown (reset|undeploy, None with --keep)
   step_start      step: name; phase: prepare|run|collect|teardown|cleanup; data: why
   step_end        data: seconds
-  step_failed     data: seconds, error (host / task / why), exit_code
+  step_failed     data: seconds, error (per host: task, the module's msg and exit code, then the
+                  last lines of its stderr, or stdout when stderr is empty), exit_code
   monitor_ready   data: url (Prometheus)
   timeline_start  data: t0 (UTC epoch s: the load generator's anchor, or an estimate: t0_source), schedule_s, load1 (load average then), phases [{phase, start_s, end_s}]
   phase           phase: warmup|baseline|fault|recovery; data: start_s, end_s
@@ -198,7 +199,7 @@ class ConsoleProgress:
             self._print(f"  [green]✓[/] {ev.step} [dim]{d.get('seconds', 0):.1f}s[/]")
             self.step = None
         elif ev.kind == "step_failed":
-            self._print(f"  [red]✗[/] {ev.step}: {d.get('error')}")
+            self._print_failure(ev.step, str(d.get("error") or "no reason given"))
         elif ev.kind == "monitor_ready":
             self._url = d.get("url")
         elif ev.kind == "timeline_start":
@@ -264,6 +265,16 @@ class ConsoleProgress:
     # -- rendering -----------------------------------------------------------------------
     def _print(self, markup: str) -> None:
         self.console.print(markup, highlight=False)
+
+    def _print_failure(self, step: str | None, error: str) -> None:
+        """The whole reason, every line: the runner's text names host, task, msg and the command's
+        last output lines. Escaped: output like "[Errno 2]" is not markup."""
+        from rich.markup import escape
+
+        first, *rest = error.splitlines() or [""]
+        self._print(f"  [red]✗[/] {escape(str(step))}: {escape(first)}")
+        for line in rest:
+            self._print(f"    {escape(line)}")
 
     def _elapsed_timeline(self) -> float:
         if self.t0 is None:

@@ -12,11 +12,13 @@ Callers that applied something to hosts must run a separate revert afterwards.
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import signal
 import sys
 import tempfile
+import textwrap
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -33,12 +35,16 @@ EventHandler = Callable[[dict[str, Any]], None]
 class HostFailure:
     host: str
     task: str
-    message: str
+    message: str  # the module's msg and exit code
     unreachable: bool = False
+    # The last lines of the command's stderr (stdout when stderr is empty): usually the real reason,
+    # where "non-zero return code" alone says nothing.
+    detail: list[str] = field(default_factory=list)
 
     def render(self) -> str:
         what = "unreachable" if self.unreachable else "failed"
-        return f"{self.host}: {what} in task '{self.task}': {self.message}"
+        return "\n".join([f"{self.host}: {what} in task '{self.task}': {self.message}"]
+                         + [f"    {line}" for line in self.detail])
 
 
 @dataclass
@@ -85,15 +91,60 @@ class _Cancel:
         return self.requested
 
 
-def _message(res: dict[str, Any]) -> str:
+TAIL_LINES = 5  # of a failed command's output, shown with its failure
+LINE_CHARS = 240  # longer lines keep their start and their end (where a traceback's reason is)
+
+
+def _trim(line: str, limit: int = LINE_CHARS) -> str:
+    if len(line) <= limit:
+        return line
+    head = limit // 3
+    return f"{line[:head]} … {line[-(limit - head - 3):]}"
+
+
+def _tail(text: str) -> list[str]:
+    """The last non-empty lines of ``text``, trimmed. A JSON object with a ``msg`` (the node-side
+    executors' answer, e.g. faultctl's) stands for its msg: one escaped line would hide the reason."""
+    text = text.strip()
+    if text.startswith("{"):
+        try:
+            answer = json.loads(text.splitlines()[-1])
+        except ValueError:
+            answer = None
+        if isinstance(answer, dict) and isinstance(answer.get("msg"), str) and answer["msg"].strip():
+            text = answer["msg"].strip()
+    lines = [line.rstrip() for line in text.splitlines() if line.strip()]
+    return [_trim(line) for line in lines[-TAIL_LINES:]]
+
+
+def _failed_item(res: dict[str, Any]) -> dict[str, Any]:
+    """A loop's result stands for its first failed item (its msg is only "One or more items failed")."""
+    items = res.get("results")
+    if isinstance(items, list):
+        for item in items:
+            if isinstance(item, dict) and (item.get("failed") or item.get("unreachable")):
+                return item
+    return res
+
+
+def _failure(res: dict[str, Any]) -> tuple[str, list[str]]:
+    """(message, detail): the module's msg and exit code; the last lines of stderr, else of stdout."""
+    res = _failed_item(res)
     parts = []
-    for key in ("msg", "stderr", "module_stderr", "reason"):
-        value = str(res.get(key) or "").strip()
+    for key in ("msg", "reason"):
+        value = res.get(key)
+        value = "; ".join(map(str, value)) if isinstance(value, list) else str(value or "")
+        value = value.strip()
         if value and value not in parts:
-            parts.append(value if len(value) < 1500 else value[:1500] + " …")
-    if "rc" in res and res.get("rc") not in (0, None):
+            parts.append(_trim(value, 1500))
+    if res.get("rc") not in (0, None):
         parts.append(f"(exit code {res['rc']})")
-    return " — ".join(parts) if parts else "no message"
+    detail: list[str] = []
+    for out, err in (("stdout", "stderr"), ("module_stdout", "module_stderr")):
+        text = str(res.get(err) or "").strip() or str(res.get(out) or "").strip()
+        detail += [line for line in _tail(text) if line not in detail and line not in parts]
+    message = " ".join(parts) if parts else "no message"
+    return message, detail[-TAIL_LINES:] if detail else []
 
 
 def _runner_env(verbose: bool) -> dict[str, str]:
@@ -172,10 +223,10 @@ def _run(
         res = data.get("res") or {}
         if kind in ("runner_on_ok", "runner_on_failed", "runner_on_unreachable") and host:
             result.task_results.setdefault(task, {})[host] = res
-        if kind == "runner_on_failed" and not data.get("ignore_errors"):
-            result.failures.append(HostFailure(host, task, _message(res)))
-        elif kind == "runner_on_unreachable":
-            result.failures.append(HostFailure(host, task, _message(res), unreachable=True))
+        unreachable = kind == "runner_on_unreachable"
+        if unreachable or (kind == "runner_on_failed" and not data.get("ignore_errors")):
+            message, detail = _failure(res)
+            result.failures.append(HostFailure(host, task, message, unreachable=unreachable, detail=detail))
         if on_event is not None:
             on_event(event)
         return True  # False would drop the event from runner's own records
@@ -214,7 +265,7 @@ def _run(
 def _failure_text(result: PlaybookResult) -> str:
     if result.failures:
         lines = [f"{result.playbook} failed on {len({f.host for f in result.failures})} host(s)"]
-        lines += ["  " + f.render() for f in result.failures[:8]]
+        lines += [textwrap.indent(f.render(), "  ") for f in result.failures[:8]]
         return "\n".join(lines)
     tail = "\n".join(result.stdout.strip().splitlines()[-15:])
     return f"{result.playbook} ended with status {result.status} (rc {result.rc})\n{tail}"

@@ -3,14 +3,16 @@
 Every function drives playbooks through ``grayctl.runner`` and returns plain data for the CLI to
 render; none touches a host itself.
 
-  run_lab_bootstrap  playbooks/lab_bootstrap.yml (packages, on this machine)
+  run_lab_bootstrap  playbooks/lab_bootstrap.yml (packages, on this machine), then the fault
+                     backend's needs                                         -> BackendCheck
   run_lab_up         playbooks/lab_up.yml, then baseline.yml record over SSH -> LabRecord
   run_lab_status     playbooks/lab_inspect.yml, then an Ansible ping over SSH -> LabRecord
   run_lab_reset      playbooks/lab_reset.yml, then baseline.yml verify       -> LabRecord (DriftError on drift,
                      or the drift in the record with accept_drift); a physical lab (an Ansible
                      inventory, grayctl/physical.py): playbooks/reimage.yml, then verify
   run_lab_down       playbooks/lab_down.yml                                  -> LabRecord
-  run_lab_doctor     lab_inspect.yml plus baseline verify                    -> DoctorReport
+  run_lab_doctor     lab_inspect.yml plus baseline verify, and the fault backend's needs on
+                     this host (grayctl/faultbackend.py)                     -> DoctorReport
 
 The netns provider's role (roles/netns_lab) records every resource before creating it, so
 ``down`` and ``doctor`` work after a crash. The module's result is read from the runner's events.
@@ -25,6 +27,7 @@ from pathlib import Path
 from typing import Any
 
 from grayctl.errors import DriftError, LabError, StepFailed
+from grayctl.faultbackend import BackendCheck, nodes_python, probe_fault_backend
 from grayctl.labdef import LabDefinition
 from grayctl.paths import PLAYBOOKS_DIR
 
@@ -91,11 +94,17 @@ class DoctorReport:
     sshd_not_listening: list[str]
     drift: list[str]
     notes: list[str] = field(default_factory=list)
+    # grayctl.faultbackend's check for the netns nodes (they share this host's kernel); None: not checked
+    fault_backend: dict[str, Any] | None = None
+
+    @property
+    def backend_missing(self) -> list[dict[str, str]]:
+        return list((self.fault_backend or {}).get("missing") or [])
 
     @property
     def clean(self) -> bool:
         return not (self.missing or self.left_behind or self.unrecorded or self.sshd_not_listening
-                    or self.drift or self.status not in ("up", "down"))
+                    or self.drift or self.backend_missing or self.status not in ("up", "down"))
 
     def to_dict(self) -> dict[str, Any]:
         return {**asdict(self), "clean": self.clean}
@@ -241,11 +250,15 @@ def _verify(defn: LabDefinition, verbose: bool, accept_drift: bool, when: str) -
     raise DriftError("\n".join(lines), hint=hint)
 
 
-def run_lab_bootstrap(*, verbose: bool = False) -> None:
+def run_lab_bootstrap(*, with_test_tools: bool = False, verbose: bool = False) -> BackendCheck:
+    """Install the lab's packages (``with_test_tools``: also what only the test suite and benchmarks
+    use); then what the fault backend this host would choose still lacks (pip packages, say)."""
     from grayctl.runner import run_playbook
 
     ensure_root("lab bootstrap")
-    run_playbook("lab_bootstrap.yml", verbose=verbose)
+    run_playbook("lab_bootstrap.yml", extravars={"lab_bootstrap_with_test_tools": with_test_tools}, verbose=verbose)
+    python, where = nodes_python()
+    return probe_fault_backend(python, python_source=where)
 
 
 def _is_physical(defn: Any) -> bool:
@@ -405,6 +418,7 @@ def run_lab_doctor(defn: LabDefinition, *, verbose: bool = False) -> DoctorRepor
         else:
             doctor.notes.append("no golden baseline for every node: record one right after imaging "
                                 "(playbooks/baseline.yml -e baseline_mode=record)")
+        doctor.notes.append("fault backend not checked: each node's executor probes its own kernel when it applies one")
         return doctor
     ensure_root("lab doctor")
     record = _record(defn, _run_provider("lab_inspect.yml", defn, "inspect", verbose))
@@ -414,6 +428,9 @@ def run_lab_doctor(defn: LabDefinition, *, verbose: bool = False) -> DoctorRepor
         left_behind=rep.get("left_behind", []), unrecorded=rep.get("unrecorded", []),
         sshd_not_listening=rep.get("sshd_not_listening", []), drift=[],
     )
+    if len(defn.vm_nodes) < len(defn.node_names):  # VM nodes have kernels of their own
+        python, where = nodes_python(defn.inventory_path if doctor.status == "up" else None)
+        doctor.fault_backend = probe_fault_backend(python, python_source=where).to_dict()
     if doctor.status not in ("up", "down"):
         doctor.notes.append(f"the lab's state is '{doctor.status}': a lab command was interrupted; "
                             "'grayctl lab down' removes what it recorded")

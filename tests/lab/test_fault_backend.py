@@ -1,0 +1,100 @@
+"""The fault backend's needs on this host, asked as faultctl asks them, with real interpreters.
+
+A venv made with ``--without-pip`` is a real interpreter without netfilterqueue; an empty
+directory as PATH is a host without the tools. ``grayctl lab doctor`` is driven as a user drives
+it, on a lab of its own whose inventory is made to name that interpreter.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+from test_netns_lab import Lab  # tests/lab is on sys.path (rootdir-less test dir)
+
+from grayctl.faultbackend import probe_fault_backend
+
+pytestmark = [
+    pytest.mark.lab,
+    pytest.mark.skipif(os.geteuid() != 0, reason="the probe makes a network namespace (root)"),
+]
+
+
+@pytest.fixture(scope="module")
+def bare_python(tmp_path_factory: pytest.TempPathFactory) -> str:
+    venv = tmp_path_factory.mktemp("bare") / "venv"
+    subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(venv)], check=True, timeout=120)
+    python = str(venv / "bin" / "python")
+    assert subprocess.run([python, "-c", "import netfilterqueue"], capture_output=True).returncode != 0
+    return python
+
+
+def _host_links_and_netns() -> tuple[str, str]:
+    def out(*argv: str) -> str:
+        return subprocess.run(argv, capture_output=True, text=True, check=True).stdout
+
+    return out("ip", "netns", "list"), "\n".join(sorted(out("ip", "-o", "link").splitlines()))
+
+
+def test_the_check_passes_with_grayctls_interpreter_and_touches_nothing() -> None:
+    before = _host_links_and_netns()
+    check = probe_fault_backend(sys.executable)
+    assert check.ok, [n.render() for n in check.missing]
+    assert check.backend in ("netem", "fallback") and check.why  # the probe's own words
+    assert "gcprb" not in "".join(_host_links_and_netns())  # the probe's ifb lived in its own netns
+    assert _host_links_and_netns()[0] == before[0]
+
+
+def test_an_interpreter_without_netfilterqueue_fails_the_fallback_with_what_to_install(bare_python: str) -> None:
+    check = probe_fault_backend(bare_python)
+    if check.backend == "netem":
+        assert check.ok  # netem needs no Python binding: nothing to ask of the interpreter
+        return
+    (need,) = check.missing
+    assert need.what == f"netfilterqueue in {bare_python}"
+    assert "No module named 'netfilterqueue'" in need.why
+    assert f"{bare_python} -m pip install 'grayctl[node]'" in need.fix
+    assert "apt-get install libnetfilter-queue-dev" in need.fix
+
+
+def test_tools_missing_from_the_nodes_path_are_named_with_their_package(tmp_path: Path) -> None:
+    check = probe_fault_backend(sys.executable, path=str(tmp_path))
+    fixes = {n.what.split()[0]: n.fix for n in check.missing}
+    expected = {"tc": "apt-get install iproute2", "nft": "apt-get install nftables",
+                "conntrack": "apt-get install conntrack"}
+    if check.backend == "fallback":
+        expected["iptables"] = "apt-get install iptables"
+    assert fixes == expected
+
+
+@pytest.fixture
+def lab(tmp_path: Path):
+    lab = Lab(tmp_path, "b", "10.251.0.0/26", "10.251.64.0/26", count=1)
+    try:
+        lab.grayctl("lab", "up")
+        yield lab
+    finally:
+        lab.teardown()
+
+
+def test_doctor_names_what_the_nodes_python_lacks_and_exits_3(lab: Lab, bare_python: str) -> None:
+    ok = json.loads(lab.grayctl("lab", "doctor", "--json").stdout)
+    assert ok["clean"] and ok["fault_backend"]["python"] == sys.executable
+    # the module needs only the standard library: an up run by the bare interpreter names it grayctl_python
+    lab.playbook("lab_up.yml", "-e", f"ansible_python_interpreter={bare_python}")
+    inventory = yaml.safe_load(lab.inventory.read_text())
+    assert inventory["all"]["children"]["lab_nodes"]["vars"]["grayctl_python"] == bare_python
+    doctor = lab.grayctl("lab", "doctor", check=False)
+    if ok["fault_backend"]["backend"] == "netem":
+        assert doctor.returncode == 0, doctor.stdout + doctor.stderr
+        return
+    assert doctor.returncode == 3, doctor.stdout + doctor.stderr
+    assert f"nodes' Python: {bare_python} (grayctl_python in {lab.inventory})" in doctor.stdout
+    assert f"netfilterqueue in {bare_python}: the fallback's delayer cannot start" in doctor.stdout
+    assert f"fix: {bare_python} -m pip install 'grayctl[node]'" in doctor.stdout
+    assert "1 missing for the fault backend" in doctor.stderr

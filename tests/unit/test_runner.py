@@ -43,6 +43,12 @@ _PLAYBOOK = f"""\
         argv: [python3, -c, 'import sys; [print("line", i, file=sys.stderr) for i in range(20)]; print("[error] {_LONG}", file=sys.stderr); sys.exit(1)']
       changed_when: false
       when: inventory_hostname == 'long'
+    - name: Fail on the second item of a loop
+      ansible.builtin.command:
+        argv: [python3, -c, 'import sys; sys.exit(0) if sys.argv[1] == "one" else sys.exit("item " + sys.argv[1] + " broke")', '{{{{ item }}}}']
+      loop: [one, two]
+      changed_when: false
+      when: inventory_hostname == 'loop'
 """
 
 
@@ -54,7 +60,7 @@ def failed(tmp_path_factory) -> tuple[StepFailed, list[dict]]:
     (d / "hosts.yml").write_text(textwrap.dedent("""\
         all:
           vars: {ansible_connection: local, ansible_python_interpreter: "{{ ansible_playbook_python }}"}
-          hosts: {stderr: {}, stdout: {}, long: {}}
+          hosts: {stderr: {}, stdout: {}, long: {}, loop: {}}
         """))
     events: list[dict] = []
     with pytest.raises(StepFailed) as caught:
@@ -77,7 +83,7 @@ def _host_block(message: str, host: str) -> list[str]:
 def test_the_events_are_real_runner_on_failed_events_with_the_output(failed):
     _, events = failed
     res = {e["event_data"]["host"]: e["event_data"]["res"] for e in events if e["event"] == "runner_on_failed"}
-    assert set(res) == {"stderr", "stdout", "long"}
+    assert set(res) == {"stderr", "stdout", "long", "loop"}
     assert res["stderr"]["stderr"] == "boom" and res["stderr"]["msg"] == "non-zero return code"
     assert res["stdout"]["stderr"] == "" and "netfilterqueue" in res["stdout"]["stdout"]
 
@@ -107,6 +113,13 @@ def test_only_the_last_lines_are_kept_and_long_ones_keep_their_end(failed):
     assert detail[-1].endswith("the end of a long line")
 
 
+def test_a_loop_says_why_its_failed_item_failed(failed):
+    err, _ = failed
+    head, *detail = _host_block(err.message, "loop")
+    assert head.endswith("non-zero return code (exit code 1)")  # not only "One or more items failed"
+    assert detail == ["item two broke"]
+
+
 def _step_failed(err: StepFailed) -> tuple[str, dict]:
     """The step_failed event as grayctl.run emits it, through the console and the JSON stream."""
     console_out, json_out = io.StringIO(), io.StringIO()
@@ -125,7 +138,7 @@ def test_the_console_line_and_the_json_event_carry_the_reason(failed):
     assert lines[first + 1].strip() == "boom"
     assert "ModuleNotFoundError: No module named 'netfilterqueue'" in console
     assert "[error] xxx" in console  # escaped: output is never taken for rich markup
-    assert lines[0].startswith("  ✗ inject:f1: boom.yml failed on 3 host(s)")
+    assert lines[0].startswith("  ✗ inject:f1: boom.yml failed on 4 host(s)")
     data = event["data"]
     assert event["kind"] == "step_failed" and data["exit_code"] == 4
     assert "non-zero return code (exit code 4)\n      boom" in data["error"]

@@ -43,6 +43,14 @@ _PLAYBOOK = f"""\
         argv: [python3, -c, 'import sys; [print("line", i, file=sys.stderr) for i in range(20)]; print("[error] {_LONG}", file=sys.stderr); sys.exit(1)']
       changed_when: false
       when: inventory_hostname == 'long'
+    - name: Apply a spec the real node-side executor refuses
+      ansible.builtin.command:
+        argv: ['{{{{ ansible_playbook_python }}}}', -m, grayctl.faulthelpers.faultctl, apply, --dir, '{{{{ fault_dir }}}}',
+               --spec, '{{"type": "network-latency", "id": "f1", "interface": "data"}}']
+      register: refused
+      changed_when: false
+      failed_when: refused.rc != 0
+      when: inventory_hostname == 'faultctl'
     - name: Fail on the second item of a loop
       ansible.builtin.command:
         argv: [python3, -c, 'import sys; sys.exit(0) if sys.argv[1] == "one" else sys.exit("item " + sys.argv[1] + " broke")', '{{{{ item }}}}']
@@ -60,12 +68,12 @@ def failed(tmp_path_factory) -> tuple[StepFailed, list[dict]]:
     (d / "hosts.yml").write_text(textwrap.dedent("""\
         all:
           vars: {ansible_connection: local, ansible_python_interpreter: "{{ ansible_playbook_python }}"}
-          hosts: {stderr: {}, stdout: {}, long: {}, loop: {}}
+          hosts: {stderr: {}, stdout: {}, long: {}, loop: {}, faultctl: {}}
         """))
     events: list[dict] = []
     with pytest.raises(StepFailed) as caught:
         run_playbook(str(d / "boom.yml"), inventory=d / "hosts.yml", on_event=events.append,
-                     extravars={"answer_file": str(d / "answer.json")})
+                     extravars={"answer_file": str(d / "answer.json"), "fault_dir": str(d / "faults")})
     return caught.value, events
 
 
@@ -83,7 +91,7 @@ def _host_block(message: str, host: str) -> list[str]:
 def test_the_events_are_real_runner_on_failed_events_with_the_output(failed):
     _, events = failed
     res = {e["event_data"]["host"]: e["event_data"]["res"] for e in events if e["event"] == "runner_on_failed"}
-    assert set(res) == {"stderr", "stdout", "long", "loop"}
+    assert set(res) == {"stderr", "stdout", "long", "loop", "faultctl"}
     assert res["stderr"]["stderr"] == "boom" and res["stderr"]["msg"] == "non-zero return code"
     assert res["stdout"]["stderr"] == "" and "netfilterqueue" in res["stdout"]["stdout"]
 
@@ -102,6 +110,14 @@ def test_stdout_stands_in_when_stderr_is_empty_and_a_json_answer_shows_its_msg(f
     assert detail[0] == "the delayer did not start: Traceback (most recent call last):"
     assert detail[-1] == "ModuleNotFoundError: No module named 'netfilterqueue'"
     assert not any('"failed": true' in line for line in detail)  # the msg, not the escaped JSON line
+
+
+def test_the_real_executors_json_answer_shows_as_its_msg(failed):
+    err, _ = failed
+    head, *detail = _host_block(err.message, "faultctl")
+    assert head.endswith("non-zero return code (exit code 3)")
+    (reason,) = detail  # faultctl's msg (it refuses the spec's missing expiry), not its JSON line
+    assert "must be" in reason and not reason.startswith("{")
 
 
 def test_only_the_last_lines_are_kept_and_long_ones_keep_their_end(failed):
@@ -138,7 +154,7 @@ def test_the_console_line_and_the_json_event_carry_the_reason(failed):
     assert lines[first + 1].strip() == "boom"
     assert "ModuleNotFoundError: No module named 'netfilterqueue'" in console
     assert "[error] xxx" in console  # escaped: output is never taken for rich markup
-    assert lines[0].startswith("  ✗ inject:f1: boom.yml failed on 4 host(s)")
+    assert lines[0].startswith("  ✗ inject:f1: boom.yml failed on 5 host(s)")
     data = event["data"]
     assert event["kind"] == "step_failed" and data["exit_code"] == 4
     assert "non-zero return code (exit code 4)\n      boom" in data["error"]

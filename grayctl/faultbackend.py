@@ -12,7 +12,9 @@ bootstrap`` can ask the same questions here first:
                                                 then the chosen backend's needs: its tools on the
                                                 nodes' PATH and, for the fallback, ``import
                                                 netfilterqueue`` in the nodes' Python
-  nodes_python(inventory) -> (python, where)    the interpreter a netns lab's nodes run grayctl with
+  nodes_python(lab_dir, inventory)              the interpreter a netns lab's nodes run grayctl with
+                                                (its node runtime), or None before the first up: then
+                                                what building the runtime needs is checked instead
 
 Needs root (the probe creates a network namespace), as the lab commands that call it do.
 """
@@ -59,7 +61,7 @@ class Need:
 class BackendCheck:
     backend: str  # netem | fallback | unknown (the probe did not answer)
     why: str  # the probe's words, e.g. "tc refused netem: Error: Specified qdisc kind is unknown."
-    python: str
+    python: str | None
     python_source: str
     missing: list[Need] = field(default_factory=list)
 
@@ -68,15 +70,16 @@ class BackendCheck:
         return not self.missing
 
     def summary(self) -> str:
-        return f"fault backend {self.backend} ({self.why}); nodes' Python {self.python} ({self.python_source})"
+        return f"fault backend {self.backend} ({self.why}); nodes' Python {self.python or '-'} ({self.python_source})"
 
     def to_dict(self) -> dict[str, Any]:
         return {**asdict(self), "ok": self.ok}
 
 
-def nodes_python(inventory: Path | None = None) -> tuple[str, str]:
-    """The nodes' interpreter: an up lab's ``inventory`` says it (grayctl_python); without one, the
-    next 'grayctl lab up' from this interpreter writes this one (roles/netns_lab)."""
+def nodes_python(lab_dir: Path | None = None, inventory: Path | None = None) -> tuple[str | None, str]:
+    """The nodes' interpreter: an up lab's ``inventory`` names it (grayctl_python, the lab's node
+    runtime link); a lab that is down keeps the runtime of its last up in ``<lab_dir>/runtime``.
+    None: no runtime yet ('grayctl lab up' builds it, grayctl/node_runtime.py)."""
     if inventory is not None:
         try:
             import yaml
@@ -87,12 +90,15 @@ def nodes_python(inventory: Path | None = None) -> tuple[str, str]:
                 return python, f"grayctl_python in {inventory}"
         except (OSError, ValueError, KeyError, TypeError, AttributeError):
             pass
-    return sys.executable, "this grayctl's interpreter, which 'grayctl lab up' gives the nodes"
+    if lab_dir is not None and (lab_dir / "runtime" / "bin" / "python").exists():
+        return str(lab_dir / "runtime" / "bin" / "python"), "the node runtime of the lab's last up"
+    return None, "no node runtime yet: 'grayctl lab up' builds it"
 
 
-def probe_fault_backend(python: str, *, python_source: str = "given", path: str = NODE_PATH) -> BackendCheck:
+def probe_fault_backend(python: str | None, *, python_source: str = "given", path: str = NODE_PATH) -> BackendCheck:
     """The backend faultctl would choose on this host and what of its needs is missing.
 
+    ``python``: the nodes' interpreter; None (no node runtime yet): what building one needs instead.
     ``path``: where the nodes look for tools (their sessions' PATH).
     """
     probe, failure = _probe_netem()
@@ -108,11 +114,42 @@ def probe_fault_backend(python: str, *, python_source: str = "given", path: str 
             package, use = _TOOLS[tool]
             check.missing.append(Need(f"{tool} (on the nodes' PATH)", f"not found; the {backend} backend needs it "
                                       f"for {use}", f"apt-get install {package}"))
-    if backend == "fallback":
+    if python is None:
+        # lab up will pip-install the node requirements, netfilterqueue among them, compiled here
+        check.missing += _runtime_build_needs(path)
+    elif backend == "fallback":
         need = _netfilterqueue(python)
         if need is not None:
             check.missing.append(need)
     return check
+
+
+def _runtime_build_needs(path: str) -> list[Need]:
+    """What 'grayctl lab up' needs to build the node runtime (grayctl.node_runtime): a venv of the
+    nodes' python3 with the node requirements; netfilterqueue compiles against libnetfilter-queue."""
+    from grayctl.node_runtime import NODE_PYTHON
+
+    what = "to build the node runtime ('grayctl lab up')"
+    needs = []
+    if not Path("/usr/include/libnetfilter_queue/libnetfilter_queue.h").is_file():
+        needs.append(Need("libnetfilter_queue.h", f"not found; netfilterqueue compiles against it {what}",
+                          "apt-get install libnetfilter-queue-dev"))
+    if shutil.which("cc", path=path) is None:
+        needs.append(Need("a C compiler (cc)", f"not found; netfilterqueue is compiled {what}",
+                          "apt-get install build-essential"))
+    probe = ("import ensurepip, os, sysconfig; "
+             "print(os.path.isfile(os.path.join(sysconfig.get_paths()['include'], 'Python.h')))")
+    try:
+        out = subprocess.run([NODE_PYTHON, "-c", probe], capture_output=True, text=True, timeout=PROBE_TIMEOUT_S,
+                             check=False)
+    except (OSError, subprocess.TimeoutExpired) as exc:
+        return needs + [Need(f"the nodes' python3 {NODE_PYTHON}", f"does not run: {exc}", "apt-get install python3")]
+    if out.returncode != 0:
+        needs.append(Need(f"venv for {NODE_PYTHON}", f"ensurepip is missing {what}", "apt-get install python3-venv"))
+    elif out.stdout.strip() != "True":
+        needs.append(Need(f"Python.h for {NODE_PYTHON}", f"not found; netfilterqueue is compiled {what}",
+                          "apt-get install python3-dev"))
+    return needs
 
 
 def _probe_netem() -> tuple[dict[str, Any] | None, str]:
@@ -132,6 +169,15 @@ def _probe_netem() -> tuple[dict[str, Any] | None, str]:
     return answer, ""
 
 
+def _runtime_deps(python: str) -> str | None:
+    """The dependency layer's interpreter when ``python`` is a grayctl node runtime's."""
+    try:
+        marker = json.loads((Path(python).parent.parent / "runtime.json").read_text())
+        return str(Path(marker["deps"]) / "bin" / "python")
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+
+
 def _netfilterqueue(python: str) -> Need | None:
     """``import netfilterqueue`` in the nodes' interpreter: the fallback delayer's binding."""
     what = f"netfilterqueue in {python}"
@@ -145,9 +191,11 @@ def _netfilterqueue(python: str) -> Need | None:
         return None
     lines = proc.stderr.strip().splitlines()
     error = lines[-1] if lines else f"exit code {proc.returncode}"
-    if "No module named" in error:
-        fix = (f"{python} -m pip install 'grayctl[node]' (from a source checkout: {python} -m pip install -e "
-               "'.[node]'); building it needs apt-get install libnetfilter-queue-dev")
-    else:  # installed, but its shared library does not load
+    if "No module named" not in error:  # installed, but its shared library does not load
         fix = "apt-get install libnetfilter-queue-dev (it brings libnetfilter-queue1)"
+    else:
+        # a node runtime (grayctl.node_runtime) takes its packages from its dependency layer
+        target = _runtime_deps(python) or python
+        fix = (f"{target} -m pip install 'grayctl[node]' (from a source checkout: -e '.[node]'); building it "
+               "needs apt-get install libnetfilter-queue-dev")
     return Need(what, f"the fallback's delayer cannot start without it ({error})", fix)

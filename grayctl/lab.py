@@ -429,7 +429,7 @@ def run_lab_doctor(defn: LabDefinition, *, verbose: bool = False) -> DoctorRepor
         sshd_not_listening=rep.get("sshd_not_listening", []), drift=[],
     )
     if len(defn.vm_nodes) < len(defn.node_names):  # VM nodes have kernels of their own
-        python, where = nodes_python(defn.inventory_path if doctor.status == "up" else None)
+        python, where = nodes_python(defn.lab_dir, defn.inventory_path if doctor.status == "up" else None)
         doctor.fault_backend = probe_fault_backend(python, python_source=where).to_dict()
     if doctor.status not in ("up", "down"):
         doctor.notes.append(f"the lab's state is '{doctor.status}': a lab command was interrupted; "

@@ -187,7 +187,7 @@ def _doctor_lines(report: DoctorReport) -> list[str]:
     fb = report.fault_backend
     if fb is not None:
         lines.append(f"  fault backend: {fb['backend']} ({fb['why']})")
-        lines.append(f"    nodes' Python: {fb['python']} ({fb['python_source']})")
+        lines.append(f"    nodes' Python: {fb['python'] or '-'} ({fb['python_source']})")
         if report.backend_missing:
             lines.append(f"  missing for the {fb['backend']} fault backend (network faults fail without it):")
             for need in report.backend_missing:

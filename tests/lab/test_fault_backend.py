@@ -2,7 +2,7 @@
 
 A venv made with ``--without-pip`` is a real interpreter without netfilterqueue; an empty
 directory as PATH is a host without the tools. ``grayctl lab doctor`` is driven as a user drives
-it, on a lab of its own whose inventory is made to name that interpreter.
+it, on a lab of its own whose node runtime link is pointed at that interpreter.
 """
 
 from __future__ import annotations
@@ -14,10 +14,9 @@ import sys
 from pathlib import Path
 
 import pytest
-import yaml
 from test_netns_lab import Lab  # tests/lab is on sys.path (rootdir-less test dir)
 
-from grayctl.faultbackend import probe_fault_backend
+from grayctl.faultbackend import nodes_python, probe_fault_backend
 
 pytestmark = [
     pytest.mark.lab,
@@ -72,6 +71,27 @@ def test_tools_missing_from_the_nodes_path_are_named_with_their_package(tmp_path
     assert fixes == expected
 
 
+def test_before_the_first_up_what_building_the_node_runtime_needs_is_checked(tmp_path: Path) -> None:
+    assert nodes_python(tmp_path / "never-up") == (None, "no node runtime yet: 'grayctl lab up' builds it")
+    assert probe_fault_backend(None).ok  # this host has built runtimes: compiler, headers, venv
+    without = probe_fault_backend(None, path=str(tmp_path))  # a host without a compiler on PATH
+    assert [n.fix for n in without.missing if n.what == "a C compiler (cc)"] == ["apt-get install build-essential"]
+
+
+def test_a_node_runtime_is_told_to_install_into_its_dependency_layer(tmp_path: Path, bare_python: str) -> None:
+    """A node runtime (grayctl.node_runtime) gets its packages from the deps venv its runtime.json names."""
+    runtime = tmp_path / "runtime"
+    subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(runtime)], check=True, timeout=120)
+    deps = Path(bare_python).parent.parent
+    (runtime / "runtime.json").write_text(json.dumps({"key": "k", "deps": str(deps)}))
+    check = probe_fault_backend(str(runtime / "bin" / "python"))
+    if check.backend == "netem":
+        assert check.ok
+        return
+    (need,) = check.missing
+    assert need.fix.startswith(f"{deps / 'bin' / 'python'} -m pip install 'grayctl[node]'")
+
+
 @pytest.fixture
 def lab(tmp_path: Path):
     lab = Lab(tmp_path, "b", "10.251.0.0/26", "10.251.64.0/26", count=1)
@@ -84,17 +104,18 @@ def lab(tmp_path: Path):
 
 def test_doctor_names_what_the_nodes_python_lacks_and_exits_3(lab: Lab, bare_python: str) -> None:
     ok = json.loads(lab.grayctl("lab", "doctor", "--json").stdout)
-    assert ok["clean"] and ok["fault_backend"]["python"] == sys.executable
-    # the module needs only the standard library: an up run by the bare interpreter names it grayctl_python
-    lab.playbook("lab_up.yml", "-e", f"ansible_python_interpreter={bare_python}")
-    inventory = yaml.safe_load(lab.inventory.read_text())
-    assert inventory["all"]["children"]["lab_nodes"]["vars"]["grayctl_python"] == bare_python
+    python = str(lab.dir / "runtime" / "bin" / "python")  # the lab's node runtime, through its link
+    assert ok["clean"] and ok["fault_backend"]["python"] == python
+    # the lab's runtime link pointed at a real interpreter without netfilterqueue
+    link = lab.dir / "runtime"
+    link.unlink()
+    link.symlink_to(Path(bare_python).parent.parent)
     doctor = lab.grayctl("lab", "doctor", check=False)
     if ok["fault_backend"]["backend"] == "netem":
         assert doctor.returncode == 0, doctor.stdout + doctor.stderr
         return
     assert doctor.returncode == 3, doctor.stdout + doctor.stderr
-    assert f"nodes' Python: {bare_python} (grayctl_python in {lab.inventory})" in doctor.stdout
-    assert f"netfilterqueue in {bare_python}: the fallback's delayer cannot start" in doctor.stdout
-    assert f"fix: {bare_python} -m pip install 'grayctl[node]'" in doctor.stdout
+    assert f"nodes' Python: {python} (grayctl_python in {lab.inventory})" in doctor.stdout
+    assert f"netfilterqueue in {python}: the fallback's delayer cannot start" in doctor.stdout
+    assert f"fix: {python} -m pip install 'grayctl[node]'" in doctor.stdout
     assert "1 missing for the fault backend" in doctor.stderr

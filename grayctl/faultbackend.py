@@ -92,7 +92,7 @@ def nodes_python(lab_dir: Path | None = None, inventory: Path | None = None) -> 
             pass
     if lab_dir is not None and (lab_dir / "runtime" / "bin" / "python").exists():
         return str(lab_dir / "runtime" / "bin" / "python"), "the node runtime of the lab's last up"
-    return None, "no node runtime yet: 'grayctl lab up' builds it"
+    return None, "no node runtime yet: 'grayctl lab up' builds it; what that needs is checked"
 
 
 def probe_fault_backend(python: str | None, *, python_source: str = "given", path: str = NODE_PATH) -> BackendCheck:

@@ -72,7 +72,8 @@ def test_tools_missing_from_the_nodes_path_are_named_with_their_package(tmp_path
 
 
 def test_before_the_first_up_what_building_the_node_runtime_needs_is_checked(tmp_path: Path) -> None:
-    assert nodes_python(tmp_path / "never-up") == (None, "no node runtime yet: 'grayctl lab up' builds it")
+    python, where = nodes_python(tmp_path / "never-up")
+    assert python is None and where.startswith("no node runtime yet")
     assert probe_fault_backend(None).ok  # this host has built runtimes: compiler, headers, venv
     without = probe_fault_backend(None, path=str(tmp_path))  # a host without a compiler on PATH
     assert [n.fix for n in without.missing if n.what == "a C compiler (cc)"] == ["apt-get install build-essential"]

@@ -29,11 +29,11 @@ pytestmark = [
 @pytest.fixture(scope="module")
 def lab(tmp_path_factory: pytest.TempPathFactory):
     lab = RunLab(tmp_path_factory.mktemp("rtlab"), prefix="rt", count=1, network="10.241")
-    lab.grayctl("lab", "up")
+    lab.grayctl("lab", "up", "--lab", str(lab.file))
     try:
         yield lab
     finally:
-        lab.grayctl("lab", "down", check=False)
+        lab.grayctl("lab", "down", "--lab", str(lab.file), check=False)
 
 
 def _play(lab: RunLab, bundle: Path, root: Path) -> subprocess.CompletedProcess[str]:

@@ -34,6 +34,7 @@ import os
 import shutil
 import subprocess
 import sys
+import tarfile
 import tempfile
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -223,9 +224,9 @@ def bundle_key() -> str:
 
 
 def build_bundle(out: Path, *, python: str | None = None) -> Path:
-    """``out/<bundle key>/``: the package files (``code/grayctl``) and a wheelhouse of the node
-    requirements for ``python`` (``wheels/``), which the node_runtime role copies to nodes that
-    have no checkout and maybe no index. Built once per key; the wheels need an index here."""
+    """``out/<bundle key>/bundle.tar``: the package files (``code/grayctl``) and a wheelhouse of the
+    node requirements for ``python`` (``wheels/``), which the node_runtime role copies to nodes
+    that have no checkout and maybe no index. Built once per key; the wheels need an index here."""
     python = python or NODE_PYTHON
     key = bundle_key()
     final = Path(out) / key
@@ -243,6 +244,11 @@ def build_bundle(out: Path, *, python: str | None = None) -> Path:
               "-w", str(tmp / "wheels"), *node_requirements()], "building the node requirement wheels",
              timeout=PIP_TIMEOUT_S)
         shutil.rmtree(venv)
+        # one file to copy: a directory of hundreds goes file by file over SSH (minutes)
+        with tarfile.open(tmp / "bundle.tar", "w") as tar:
+            for part in ("code", "wheels"):
+                tar.add(tmp / part, arcname=part)
+                shutil.rmtree(tmp / part)
         (tmp / "bundle.json").write_text(json.dumps({"key": key, "grayctl": _version(), "python": _python_tag(python),
                                                      "requirements": node_requirements()}) + "\n")
         try:

@@ -12,6 +12,7 @@ import os
 import re
 import subprocess
 import sys
+import tarfile
 from pathlib import Path
 
 import pytest
@@ -47,7 +48,10 @@ def _play(lab: RunLab, bundle: Path, root: Path) -> subprocess.CompletedProcess[
 
 def test_the_role_installs_the_runtime_from_a_bundle_and_a_second_run_changes_nothing(lab: RunLab) -> None:
     bundle = build_bundle(BUNDLE_CACHE)
-    assert list((bundle / "wheels").glob("netfilterqueue-*.whl")), "the wheelhouse holds the node requirements"
+    with tarfile.open(bundle / "bundle.tar") as tar:
+        names = tar.getnames()
+    assert any(n.startswith("wheels/netfilterqueue-") for n in names), "the wheelhouse holds the node requirements"
+    assert "code/grayctl/node_runtime.py" in names
     root = lab.tmp / "node-root"
     first = _play(lab, bundle, root)
     assert re.search(r"node01\s+: ok=\d+\s+changed=[1-9]", first.stdout), first.stdout[-1500:]

@@ -58,7 +58,8 @@ def test_the_role_installs_the_runtime_from_a_bundle_and_a_second_run_changes_no
     node = lab.defn.node_names[0]
     probe = ["ip", "netns", "exec", lab.defn.netns_of(node), str(root / "current" / "bin" / "python"), "-c",
              "import os, grayctl, netfilterqueue, hdrh; print(os.path.realpath(grayctl.__file__))"]
-    where = subprocess.run(probe, capture_output=True, text=True, check=True).stdout.strip()
+    # cwd /: `python -c` puts the working directory first on sys.path
+    where = subprocess.run(probe, capture_output=True, text=True, check=True, cwd="/").stdout.strip()
     assert where.startswith(str(root) + "/") and "site-packages/grayctl/" in where, where
     assert not (root / "bundles" / bundle.name).exists(), "the bundle's copy is dropped once installed"
     second = _play(lab, bundle, root)

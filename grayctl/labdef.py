@@ -29,6 +29,7 @@ from pathlib import Path
 from typing import Any
 
 from grayctl.errors import InputError, Problem
+from grayctl.labnode import LabNode
 from grayctl.paths import INVENTORIES_DIR
 from grayctl.source import Checker, ValueProblem, load_yaml_document, parse_choice
 from grayctl.units import UnitError, parse_size
@@ -56,16 +57,6 @@ QEMU_KEYS = ["image", "memory", "cpus", "accel"]
 QEMU_DEFAULTS = {"image": "debian12", "memory": "1GiB", "cpus": 1, "accel": "auto"}
 MIN_VM_MEMORY = 256 * 1024**2  # systemd, sshd and an Ansible module in a Debian guest
 MAX_VM_CPUS = 64
-
-
-@dataclass(frozen=True)
-class LabNode:
-    name: str
-    index: int  # 1-based
-    roles: tuple[str, ...]
-    mgmt_ip: str
-    data_ip: str
-    provider: str = "netns"  # netns | qemu
 
 
 @dataclass(frozen=True)

@@ -28,7 +28,7 @@ from typing import Any
 import yaml
 
 from grayctl.errors import InputError, LabError, Problem
-from grayctl.labdef import LabNode
+from grayctl.labnode import LabNode
 
 __all__ = ["PhysicalLab", "is_inventory", "load_physical_lab"]
 

@@ -1,12 +1,8 @@
-"""The run plan: experiment + topology + lab -> an ordered list of steps. Pure data.
+"""Building the plan: experiment + topology + lab -> the bound slots, replicas, fault targets, steps.
 
 Map:
   build_plan(experiment, lab) -> Plan     bind topology slots to lab nodes, faults to nodes and
                                           interfaces, the schedule to time windows
-  Plan.to_dict()                          what ``grayctl plan --json`` prints
-  Step                                    one playbook + hosts + extra vars + time window
-  revert_aim_s(applied_s, window_s, total)  when a fault's revert is aimed: applied + planned length
-  fault_edges(window_s, applied_s, reverted_s, total)  planned vs host-measured edges, lags, held
 
 Binding rule: the topology's placement *slots* (in order of first use) are bound to the lab's
 ``app`` nodes in order, so the same experiment gives the same binding on every run. A fault's
@@ -16,114 +12,18 @@ interface and the service's port. Nothing here touches a host; ``grayctl run`` e
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
-from typing import Any
-
-from grayctl.deploy import deploy_extravars, undeploy_extravars, workload_extravars
 from grayctl.errors import InputError, Problem
 from grayctl.experiment import Experiment, Fault
 from grayctl.faultspec import node_fault_id
 from grayctl.labdef import LabDefinition
-from grayctl.paths import PLAYBOOKS_DIR
+from grayctl.plan.model import FaultTarget, Plan, Replica, Step, teardown_path
+from grayctl.plan.services import deploy_extravars, undeploy_extravars, workload_extravars
+
+__all__ = ["DATA_IFACE", "build_plan"]
 
 # The network interface faults may touch on netns nodes; physical labs set it per host.
 DATA_IFACE = "data"
 NETWORK_LAYER = "network"
-
-
-@dataclass(frozen=True)
-class Step:
-    name: str
-    phase: str  # prepare | run | collect | teardown
-    playbook: str  # under playbooks/
-    hosts: str  # an inventory pattern
-    extravars: dict[str, Any]
-    at_s: float | None = None  # from the start of the run (workload start); None = as soon as possible
-    until_s: float | None = None
-    why: str = ""
-
-    @property
-    def available(self) -> bool:
-        """Whether the playbook exists in this version (later issues add deploy, faults, collection)."""
-        return (PLAYBOOKS_DIR / self.playbook).is_file()
-
-    def to_dict(self) -> dict[str, Any]:
-        return {"name": self.name, "phase": self.phase, "playbook": self.playbook, "hosts": self.hosts,
-                "extravars": self.extravars, "at_s": self.at_s, "until_s": self.until_s,
-                "available": self.available, "why": self.why}
-
-
-@dataclass(frozen=True)
-class Replica:
-    service: str
-    index: int
-    slot: str
-    node: str
-    data_ip: str
-    mgmt_ip: str
-    port: int
-    metrics_port: int
-
-    def to_dict(self) -> dict[str, Any]:
-        return {"service": self.service, "replica": self.index, "slot": self.slot, "node": self.node,
-                "data_ip": self.data_ip, "mgmt_ip": self.mgmt_ip, "port": self.port,
-                "metrics_port": self.metrics_port}
-
-
-@dataclass(frozen=True)
-class FaultTarget:
-    """Where one fault lands: the logical target resolved for this topology and lab."""
-
-    fault: Fault
-    service: str
-    nodes: tuple[str, ...]
-    interface: str | None  # network faults only
-    ports: tuple[int, ...]
-    peers: tuple[str, ...]  # resolved peer services, empty = all
-    peer_addresses: tuple[str, ...] = ()  # data IPs of the peer services' replicas
-
-    def to_dict(self) -> dict[str, Any]:
-        return {"id": self.fault.id, "type": self.fault.type, "target_service": self.fault.target_service,
-                "service": self.service, "nodes": list(self.nodes), "interface": self.interface,
-                "ports": list(self.ports), "peers": list(self.peers) or "all",
-                "peer_addresses": list(self.peer_addresses),
-                "window_s": [self.fault.start_s, self.fault.end_s], "backend": self.fault.backend}
-
-
-@dataclass(frozen=True)
-class Plan:
-    experiment: Experiment
-    lab: LabDefinition
-    binding: dict[str, str]  # slot -> node
-    replicas: tuple[Replica, ...]
-    faults: tuple[FaultTarget, ...]
-    steps: tuple[Step, ...]
-    phases: tuple[tuple[str, float, float], ...] = field(default=())
-    # The single-concern playbook runs the combined steps are made of (deploy, monitor, workload,
-    # undeploy): what ``grayctl deploy|undeploy|load`` run on their own. ``grayctl run`` runs ``steps``.
-    parts: tuple[Step, ...] = field(default=())
-
-    def part(self, name: str) -> Step:
-        return next(s for s in self.parts if s.name == name)
-
-    @property
-    def duration_s(self) -> float:
-        return self.experiment.schedule.total_s
-
-    def to_dict(self) -> dict[str, Any]:
-        return {
-            "experiment": self.experiment.to_dict(),
-            "lab": {"name": self.lab.name, "provider": self.lab.provider,
-                    "inventory": str(self.lab.inventory_path)},
-            "topology": self.experiment.topology.name,
-            "binding": dict(self.binding),
-            "replicas": [r.to_dict() for r in self.replicas],
-            "faults": [f.to_dict() for f in self.faults],
-            "phases": [{"phase": p, "start_s": s, "end_s": e} for p, s, e in self.phases],
-            "steps": [s.to_dict() for s in self.steps],
-            "parts": [s.to_dict() for s in self.parts],
-            "teardown": teardown_path(self.lab),
-        }
 
 
 def build_plan(experiment: Experiment, lab: LabDefinition) -> Plan:
@@ -135,13 +35,6 @@ def build_plan(experiment: Experiment, lab: LabDefinition) -> Plan:
     parts = _parts(experiment, replicas)
     return Plan(experiment, lab, binding, replicas, faults, _steps(experiment, lab, replicas, faults, parts), phases,
                 parts)
-
-
-def teardown_path(lab: LabDefinition) -> str:
-    """How a run ends on ``lab``: ``reset`` where a reset is cheap and kills every process of every node
-    (netns namespaces: the reset is the undeploy, and it verifies the baseline), else ``undeploy``
-    (teardown.yml, then a baseline verify) — physical hosts and VMs have no such reset."""
-    return "reset" if lab.provider == "netns" and not getattr(lab, "vm_nodes", ()) else "undeploy"
 
 
 def _problem(experiment: Experiment, message: str, path: str, expected: str | None = None) -> Problem:
@@ -295,24 +188,3 @@ def _steps(experiment: Experiment, lab: LabDefinition, replicas: tuple[Replica, 
 
 
 _PHASE_ORDER = {"prepare": 0, "run": 1, "collect": 2, "teardown": 3}
-
-
-def revert_aim_s(applied_s: float, window_s: tuple[float, float], schedule_s: float) -> float:
-    """When a fault's revert is aimed (s since t=0): its host-measured apply plus its planned length,
-    so a late apply does not shorten the fault (Chaos Mesh's ``duration`` semantics); never past the
-    end of the schedule. ``grayctl run`` aims there; the report measures the revert's lag from it."""
-    return min(applied_s + (window_s[1] - window_s[0]), schedule_s)
-
-
-def fault_edges(window_s: tuple[float, float] | None, applied_s: float | None, reverted_s: float | None,
-                schedule_s: float) -> dict[str, Any]:
-    """A fault's planned window against its host-measured edges (s since t=0): the apply's lag from
-    the planned start, the revert's from its aim (``revert_aim_s``), and how long it was held.
-    One definition for the report's faults table and ``grayctl run``'s closing lines."""
-    ps, pe = window_s if window_s else (None, None)
-    aim = (revert_aim_s(applied_s, (ps, pe), schedule_s) if applied_s is not None and ps is not None
-           else pe) if pe is not None else None
-    return {"planned": [ps, pe], "actual": [applied_s, reverted_s], "aim_end": aim,
-            "lag": [applied_s - ps if applied_s is not None and ps is not None else None,
-                    reverted_s - aim if reverted_s is not None and aim is not None else None],
-            "held_s": reverted_s - applied_s if applied_s is not None and reverted_s is not None else None}

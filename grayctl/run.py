@@ -254,13 +254,15 @@ class _Run:
 
         self.rec.records_dir.mkdir(parents=True, exist_ok=True)
         self.raw.mkdir(parents=True, exist_ok=True)
-        DatasetWriter(self.rec.run_dir, {
+        # The run's one writer of its dataset: the assembly finishes it, the run amends and seals it.
+        self.writer = DatasetWriter(self.rec.run_dir, {
             "run_id": self.rec.run_id, "run_status": "running",
             "experiment": {"name": self.exp.name, "topology": self.exp.topology.name,
                            "source": str(self.exp.source) if self.exp.source else None},
             "times": {"start_utc": None, "duration_s": self.plan.duration_s},
             "records": str(self.rec.records_dir),
-        }).begin()
+        })
+        self.writer.begin()
         (self.raw / "plan.json").write_text(json.dumps(self.plan.to_dict(), indent=1, default=str))
 
     # --accept-drift: run on nodes that differ from their golden baseline; the deviation is kept
@@ -318,18 +320,13 @@ class _Run:
     def amend_baseline(self) -> None:
         """Under the manifest's ``baseline``: the drift policy and, per node and check, what was
         accepted (golden vs seen). The per-node fingerprints are already there (assemble)."""
-        from grayctl.dataset.writer import MANIFEST
-
-        try:
-            baseline = json.loads((self.rec.run_dir / MANIFEST).read_text()).get("baseline") or {}
-        except (OSError, ValueError):
-            return
+        baseline = self.writer.written.get("baseline") or {}
         baseline.update(drift_policy="accept" if self.accept_drift else "refuse",
                         drift_accepted=self.drift_accepted,
                         # "reused": the previous run's end reset and verify, moments before (FRESH_S)
                         reset=self.rec.reimage,
                         reset_by=self.fresh_from.run_id if self.rec.reimage == "reused" and self.fresh_from else None)
-        _amend_manifest(self.rec.run_dir, baseline=baseline)
+        self.writer.amend(baseline=baseline)
 
     def prepare(self) -> None:
         """One playbook: replicas + exporters, Prometheus, clock offsets, then the load generator (t0)."""
@@ -539,7 +536,7 @@ class _Run:
             versions={"ansible-runner": getattr(ansible_runner, "__version__", None) or _dist("ansible-runner"),
                       "ansible-core": _dist("ansible-core")},
             status="complete" if status == "complete" else "failed", run_id=self.rec.run_id,
-            seeds={"workload": self.exp.workload.seed})
+            seeds={"workload": self.exp.workload.seed}, writer=self.writer)
         self.rec.dataset = self.rec.run_dir
         self.rec.report = self.rec.run_dir / "report.html"
         secs = round(time.monotonic() - t, 2)
@@ -660,22 +657,6 @@ def _read_node_files(root: Path) -> tuple[Any, Any]:
     return spans_df, logs_df
 
 
-def _amend_manifest(run_dir: Path, **fields: Any) -> None:
-    """Add the run pipeline's own fields (teardown, and ``status: incomplete`` for an interrupted run)
-    to the manifest, atomically. Data files and their hashes are untouched."""
-    from grayctl.dataset.writer import MANIFEST
-
-    path = run_dir / MANIFEST
-    try:
-        manifest = json.loads(path.read_text())
-    except (OSError, ValueError):
-        return
-    manifest.update(fields)
-    tmp = run_dir / f".tmp-{MANIFEST}"
-    tmp.write_text(json.dumps(manifest, indent=2, default=str) + "\n")
-    os.replace(tmp, path)
-
-
 def run_once(experiment: Any, lab: Any, *, out_dir: Path = Path("runs"), keep: bool = False,
              on_event: EventHandler | Sequence[EventHandler] | None = None, verbose: bool = False,
              run_id: str | None = None, repetition: int = 1, accept_drift: bool = False,
@@ -755,13 +736,14 @@ def run_once(experiment: Any, lab: Any, *, out_dir: Path = Path("runs"), keep: b
             err = ChecksFailed(", ".join(f"{c['name']} ({c['phase']}: {c['value']:.4g})" for c in failed))
             rec.error, rec.exit_code = err.message, err.exit_code
     rec.seconds = round(time.monotonic() - t_run, 2)
-    _amend_manifest(rec.run_dir, teardown={"keep": keep, "path": rec.teardown_path, "verify_clean": rec.verify_clean,
+    r.writer.amend(teardown={"keep": keep, "path": rec.teardown_path, "verify_clean": rec.verify_clean,
                                            "steps": rec.steps, "cleanup": rec.cleanup},
                     checks=rec.checks,
                     run_status=status,
                     **({"status": "incomplete"} if status == "incomplete" else {}),
                     **({"error": rec.error} if rec.error else {}))
     r.amend_baseline()
+    r.writer.seal()  # the dataset is done; run.json below is the run's own record, outside it
     (rec.records_dir / "run.json").write_text(json.dumps(rec.to_dict(), indent=1, default=str))
     emit("run_end", status=status, exit_code=rec.exit_code, dataset=str(rec.dataset) if rec.dataset else None,
          report=str(rec.report) if rec.report else None, error=rec.error, seconds=rec.seconds,
@@ -829,7 +811,7 @@ def _cleanup(r: _Run, status: str) -> None:
         if r.t0_est is not None and r.rec.dataset is None:
             attempt("assemble", lambda: r.assemble(status))
         else:
-            _amend_manifest(r.rec.run_dir, run_status=status)
+            r.writer.amend(run_status=status)
 
 
 # -- several repetitions -------------------------------------------------------------------------

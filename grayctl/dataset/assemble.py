@@ -2,7 +2,7 @@
 
 Map:
   assemble_run(run_dir, *, experiment, plan, requests_df, metrics_long_df, spans_df, observer_df,
-               logs_df, injections, fingerprints, clock, versions, status, ...) -> manifest dict
+               logs_df, injections, fingerprints, clock, versions, status, ..., writer) -> manifest dict
   phases_of(experiment_dict) -> [(phase, start_s, end_s)]
 
 Inputs are data, not services: the run pipeline queries Prometheus (``grayctl.metrics``) and fetches
@@ -128,8 +128,12 @@ def assemble_run(run_dir: str | Path, *, experiment: Any, plan: Any, requests_df
                  injections: list[dict[str, Any]], fingerprints: dict[str, dict[str, Any]],
                  clock: dict[str, Any], versions: dict[str, Any], status: str = "complete",
                  run_id: str | None = None, seeds: dict[str, Any] | None = None,
-                 report: bool = True) -> dict[str, Any]:
+                 report: bool = True, writer: DatasetWriter | None = None) -> dict[str, Any]:
     """Write the run directory; return the final manifest.
+
+    ``writer``: the run's own writer of ``run_dir``, begun when the run started; it is begun again
+    with the full manifest and finished here, and stays the run's to amend and seal (``grayctl run``
+    adds its teardown and checks). Without one, a writer of its own, finished here.
 
     ``clock``: ``{"start_ns": run start (schedule offset 0, UTC epoch ns), "end_ns": run end (optional),
     "offsets": {node: {...}} (optional)}``. ``status``: how the run itself ended — "complete", or
@@ -170,8 +174,8 @@ def assemble_run(run_dir: str | Path, *, experiment: Any, plan: Any, requests_df
                     "revert_verified": r.get("revert_verified")} for r in inj],
         "baseline": {"fingerprints_sha256": fp_hash, "nodes": nodes},
     }
-    w = DatasetWriter(run_dir, manifest)
-    w.begin()
+    w = writer if writer is not None else DatasetWriter(run_dir, manifest)
+    w.begin(manifest)
 
     w.write_text("experiment.yaml", exp_yaml)
     w.write_json("topology.json", _topology_doc(experiment, plan_d, exp))

@@ -2,6 +2,7 @@
 
 Map:
   DatasetWriter(run_dir, manifest)   begin() -> write_parquet/json/text/bytes(name, ...) -> finish(status)
+                                     -> amend(**fields) ... -> seal()
   sha256_file(path) -> str           streaming hash, used by verify
   MANIFEST, TMP_PREFIX               the manifest's file name; the prefix of in-progress files
 
@@ -11,9 +12,15 @@ Protocol (what a reader can rely on):
      over ``<name>`` (rename is atomic within one filesystem), and its sha256/bytes/rows recorded.
   3. ``finish()`` re-checks every recorded file on disk, then rewrites ``manifest.json`` (itself
      via temp + rename) with ``status: "complete"`` (or ``"failed"`` for a run that failed but
-     whose data is whole) and the file table. Nothing is written after it.
-A crash at any point leaves ``status: "incomplete"`` and at worst a ``.tmp-*`` file, which no
-reader mistakes for data (verify reports it as unlisted).
+     whose data is whole) and the file table. No data file is written after it.
+  4. ``amend(**fields)`` (after ``begin()`` or ``finish()``, until ``seal()``) rewrites the manifest
+     with the run's late facts — its teardown, checks, how it ended — the same way. The file table
+     and the format are the writer's alone, and a status can only be lowered to ``"incomplete"``
+     (an interrupted run whose data is whole), so a verified file set stays verified.
+  5. ``seal()``: nothing more is written, the manifest included.
+The writer is the only writer of ``manifest.json``. A crash at any point leaves
+``status: "incomplete"`` (or the status ``finish()`` wrote) and at worst a ``.tmp-*`` file, which
+no reader mistakes for data (verify reports it as unlisted).
 """
 
 from __future__ import annotations
@@ -59,14 +66,26 @@ def _json_bytes(data: Any) -> bytes:
 class DatasetWriter:
     """Writes one run directory. ``manifest`` is the metadata dict; ``files`` is filled in here."""
 
+    # amend() never touches these: the file table is what verify holds the directory to
+    OWN_FIELDS = ("format", "files", "completed_utc")
+
     def __init__(self, run_dir: str | Path, manifest: dict[str, Any]) -> None:
         self.dir = Path(run_dir)
         self.manifest = manifest  # shared: the assembler adds label counts and SLO as it goes
         self.files: dict[str, dict[str, Any]] = {}
+        self.state = "new"  # new -> begun -> finished -> sealed
+        self._written: dict[str, Any] = {}  # the manifest as it is on disk
 
     # -- protocol ------------------------------------------------------------------------
-    def begin(self) -> None:
-        """Create the directory and mark it incomplete before anything else lands in it."""
+    def begin(self, manifest: dict[str, Any] | None = None) -> None:
+        """Create the directory and mark it incomplete before anything else lands in it.
+
+        Again before any data file, with ``manifest``: start over with fuller metadata (a run
+        begins its dataset with what it knows at the start, the assembler with everything)."""
+        if self.state not in ("new", "begun") or self.files:
+            raise RuntimeError(f"{self.dir}: begin() comes before any data file (writer is {self.state})")
+        if manifest is not None:
+            self.manifest = manifest
         self.dir.mkdir(parents=True, exist_ok=True)
         if any(p.name != MANIFEST for p in self.dir.iterdir()):
             # Assembling over an old run would mix two runs' files under one manifest.
@@ -74,10 +93,12 @@ class DatasetWriter:
         self.manifest["format"] = FORMAT
         self.manifest["status"] = "incomplete"
         self.manifest["files"] = {}
-        self._put(MANIFEST, _json_bytes(self.manifest))
+        self._put_manifest(self.manifest)
+        self.state = "begun"
 
     def finish(self, status: str = "complete") -> dict[str, Any]:
         """Check every written file against its recorded hash, then write the final manifest."""
+        self._require("begun", "finish()")
         if status not in ("complete", "failed"):
             raise ValueError(f"final status must be complete or failed, not {status!r}")
         for name, meta in self.files.items():
@@ -87,12 +108,47 @@ class DatasetWriter:
         self.manifest["status"] = status
         self.manifest["completed_utc"] = utc_iso(_now_ns())
         self.manifest["files"] = dict(sorted(self.files.items()))
-        self._put(MANIFEST, _json_bytes(self.manifest))
-        _fsync_dir(self.dir)  # the renames themselves survive a power cut only once the directory is synced
+        self._put_manifest(self.manifest)
+        self.state = "finished"
         return self.manifest
+
+    def amend(self, **fields: Any) -> dict[str, Any]:
+        """Set top-level manifest fields and rewrite the manifest atomically; return it as written.
+
+        Data files and the file table are untouched. The fields land on the manifest as last
+        written (an assembly that stopped half-way wrote less than it holds in memory)."""
+        self._require(("begun", "finished"), "amend()")
+        own = sorted(set(fields) & set(self.OWN_FIELDS))
+        if own:
+            raise ValueError(f"amend() cannot set {', '.join(own)}: the writer keeps them")
+        if fields.get("status", "incomplete") != "incomplete":
+            raise ValueError(f"amend() can only lower the status to 'incomplete', not {fields['status']!r}")
+        self.manifest.update(fields)
+        self._put_manifest({**self._written, **fields})
+        return self.written
+
+    def seal(self) -> None:
+        """Nothing more is written into this directory through this writer, the manifest included."""
+        self.state = "sealed"
+
+    @property
+    def written(self) -> dict[str, Any]:
+        """A copy of the manifest as it is on disk."""
+        return json.loads(_json_bytes(self._written))
+
+    def _require(self, states: str | tuple[str, ...], what: str) -> None:
+        if self.state not in ((states,) if isinstance(states, str) else states):
+            raise RuntimeError(f"{self.dir}: {what} on a writer that is {self.state}")
+
+    def _put_manifest(self, manifest: dict[str, Any]) -> None:
+        data = _json_bytes(manifest)
+        self._put(MANIFEST, data)
+        self._written = json.loads(data)  # a snapshot: later changes to the shared dict are not on disk
+        _fsync_dir(self.dir)  # the renames themselves survive a power cut only once the directory is synced
 
     # -- files ---------------------------------------------------------------------------
     def write_bytes(self, name: str, data: bytes, rows: int | None = None) -> None:
+        self._require("begun", f"writing {name}")
         if name == MANIFEST or "/" in name or name.startswith("."):
             raise ValueError(f"invalid dataset file name {name!r}")
         if name in self.files:

@@ -204,3 +204,30 @@ def test_observer_verdicts_can_come_from_the_collectors_long_table() -> None:
     assert list(obs["check"]) == ["healthy", "node_up", "healthy"]
     per_s = observer_per_second(obs, second_index(t0, t0 + 3 * NS))
     assert per_s.iloc[0] == True and per_s.iloc[1] == False and per_s.isna().iloc[2]
+
+
+def test_the_runs_writer_owns_the_manifest_to_the_end(inputs: dict, tmp_path: Path) -> None:
+    """grayctl run's path: begin early, assemble through the same writer, amend the late fields, seal."""
+    from grayctl.dataset.writer import DatasetWriter
+
+    d = tmp_path / "run"
+    w = DatasetWriter(d, {"run_id": "r1", "run_status": "running"})
+    w.begin()
+    assert w.amend(run_status="failed")["status"] == "incomplete"  # before the data: still incomplete
+    assemble_run(d, **inputs, status="complete", report=False, writer=w)
+    w.amend(teardown={"path": "reset"}, checks=[], run_status="complete")
+    m = json.loads((d / "manifest.json").read_text())
+    assert m["status"] == "complete" and m["teardown"] == {"path": "reset"} and m["run_status"] == "complete"
+    assert verify_dataset(d) == []  # amending leaves the file table and every hash as finish() wrote them
+    for bad in ({"files": {}}, {"format": "x"}, {"status": "complete"}):
+        with pytest.raises(ValueError):
+            w.amend(**bad)
+    w.amend(status="incomplete")  # an interrupted run whose data is whole says so
+    assert json.loads((d / "manifest.json").read_text())["status"] == "incomplete"
+    w.seal()
+    before = (d / "manifest.json").read_bytes()
+    with pytest.raises(RuntimeError):
+        w.amend(checks=["late"])
+    with pytest.raises(RuntimeError):
+        w.write_text("late.txt", "x")
+    assert (d / "manifest.json").read_bytes() == before and not (d / "late.txt").exists()

@@ -100,7 +100,7 @@ def bench_mininet(nodes: int, repeat: int) -> dict[str, list[float]]:
 
 
 def bench_floor(repeat: int) -> list[float]:
-    from grayctl.runner import run_playbook
+    from grayctl.run.ansible import run_playbook
 
     with tempfile.NamedTemporaryFile("w", suffix=".yml") as f:
         f.write(NOOP)

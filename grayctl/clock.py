@@ -44,7 +44,7 @@ def to_controller_ns(node_ns: int, offset: ClockOffset | None) -> int:
 def run_clock(inventory: str | Path, path: str | Path, *, hosts: str = "lab_nodes",
               verbose: bool = False) -> dict[str, ClockOffset]:
     """Measure every node of ``hosts`` through Ansible and write/return the offsets."""
-    from grayctl.runner import run_playbook
+    from grayctl.run.ansible import run_playbook
 
     run_playbook("clock.yml", inventory=str(inventory),
                  extravars={"clock_file": str(Path(path).resolve()), "clock_hosts": hosts}, verbose=verbose)

@@ -26,7 +26,7 @@ from grayctl.errors import StepFailed
 from grayctl.experiment import validate_experiment
 from grayctl.labdef import LabDefinition
 from grayctl.plan import Plan, build_plan
-from grayctl.runner import run_playbook
+from grayctl.run.ansible import run_playbook
 from grayctl.source import load_yaml_text
 
 __all__ = ["DeployRecord", "LoadRecord", "minimal_plan", "run_deploy", "run_load"]

@@ -27,7 +27,7 @@ from grayctl.errors import GrayctlError, InputError, Interrupted, Problem
 from grayctl.experiment import load_experiment
 from grayctl.labdef import LabDefinition
 from grayctl.plan import build_plan
-from grayctl.runner import run_playbook
+from grayctl.run.ansible import run_playbook
 
 __all__ = ["InjectionRecord", "load_records", "run_inject", "run_revert_all", "to_injection_json"]
 

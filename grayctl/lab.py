@@ -1,6 +1,6 @@
 """The lab's lifecycle: bootstrap, up, status, reset, down, doctor - each a run returning a record.
 
-Every function drives playbooks through ``grayctl.runner`` and returns plain data for the CLI to
+Every function drives playbooks through ``grayctl.run.ansible`` and returns plain data for the CLI to
 render; none touches a host itself.
 
   run_lab_bootstrap  playbooks/lab_bootstrap.yml (packages, on this machine), then the fault
@@ -129,7 +129,7 @@ def _role_vars(defn: LabDefinition, state: str) -> dict[str, Any]:
 
 def _run_provider(playbook: str, defn: LabDefinition, state: str, verbose: bool) -> dict[str, Any]:
     """Run a lab_* playbook on the controller; the module's result, or LabError saying why not."""
-    from grayctl.runner import run_playbook
+    from grayctl.run.ansible import run_playbook
 
     try:
         result = run_playbook(playbook, extravars=_role_vars(defn, state), verbose=verbose)
@@ -189,7 +189,7 @@ def _golden_complete(defn: LabDefinition) -> bool:
 
 
 def _baseline(defn: LabDefinition, mode: str, verbose: bool, check: bool = True):
-    from grayctl.runner import run_playbook
+    from grayctl.run.ansible import run_playbook
 
     return run_playbook(BASELINE_PLAYBOOK, inventory=defn.inventory_path,
                         extravars={"baseline_mode": mode}, verbose=verbose, check=check)
@@ -253,7 +253,7 @@ def _verify(defn: LabDefinition, verbose: bool, accept_drift: bool, when: str) -
 def run_lab_bootstrap(*, with_test_tools: bool = False, verbose: bool = False) -> BackendCheck:
     """Install the lab's packages (``with_test_tools``: also what only the test suite and benchmarks
     use); then what the fault backend this host would choose still lacks (pip packages, say)."""
-    from grayctl.runner import run_playbook
+    from grayctl.run.ansible import run_playbook
 
     ensure_root("lab bootstrap")
     run_playbook("lab_bootstrap.yml", extravars={"lab_bootstrap_with_test_tools": with_test_tools}, verbose=verbose)
@@ -313,7 +313,7 @@ def run_lab_up(defn: LabDefinition, nodes: int | None = None, *, verbose: bool =
 
 def run_lab_status(defn: LabDefinition, *, verbose: bool = False, ping: bool = True) -> LabRecord:
     """Nodes, addresses, roles; with ``ping``, whether Ansible reaches each over SSH."""
-    from grayctl.runner import run_module
+    from grayctl.run.ansible import run_module
 
     if _is_physical(defn):
         record = _physical_record(defn)
@@ -363,7 +363,7 @@ def _reset_physical(lab: Any, *, verbose: bool, accept_drift: bool) -> LabRecord
     """reimage.yml over the lab's inventory (a failure names host, backend and step: StepFailed),
     then baseline verify. Golden records are never written here: record them right after imaging
     (docs/reimage.md), so a reimage that did not work cannot bless itself."""
-    from grayctl.runner import run_playbook
+    from grayctl.run.ansible import run_playbook
 
     record = _physical_record(lab)
     t0 = time.monotonic()
@@ -390,7 +390,7 @@ def _install_node_runtime(lab: Any, verbose: bool) -> None:
     """A reimaged physical node has no grayctl: the node_runtime role installs this one from a
     bundle (package files + wheels), after the verify, as software the run deploys."""
     from grayctl.node_runtime import BUNDLE_CACHE, build_bundle
-    from grayctl.runner import run_playbook
+    from grayctl.run.ansible import run_playbook
 
     bundle = build_bundle(BUNDLE_CACHE)
     run_playbook("node_runtime.yml", inventory=lab.inventory_path, extravars={"node_runtime_bundle": str(bundle)},

@@ -108,7 +108,7 @@ def _ordered_hosts(inventory: dict[str, Any], group: str) -> list[str]:
 def load_physical_lab(path: str | Path, *, verbose: bool = False) -> PhysicalLab:
     """Read an inventory into a PhysicalLab; InputError naming the file, host and variable when a
     node lacks what grayctl needs."""
-    from grayctl.runner import run_module
+    from grayctl.run.ansible import run_module
 
     path = Path(path).resolve()
     proc = subprocess.run([_tool("ansible-inventory"), "-i", str(path), "--list"], check=False, capture_output=True,

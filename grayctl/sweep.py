@@ -378,7 +378,8 @@ def run_sweep(path: str | Path, *, out_dir: Path = Path("sweeps"), shard: tuple[
               on_run: Callable[[Todo, Any], None] | None = None, dry_run: bool = False) -> SweepRecord:
     """Run every (cell, repetition) of the sweep (or of this shard) that is not already complete."""
     from grayctl.labdef import load_lab
-    from grayctl.run import _interruptible, run_once
+    from grayctl.run.cleanup import interruptible
+    from grayctl.run.flow import run_once
 
     sweep = load_sweep(path)
     root = Path(out_dir) / sweep.sweep_id
@@ -393,7 +394,7 @@ def run_sweep(path: str | Path, *, out_dir: Path = Path("sweeps"), shard: tuple[
         return rec
     previous: tuple[str, Any] | None = None  # (lab name, the last run on it): its end reset may be reused
     try:
-        with _interruptible():
+        with interruptible():
             for t in todo:
                 if t.action == "skip":
                     continue

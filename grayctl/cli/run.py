@@ -1,7 +1,7 @@
 """``grayctl run EXPERIMENT`` — one experiment file in, a dataset and a report out.
 
 Parses options, picks the event handlers (console, ``--json`` lines, or ``--quiet``), calls
-``grayctl.run.run_experiment`` and renders where the dataset and report are. The exit code is the
+``grayctl.run.flow.run_experiment`` and renders where the dataset and report are. The exit code is the
 worst repetition's: 0, 4 (a step failed on a host), 5 (baseline drift), 7 (a ``fail_run`` check
 failed) or 130 (interrupted, after cleanup).
 """
@@ -22,7 +22,7 @@ def _verbose() -> bool:
 
 def handlers(as_json: bool, quiet: bool) -> list:
     """The observers of a run for the chosen output mode (shared with ``grayctl sweep``)."""
-    from grayctl.events import ConsoleProgress, JsonEvents
+    from grayctl.run.events import ConsoleProgress, JsonEvents
 
     if as_json:
         return [JsonEvents()]
@@ -64,7 +64,7 @@ def run(experiment: str, lab_name: str | None, out_dir: Path, sets: tuple[str, .
     collected kept as a dataset marked incomplete (exit 130).
     """
     from grayctl.overrides import parse_overrides
-    from grayctl.run import run_experiment
+    from grayctl.run.flow import run_experiment
 
     records = run_experiment(experiment, lab_ref=lab_name, out_dir=out_dir, overrides=parse_overrides(sets),
                              repetitions=repetitions, keep=keep, on_event=handlers(as_json, quiet),

@@ -7,7 +7,7 @@ import json
 
 from rich.console import Console
 
-from grayctl.events import ConsoleProgress, Emitter, JsonEvents, RunLog
+from grayctl.run.events import ConsoleProgress, Emitter, JsonEvents, RunLog
 
 
 def test_events_reach_every_handler_as_json_lines(tmp_path):
@@ -42,18 +42,18 @@ def test_a_signal_inside_a_handler_reaches_the_run_and_drops_nothing(tmp_path):
     import pytest
 
     from grayctl.errors import Interrupted
-    from grayctl.run import _interruptible
+    from grayctl.run.cleanup import interruptible
 
     calls = []
 
     def signalled(ev):
         calls.append(ev.kind)
         if ev.kind == "b":
-            os.kill(os.getpid(), signal.SIGTERM)  # _interruptible turns it into Interrupted right here
+            os.kill(os.getpid(), signal.SIGTERM)  # interruptible turns it into Interrupted right here
 
     log = RunLog(tmp_path / "events.jsonl")
     emit = Emitter([signalled, log])
-    with _interruptible():
+    with interruptible():
         emit("a")
         with pytest.raises(Interrupted):
             emit("b")

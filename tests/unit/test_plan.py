@@ -142,11 +142,11 @@ def test_plan_set_with_an_unknown_field_is_an_input_error_naming_set():
 
 
 def test_the_run_announces_the_plans_steps_in_the_order_it_runs_them():
-    from grayctl.run import _step_names
+    from grayctl.run.flow import step_names
 
     plan = build_plan(load_experiment(SEED), load_lab("local"))
-    assert _step_names(plan, keep=False) == ["reimage", "prepare", "timeline", "collect", "metrics", "assemble", "reset"]
-    assert _step_names(plan, keep=True)[-1] == "assemble"  # --keep: no teardown
+    assert step_names(plan, keep=False) == ["reimage", "prepare", "timeline", "collect", "metrics", "assemble", "reset"]
+    assert step_names(plan, keep=True)[-1] == "assemble"  # --keep: no teardown
 
 
 def test_a_late_apply_moves_the_revert_so_the_fault_keeps_its_length_but_never_past_the_schedule():

@@ -12,8 +12,8 @@ import pytest
 from rich.console import Console
 
 from grayctl.errors import StepFailed
-from grayctl.events import ConsoleProgress, Emitter, JsonEvents
-from grayctl.runner import LINE_CHARS, TAIL_LINES, run_playbook
+from grayctl.run.ansible import LINE_CHARS, TAIL_LINES, run_playbook
+from grayctl.run.events import ConsoleProgress, Emitter, JsonEvents
 
 # Each host fails its own way; one playbook run gives all the real runner_on_failed events.
 _FAULTCTL_ANSWER = {"changed": True, "failed": True,

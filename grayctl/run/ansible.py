@@ -1,4 +1,4 @@
-"""Playbooks through ansible-runner, observed as events.
+"""The playbook driver: playbooks (and ad-hoc modules) through ansible-runner, observed as events.
 
 ``run_playbook`` is the only way grayctl touches a host. Each call gets a fresh
 private data dir (ansible-runner persists env/extravars between runs otherwise),

@@ -9,7 +9,7 @@ Map:
                                            phase with time left, a bar for the whole run, live user
                                            figures from Prometheus; plain lines when not on a terminal
 
-The runner (``grayctl.run``) only emits; nothing here feeds back into the run. Kinds:
+The run (``grayctl.run``) only emits; nothing here feeds back into the run. Kinds:
 
   run_start       data: run_id, run_dir, records_dir, experiment, topology, lab, schedule_s, steps,
                   teardown (reset|undeploy, None with --keep)

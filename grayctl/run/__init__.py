@@ -9,6 +9,7 @@ Map of the package (entry points: ``grayctl.run.flow.run_experiment`` and ``run_
   dataset   the run's dataset through its one writer: begun, assembled, amended, sealed
   journal   RunRecord, run ids, each step's log and events, run.json
   events    the event model and its observers (console, JSON lines, the run log)
+  live      the console's live user figures, read from the run's Prometheus
   ansible   run_playbook / run_module: the only way grayctl touches a host
 
 Nothing is imported here, so ``grayctl.run.ansible`` (used by lab, deploy, injection, ...) loads

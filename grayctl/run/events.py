@@ -206,7 +206,7 @@ class ConsoleProgress:
             self.t0 = float(d.get("t0") or ev.at)
             self.approx = "" if d.get("t0_source") == "load generator" else "≈"
             if self._url and self._poller is None:
-                from grayctl.live import LivePoller
+                from grayctl.run.live import LivePoller
 
                 self._poller = LivePoller(self._url, self._on_figures, self.live_interval).start()
         elif ev.kind == "phase":

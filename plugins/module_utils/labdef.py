@@ -98,3 +98,25 @@ def resolve_lab(defn, count=0, home="", env=None):
 def node_address(net, index):
     """Node ``index`` (from 1) gets .index+1 on both networks: easy to read; the host keeps .1."""
     return net.network_address + 1 + index
+
+
+# The options every lab provider module takes; each adds its own (module-level ARGUMENT_SPEC).
+PROVIDER_OPTIONS = dict(
+    state=dict(type="str", default="present", choices=["present", "absent", "reset", "inspect"]),
+    definition=dict(type="dict", required=True),
+    nodes=dict(type="int", default=0),
+    home=dict(type="str", default=""),
+)
+
+
+def plan_to_act_on(state, planned, recorded, resolve, params):
+    """The plan a provider's ``state`` acts on, given the definition's (``planned``) and the recorded one.
+
+    absent and inspect act on (and report) what was made; reset keeps the node count that is up,
+    with the rest (limits) from the definition; present follows the definition.
+    """
+    if recorded and state in ("absent", "inspect"):
+        return recorded
+    if recorded and state == "reset":
+        return resolve(params["definition"], params["nodes"] or recorded["count"], params["home"])
+    return planned

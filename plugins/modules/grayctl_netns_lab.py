@@ -125,7 +125,7 @@ from ansible.module_utils.basic import AnsibleModule
 from ansible_collections.grayctl.lab.plugins.module_utils.commands import CommandFailed, run, run_all, tool
 from ansible_collections.grayctl.lab.plugins.module_utils.files import write_if_changed
 from ansible_collections.grayctl.lab.plugins.module_utils.labdef import (
-    DEFAULTS, VM_STATE_DIR, node_address, resolve_lab)
+    DEFAULTS, PROVIDER_OPTIONS, VM_STATE_DIR, node_address, plan_to_act_on, resolve_lab)
 from ansible_collections.grayctl.lab.plugins.module_utils.process import pid_alive, read_pid
 from ansible_collections.grayctl.lab.plugins.module_utils.record import Record, RecordError
 
@@ -1335,13 +1335,7 @@ def inspect(lab):
 
 
 # Module level so tests/lint/test_ansible_doc.py can check DOCUMENTATION against it.
-ARGUMENT_SPEC = dict(
-    state=dict(type="str", default="present", choices=["present", "absent", "reset", "inspect"]),
-    definition=dict(type="dict", required=True),
-    source=dict(type="str", default="<definition>"),
-    nodes=dict(type="int", default=0),
-    home=dict(type="str", default=""),
-)
+ARGUMENT_SPEC = dict(PROVIDER_OPTIONS, source=dict(type="str", default="<definition>"))
 
 
 def main():
@@ -1358,13 +1352,7 @@ def main():
     result = {"changed": False, "created": [], "removed": [], "cleaned": {}}
     try:
         lab = Lab(module, plan)
-        recorded = lab.record.data.get("plan")
-        if recorded and state in ("absent", "inspect"):
-            # these act on (and report) what was made, not on what the definition says now
-            lab.plan = plan = recorded
-        elif recorded and state == "reset":
-            # reset keeps the node count that is up; limits come from the definition
-            lab.plan = plan = resolve(p["definition"], p["nodes"] or recorded["count"], p["home"])
+        lab.plan = plan = plan_to_act_on(state, plan, lab.record.data.get("plan"), resolve, p)
         host = host_facts(plan)
         result["host"] = host
         if state != "inspect":

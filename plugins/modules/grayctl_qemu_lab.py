@@ -137,7 +137,8 @@ from concurrent.futures import ThreadPoolExecutor
 from ansible.module_utils.basic import AnsibleModule
 from ansible_collections.grayctl.lab.plugins.module_utils.commands import CommandFailed, run, tool
 from ansible_collections.grayctl.lab.plugins.module_utils.files import write_atomic
-from ansible_collections.grayctl.lab.plugins.module_utils.labdef import VM_STATE_DIR, node_address, resolve_lab
+from ansible_collections.grayctl.lab.plugins.module_utils.labdef import (
+    PROVIDER_OPTIONS, VM_STATE_DIR, node_address, plan_to_act_on, resolve_lab)
 from ansible_collections.grayctl.lab.plugins.module_utils.process import cmdline, pid_alive, read_pid
 from ansible_collections.grayctl.lab.plugins.module_utils.record import Record, RecordError
 
@@ -631,10 +632,7 @@ def inspect(lab):
 
 # Module level so tests/lint/test_ansible_doc.py can check DOCUMENTATION against it.
 ARGUMENT_SPEC = dict(
-    state=dict(type="str", default="present", choices=["present", "absent", "reset", "inspect"]),
-    definition=dict(type="dict", required=True),
-    nodes=dict(type="int", default=0),
-    home=dict(type="str", default=""),
+    PROVIDER_OPTIONS,
     image=dict(type="str", default=""),
     image_cache=dict(type="path", default="/var/cache/grayctl/images"),
     boot_timeout=dict(type="int", default=300),
@@ -661,11 +659,7 @@ def main():
         if gdir and not os.path.isfile(os.path.join(gdir, "__init__.py")):
             raise LabFailure("grayctl_dir %s is not the grayctl package directory" % gdir)
         lab = Lab(plan, p["image_cache"], p["image"], p["boot_timeout"], p["probe_timeout"], gdir)
-        recorded = lab.record.data.get("plan")
-        if recorded and state in ("absent", "inspect"):
-            lab.plan = plan = recorded  # act on (and report) what was made
-        elif recorded and state == "reset":
-            lab.plan = plan = resolve(p["definition"], p["nodes"] or recorded["count"], p["home"])
+        lab.plan = plan = plan_to_act_on(state, plan, lab.record.data.get("plan"), resolve, p)
         if state != "inspect" and os.geteuid() != 0:
             raise LabFailure("VM nodes need root (taps, qemu)")
         if state == "present":

@@ -17,21 +17,12 @@ import zlib
 from pathlib import Path
 from typing import Any
 
-from grayctl.paths import COLLECTIONS_DIR
-
-REPO = Path(__file__).resolve().parents[2]
-MODULE = REPO / "plugins" / "modules" / "grayctl_collect.py"
-# ansible_collections.grayctl.lab.plugins.module_utils is importable from here, as in AnsiballZ's zip
-MODULE_ENV = {**os.environ, "PYTHONPATH": str(COLLECTIONS_DIR)}
+sys.path.insert(0, str(Path(__file__).parent))
+from module_run import COLLECTIONS_DIR, run_module
 
 
 def run(tmp: Path, **args: Any) -> dict[str, Any]:
-    path = tmp / "args.json"
-    path.write_text(json.dumps({"ANSIBLE_MODULE_ARGS": args}))
-    out = subprocess.run([sys.executable, str(MODULE), str(path)], capture_output=True, text=True, timeout=60, env=MODULE_ENV)
-    result: dict[str, Any] = json.loads(out.stdout)
-    result.pop("invocation", None)
-    return result
+    return run_module("grayctl_collect", tmp, args)
 
 
 def tree(root: Path) -> None:

@@ -9,7 +9,6 @@ stopped with prune), and the fixture checks that no process of the test is left.
 from __future__ import annotations
 
 import json
-import os
 import socket
 import subprocess
 import sys
@@ -19,23 +18,12 @@ from typing import Any
 
 import pytest
 
-from grayctl.paths import COLLECTIONS_DIR
-
-REPO = Path(__file__).resolve().parents[2]
-MODULE = REPO / "plugins" / "modules" / "grayctl_process.py"
-# ansible_collections.grayctl.lab.plugins.module_utils is importable from here, as in AnsiballZ's zip
-MODULE_ENV = {**os.environ, "PYTHONPATH": str(COLLECTIONS_DIR)}
+sys.path.insert(0, str(Path(__file__).parent))
+from module_run import run_module
 
 
 def run(tmp: Path, **args: Any) -> dict[str, Any]:
-    """Run the module once with ``args``; its JSON result (failed results included)."""
-    path = tmp / "args.json"
-    path.write_text(json.dumps({"ANSIBLE_MODULE_ARGS": args}))
-    out = subprocess.run([sys.executable, str(MODULE), str(path)], check=False, capture_output=True, text=True, timeout=60,
-                         env=MODULE_ENV)
-    result: dict[str, Any] = json.loads(out.stdout)
-    result.pop("invocation", None)
-    return result
+    return run_module("grayctl_process", tmp, args)
 
 
 def matching(fragment: str) -> list[str]:

@@ -112,6 +112,7 @@ host:
 
 import errno
 import ipaddress
+import itertools
 import json
 import os
 import re
@@ -385,6 +386,11 @@ def cgroup_procs(path):
 # Resources: one dict each, {"kind", "id", ...}; exists / create / remove per kind
 
 
+def by_kind(resources):
+    """[(kind, resources)] for each run of one kind, in order: one batch (one ip -batch) per run."""
+    return [(kind, list(group)) for kind, group in itertools.groupby(resources, key=lambda r: r["kind"])]
+
+
 class Lab:
     """One lab on this host: the plan, the record and the operations on its resources."""
 
@@ -485,17 +491,10 @@ class Lab:
     # -- creation, batched by kind -----------------------------------------
     def create(self, batch):
         """Create resources (already recorded), grouped by kind in the order given."""
-        i = 0
-        while i < len(batch):
-            kind = batch[i]["kind"]
-            j = i
-            while j < len(batch) and batch[j]["kind"] == kind:
-                j += 1
-            group = batch[i:j]
+        for kind, group in by_kind(batch):
             if not self.check:
                 getattr(self, "create_" + kind)(group)
             self.created.extend(group)
-            i = j
 
     def create_mount(self, group):
         mount = tool("mount")
@@ -561,13 +560,7 @@ class Lab:
     # -- removal, reverse record order, batched by kind --------------------
     def remove(self, resources):
         """Remove resources (in the order given); drop each from the record once verifiably gone."""
-        i = 0
-        while i < len(resources):
-            kind = resources[i]["kind"]
-            j = i
-            while j < len(resources) and resources[j]["kind"] == kind:
-                j += 1
-            group = resources[i:j]
+        for kind, group in by_kind(resources):
             if self.check:
                 self.removed.extend(group)
             else:
@@ -580,7 +573,6 @@ class Lab:
                 if left:
                     raise LabFailure("could not remove: %s (still recorded in %s; run again or see "
                                      "'grayctl lab doctor')" % (", ".join(left), self.record.path))
-            i = j
 
     def kill_cgroup(self, r):
         """Kill every process in a cgroup this lab created (the record says it is ours)."""

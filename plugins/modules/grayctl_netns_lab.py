@@ -37,6 +37,8 @@ description:
   - Supports check mode for every state.
 version_added: "0.1.0"
 author: grayctl
+extends_documentation_fragment:
+  - grayctl.lab.lab_provider
 options:
   state:
     description:
@@ -49,23 +51,10 @@ options:
     type: str
     choices: [present, absent, reset, inspect]
     default: present
-  definition:
-    description: The lab definition, as the mapping found in a C(lab.yml).
-    type: dict
-    required: true
   source:
     description: Where the definition came from, for messages.
     type: str
     default: "<definition>"
-  nodes:
-    description: Node count override; C(0) uses the definition's C(nodes.count).
-    type: int
-    default: 0
-  home:
-    description: The lab directory; empty uses the definition's C(home), then C($GRAYCTL_LAB_HOME/<name>),
-      then C(/var/lib/grayctl/labs/<name>).
-    type: str
-    default: ""
 """
 
 EXAMPLES = r"""

@@ -43,6 +43,8 @@ description:
   - A lab without VM nodes and without a record is a no-op (qemu need not be installed).
 version_added: "0.1.0"
 author: grayctl
+extends_documentation_fragment:
+  - grayctl.lab.lab_provider
 options:
   state:
     description:
@@ -51,19 +53,6 @@ options:
     type: str
     choices: [present, absent, reset, inspect]
     default: present
-  definition:
-    description: The lab definition, as the mapping found in a C(lab.yml).
-    type: dict
-    required: true
-  nodes:
-    description: Node count override; C(0) uses the definition's C(nodes.count).
-    type: int
-    default: 0
-  home:
-    description: The lab directory; empty uses the definition's C(home), then C($GRAYCTL_LAB_HOME/<name>),
-      then C(/var/lib/grayctl/labs/<name>).
-    type: str
-    default: ""
   image:
     description: Image directory to use; empty resolves the definition's C(qemu.image) under O(image_cache).
     type: str

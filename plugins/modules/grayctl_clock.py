@@ -1,5 +1,5 @@
 # -*- coding: utf-8 -*-
-"""Documentation stub of the grayctl_clock action plugin (playbooks/action_plugins/grayctl_clock.py).
+"""Documentation stub of the grayctl_clock action plugin (plugins/action/grayctl_clock.py).
 
 ansible-doc documents modules only; like ansible-core's own action plugins, this one is documented by
 a module file of the same name. The action plugin does all the work on the controller; nothing here runs.
@@ -38,12 +38,12 @@ author: grayctl
 
 EXAMPLES = r"""
 - name: Read the node clock around two controller timestamps
-  grayctl_clock:
+  grayctl.lab.grayctl_clock:
     samples: 5
   register: __clock
 
 - name: Write every node's offset on the controller
-  grayctl_clock:
+  grayctl.lab.grayctl_clock:
     write: /srv/runs/{{ run_id }}/clock-start.json
     offsets: "{{ dict(ansible_play_hosts | zip(ansible_play_hosts | map('extract', hostvars, '__clock'))) }}"
   run_once: true

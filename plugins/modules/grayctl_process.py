@@ -2,8 +2,8 @@
 # -*- coding: utf-8 -*-
 """Supervise long-running grayctl processes on a node without an init system's help.
 
-Shared by the topology_deploy, node_exporter, monitor, workload and reimage_none roles (their
-library/ directories link here). One call can handle a list of processes: every task is an SSH
+Used as grayctl.lab.grayctl_process by the topology_deploy, node_exporter, monitor, workload and
+reimage_none roles; the pid-record helpers are module_utils/process.py. One call can handle a list of processes: every task is an SSH
 round trip and a module start per host, so a node's replicas (or exporters) start in one call and
 their start-ups overlap.
 """
@@ -121,7 +121,7 @@ author: grayctl
 
 EXAMPLES = r"""
 - name: Start a service replica
-  grayctl_process:
+  grayctl.lab.grayctl_process:
     name: text-service-0
     dir: /var/lib/grayctl/services/text-service-0
     argv: [/usr/bin/python3, -m, grayctl.runtime, --config, config.json, --ready-file, ready]
@@ -129,7 +129,7 @@ EXAMPLES = r"""
     ready_file: /var/lib/grayctl/services/text-service-0/ready
 
 - name: Start a node's replicas together, remove the others, check nothing else runs
-  grayctl_process:
+  grayctl.lab.grayctl_process:
     processes:
       - name: a-0
         dir: /var/lib/grayctl/services/a-0
@@ -146,7 +146,7 @@ EXAMPLES = r"""
     exclusive: "grayctl.runtime --config /var/lib/grayctl/services/"
 
 - name: Stop every replica of the node and check its ports are closed
-  grayctl_process:
+  grayctl.lab.grayctl_process:
     processes: []
     state: stopped
     prune: /var/lib/grayctl/services
@@ -179,6 +179,8 @@ import subprocess
 import time
 
 from ansible.module_utils.basic import AnsibleModule
+from ansible_collections.grayctl.lab.plugins.module_utils.files import read_text, write_atomic
+from ansible_collections.grayctl.lab.plugins.module_utils.process import cmdline, matching, recorded, signal_group
 
 # Per-process options: module-level values are the defaults of every entry of `processes`.
 PER_PROCESS = dict(
@@ -199,27 +201,6 @@ PER_PROCESS = dict(
 )
 
 
-def _cmdline(pid):
-    try:
-        with open("/proc/%d/cmdline" % pid, "rb") as fh:
-            raw = fh.read()
-        with open("/proc/%d/stat" % pid) as fh:
-            state = fh.read().rsplit(")", 1)[1].split()[0]
-    except (OSError, IOError, IndexError):
-        return None
-    if state in ("Z", "X"):
-        return None
-    return [a.decode("utf-8", "replace") for a in raw.split(b"\0")[:-1]]
-
-
-def _read(path):
-    try:
-        with open(path) as fh:
-            return fh.read().strip()
-    except (OSError, IOError):
-        return None
-
-
 def _probe(url, timeout):
     """One GET of ``url``: (answered 200, status code or error text)."""
     # Imported here: urls pulls in ssl and http.client, a cost every call without health_url would pay.
@@ -230,21 +211,6 @@ def _probe(url, timeout):
         return code == 200, code
     except Exception as exc:  # noqa: BLE001 - connection refused while it starts, HTTP errors
         return False, str(exc)
-
-
-def _read_raw(path):
-    try:
-        with open(path) as fh:
-            return fh.read()
-    except (OSError, IOError):
-        return None
-
-
-def _write(path, text):
-    tmp = path + ".tmp"
-    with open(tmp, "w") as fh:
-        fh.write(text)
-    os.rename(tmp, path)
 
 
 def _content(value):
@@ -280,16 +246,6 @@ def _tail(path, n=2000):
             return fh.read().decode("utf-8", "replace")
     except (OSError, IOError):
         return ""
-
-
-def _signal(pid, sig):
-    try:
-        if os.getpgid(pid) == pid:
-            os.killpg(pid, sig)
-        else:
-            os.kill(pid, sig)
-    except OSError:
-        pass
 
 
 class Process(object):
@@ -337,30 +293,21 @@ class Process(object):
             self.result["written"].append(self.dir)
         for name, text in sorted(self.files.items()):
             path = os.path.join(self.dir, name)
-            if _read_raw(path) != text:
-                _write(path, text)
+            if read_text(path, strip=False) != text:
+                write_atomic(path, text)
                 self.result["written"].append(path)
 
     def read_record(self):
         self.pid = self.recorded()
-        self.recorded_cmd = (_read(self.pidfile + ".cmd") or "").split("\0")
+        self.recorded_cmd = (read_text(self.pidfile + ".cmd") or "").split("\0")
         self.result["pid"] = self.pid
 
     def recorded(self):
         """The recorded pid if that process still runs the recorded command, else None."""
-        text = _read(self.pidfile)
-        if not text or not text.isdigit():
-            return None
-        pid = int(text)
-        cmd = _cmdline(pid)
-        if cmd is None:
-            return None
-        recorded_cmd = _read(self.pidfile + ".cmd")
-        want = recorded_cmd.split("\0") if recorded_cmd else self.argv
-        return pid if cmd == want else None
+        return recorded(self.pidfile, self.argv)[0]
 
     def same_run(self):
-        return self.recorded_cmd == self.argv and (_read(self.fpfile) or "") == self.fingerprint
+        return self.recorded_cmd == self.argv and (read_text(self.fpfile) or "") == self.fingerprint
 
     def launch(self):
         for path in self.p["clear"] + ([self.p["ready_file"]] if self.p["ready_file"] else []):
@@ -375,9 +322,9 @@ class Process(object):
         finally:
             out.close()
             err.close()
-        _write(self.pidfile + ".cmd", "\0".join(self.argv))
-        _write(self.pidfile, "%d\n" % self.popen.pid)
-        _write(self.fpfile, self.fingerprint + "\n")
+        write_atomic(self.pidfile + ".cmd", "\0".join(self.argv))
+        write_atomic(self.pidfile, "%d\n" % self.popen.pid)
+        write_atomic(self.fpfile, self.fingerprint + "\n")
         self.pid = self.result["pid"] = self.popen.pid
         return None
 
@@ -387,13 +334,13 @@ class Process(object):
 
 
 def _alive(pid, argv):
-    return _cmdline(pid) == argv
+    return cmdline(pid) == argv
 
 
 def stop_all(module, victims):
     """SIGTERM each ``(label, pid, argv, stop_timeout)`` at once, SIGKILL after its bound; labels SIGKILLed."""
     for _label, pid, _argv, _bound in victims:
-        _signal(pid, signal.SIGTERM)
+        signal_group(pid, signal.SIGTERM)
     start = time.time()
     killed = {}
     pending = list(victims)
@@ -405,7 +352,7 @@ def stop_all(module, victims):
             if not _alive(pid, argv):
                 continue
             if label not in killed and now - start >= bound:
-                _signal(pid, signal.SIGKILL)
+                signal_group(pid, signal.SIGKILL)
                 killed[label] = now + 5.0
             elif label in killed and now >= killed[label]:
                 module.fail_json(msg="%s (pid %d) survived SIGKILL" % (label, pid))
@@ -494,24 +441,11 @@ def prune(module, top, procs, state):
                                    stop_timeout=module.params["stop_timeout"]))
         pid = old.recorded()
         if pid is not None:
-            victims.append((old.name, pid, (_read(old.pidfile + ".cmd") or "").split("\0"), old.p["stop_timeout"]))
+            victims.append((old.name, pid, (read_text(old.pidfile + ".cmd") or "").split("\0"), old.p["stop_timeout"]))
     stop_all(module, victims)
     for path in removed:
         shutil.rmtree(path)
     return removed
-
-
-def matching(fragment):
-    """Running processes whose command line contains ``fragment`` (not this module or its parent)."""
-    found = []
-    own = (os.getpid(), os.getppid())
-    for entry in os.listdir("/proc"):
-        if not entry.isdigit() or int(entry) in own:
-            continue
-        cmd = _cmdline(int(entry))
-        if cmd and fragment in " ".join(cmd):
-            found.append(dict(pid=int(entry), cmdline=" ".join(cmd)))
-    return sorted(found, key=lambda f: f["pid"])
 
 
 def still_listening(addresses, timeout=5.0):
@@ -649,7 +583,7 @@ def main():
             proc.result.update(action="finished", pid=None)
 
     if p["exclusive"] and not module.check_mode:
-        found = matching(p["exclusive"])
+        found = [dict(pid=pid, cmdline=cmd) for pid, cmd in matching(p["exclusive"])]
         result["matching"] = found
         allowed = set(proc.result["pid"] for proc in procs if state == "started" and proc.result["pid"])
         strays = [f for f in found if f["pid"] not in allowed]

@@ -37,6 +37,8 @@ description:
   - Supports check mode for every state.
 version_added: "0.1.0"
 author: grayctl
+extends_documentation_fragment:
+  - grayctl.lab.lab_provider
 options:
   state:
     description:
@@ -49,28 +51,15 @@ options:
     type: str
     choices: [present, absent, reset, inspect]
     default: present
-  definition:
-    description: The lab definition, as the mapping found in a C(lab.yml).
-    type: dict
-    required: true
   source:
     description: Where the definition came from, for messages.
     type: str
     default: "<definition>"
-  nodes:
-    description: Node count override; C(0) uses the definition's C(nodes.count).
-    type: int
-    default: 0
-  home:
-    description: The lab directory; empty uses the definition's C(home), then C($GRAYCTL_LAB_HOME/<name>),
-      then C(/var/lib/grayctl/labs/<name>).
-    type: str
-    default: ""
 """
 
 EXAMPLES = r"""
 - name: Create a 3-node lab
-  grayctl_netns_lab:
+  grayctl.lab.grayctl_netns_lab:
     state: present
     definition: "{{ lookup('ansible.builtin.file', 'inventories/local/lab.yml') | from_yaml }}"
     nodes: 3
@@ -111,8 +100,8 @@ host:
 """
 
 import errno
-import hashlib
 import ipaddress
+import itertools
 import json
 import os
 import re
@@ -120,17 +109,18 @@ import shutil
 import signal
 import socket
 import subprocess
-import sys
-import tempfile
 import time
-from concurrent.futures import ThreadPoolExecutor
 
 from ansible.module_utils.basic import AnsibleModule
+from ansible_collections.grayctl.lab.plugins.module_utils.commands import CommandFailed, run, run_all, tool
+from ansible_collections.grayctl.lab.plugins.module_utils.files import write_if_changed
+from ansible_collections.grayctl.lab.plugins.module_utils.labdef import (
+    DEFAULTS, PROVIDER_OPTIONS, VM_STATE_DIR, node_address, plan_to_act_on, resolve_lab)
+from ansible_collections.grayctl.lab.plugins.module_utils.process import pid_alive, read_pid
+from ansible_collections.grayctl.lab.plugins.module_utils.record import Record, RecordError
 
-FORMAT = 1
 REQUIRED_TOOLS = ("ip", "tc", "sshd", "ssh-keygen", "nsenter", "unshare", "mount", "umount")
 OPTIONAL_TOOLS = ("nft", "iptables-legacy", "ip6tables-legacy")
-TOOL_DIRS = ("/usr/sbin", "/usr/bin", "/sbin", "/bin", "/usr/local/sbin", "/usr/local/bin")
 NETNS_DIR = "/run/netns"
 SSHD_PRIVSEP_DIR = "/run/sshd"
 # Devices the kernel puts into every new namespace when tunnel modules are loaded; undeletable.
@@ -146,35 +136,14 @@ class LabFailure(Exception):
 # ---------------------------------------------------------------------------
 # The definition -> the plan (kept in step with grayctl/labdef.py by tests/unit/test_labdef.py)
 
-DEFAULTS = {
-    "name": "local",
-    "count": 14,  # 12 gen3 services + a client + a monitor
-    "prefix": "node",
-    "management": "10.213.0.0/24",
-    "data": "10.213.64.0/24",
-    "cpu": "50%",
-    "memory": "512MiB",
-}
-LAB_NAME_RE = re.compile(r"\A[a-z][a-z0-9-]{0,15}\Z")
-PREFIX_RE = re.compile(r"\A[a-z][a-z0-9-]{0,15}\Z")
 GROUP_RE = re.compile(r"\A[a-z][a-z0-9_]{0,31}\Z")
 RESERVED_GROUPS = {"all", "ungrouped", "lab_nodes"}
-MAX_NODES = 250
 CPU_PERIOD_US = 100000
 SIZE_UNITS = {"B": 1, "KB": 1000, "MB": 1000 ** 2, "GB": 1000 ** 3, "TB": 1000 ** 4,
               "KiB": 1024, "MiB": 1024 ** 2, "GiB": 1024 ** 3, "TiB": 1024 ** 4}
 CPU_RE = re.compile(r"\A([0-9]+(?:\.[0-9]+)?)%\Z")
 SIZE_RE = re.compile(r"\A([0-9]+)(B|KB|MB|GB|TB|KiB|MiB|GiB|TiB)\Z")
 MIN_MEMORY = 32 * 1024 ** 2  # sshd plus one Ansible module must fit
-# VM nodes (providers.qemu) are the qemu_lab role's: this module makes the bridges they join and
-# lists them in the inventory, nothing else. Their state dir is inside the guest (the golden image's).
-VM_STATE_DIR = "/var/lib/grayctl/node/state"
-QEMU_DEFAULTS = {"image": "debian12", "memory": "1GiB", "cpus": 1, "accel": "auto"}
-
-
-def lab_id_of(name):
-    """A short id that keeps host-side link names within IFNAMSIZ (15): ``gc`` + 5 hex."""
-    return "gc" + hashlib.sha1(name.encode()).hexdigest()[:5]
 
 
 def parse_cpu(text):
@@ -195,10 +164,6 @@ def parse_memory(text):
     return value
 
 
-def node_names(prefix, count):
-    return ["%s%02d" % (prefix, i) for i in range(1, count + 1)]
-
-
 def default_roles(names):
     """The last node is the client, the one before the monitor, the rest run the app."""
     roles = dict((n, set()) for n in names)
@@ -211,40 +176,16 @@ def default_roles(names):
 
 def resolve(defn, count=0, home="", env=None):
     """The plan for ``defn``: every name, address, path and limit the lab will have."""
-    env = os.environ if env is None else env
     defn = defn or {}
-    name = defn.get("name", DEFAULTS["name"])
-    if not isinstance(name, str) or not LAB_NAME_RE.match(name):
-        raise ValueError("name must be a short identifier (a-z, 0-9, '-', at most 16, starting with a letter), "
-                         "got %r" % (name,))
     if defn.get("provider", "netns") != "netns":
         raise ValueError("provider must be 'netns' for this role, got %r" % (defn.get("provider"),))
-    nodes = defn.get("nodes") or {}
-    count = int(count or nodes.get("count", DEFAULTS["count"]))
-    if not 1 <= count <= MAX_NODES:
-        raise ValueError("the node count must be from 1 to %d, got %d" % (MAX_NODES, count))
-    prefix = nodes.get("prefix", DEFAULTS["prefix"])
-    if not isinstance(prefix, str) or not PREFIX_RE.match(prefix):
-        raise ValueError("nodes.prefix must be a short identifier, got %r" % (prefix,))
-    nets = defn.get("networks") or {}
-    mgmt = ipaddress.IPv4Network(nets.get("management", DEFAULTS["management"]), strict=True)
-    data = ipaddress.IPv4Network(nets.get("data", DEFAULTS["data"]), strict=True)
-    if mgmt.overlaps(data):
-        raise ValueError("networks.management %s and networks.data %s overlap" % (mgmt, data))
-    for label, net in (("management", mgmt), ("data", data)):
-        # network, broadcast and the host's .1 are not node addresses
-        if net.num_addresses - 3 < count:
-            raise ValueError("networks.%s %s is too small for %d nodes" % (label, net, count))
+    base = resolve_lab(defn, count, home, env)
     limits = defn.get("limits") or {}
     quota, period = parse_cpu(limits.get("cpu", DEFAULTS["cpu"]))
     memory = parse_memory(limits.get("memory", DEFAULTS["memory"]))
-    lab_dir = home or defn.get("home") or os.path.join(
-        env.get("GRAYCTL_LAB_HOME") or "/var/lib/grayctl/labs", name)
-    if not os.path.isabs(lab_dir):
-        raise ValueError("the lab home must be an absolute path, got %r" % (lab_dir,))
-    lab_dir = os.path.normpath(lab_dir)
+    name, lab_id, lab_dir, names, vms = base["name"], base["lab_id"], base["lab_dir"], base["names"], base["vms"]
+    mgmt, data = base["mgmt"], base["data"]
 
-    names = node_names(prefix, count)
     explicit = defn.get("roles")
     if explicit:
         roles = dict((n, ["app"]) for n in names)
@@ -257,31 +198,24 @@ def resolve(defn, count=0, home="", env=None):
                 roles[node] = sorted(set(groups))
     else:
         roles = default_roles(names)
-    providers = defn.get("providers") or {}
-    vms = list(providers.get("qemu") or [])
-    unknown = [v for v in vms if v not in names]
-    if unknown or set(providers) - {"qemu"}:
-        raise ValueError("providers: only 'qemu: [node, ...]' naming nodes of this lab, got %r" % (providers,))
-    qemu = dict(QEMU_DEFAULTS, **(defn.get("qemu") or {})) if vms or defn.get("qemu") else None
+    # VM nodes (providers.qemu) are the qemu_lab role's: this module makes the bridges they join and
+    # lists them in the inventory, nothing else.
+    qemu = base["qemu"] if vms or defn.get("qemu") else None
 
-    lab_id = lab_id_of(name)
-    mgmt_hosts = mgmt.network_address
-    data_hosts = data.network_address
     plan_nodes, vm_nodes = [], []
     for i, node in enumerate(names, start=1):
+        mgmt_ip, data_ip = str(node_address(mgmt, i)), str(node_address(data, i))
         if node in vms:
             vm_nodes.append({"name": node, "index": i, "roles": roles[node], "provider": "qemu",
-                             "mgmt_ip": str(mgmt.network_address + 1 + i), "data_ip": str(data.network_address + 1 + i),
-                             "netns": "", "state_dir": VM_STATE_DIR})
+                             "mgmt_ip": mgmt_ip, "data_ip": data_ip, "netns": "", "state_dir": VM_STATE_DIR})
             continue
         node_dir = os.path.join(lab_dir, "nodes", node)
         plan_nodes.append({
             "name": node,
             "index": i,
             "roles": roles[node],
-            # node N gets .N+1 on both networks: easy to read, and the host keeps .1 of management
-            "mgmt_ip": str(mgmt_hosts + 1 + i),
-            "data_ip": str(data_hosts + 1 + i),
+            "mgmt_ip": mgmt_ip,
+            "data_ip": data_ip,
             "netns": "gc-%s-%s" % (name, node),
             "mgmt_veth": "%sm%03d" % (lab_id, i),
             "data_veth": "%sd%03d" % (lab_id, i),
@@ -296,16 +230,16 @@ def resolve(defn, count=0, home="", env=None):
         "name": name,
         "lab_id": lab_id,
         "lab_dir": lab_dir,
-        "count": count,
-        "prefix": prefix,
+        "count": base["count"],
+        "prefix": base["prefix"],
         "management": str(mgmt),
         "data": str(data),
         "host_mgmt_ip": str(mgmt.network_address + 1),
         "cpu_quota_us": quota,
         "cpu_period_us": period,
         "memory_bytes": memory,
-        "mgmt_bridge": lab_id + "-mgmt",
-        "data_bridge": lab_id + "-data",
+        "mgmt_bridge": base["mgmt_bridge"],
+        "data_bridge": base["data_bridge"],
         "nodes": plan_nodes,  # the namespace nodes
         "vm_nodes": vm_nodes,
         "qemu": qemu,
@@ -314,32 +248,6 @@ def resolve(defn, count=0, home="", env=None):
 
 # ---------------------------------------------------------------------------
 # Commands
-
-
-def tool(name):
-    for d in TOOL_DIRS:
-        p = os.path.join(d, name)
-        if os.access(p, os.X_OK):
-            return p
-    return shutil.which(name)
-
-
-def run(argv, stdin=None, check=True):
-    """Run argv (never a shell); return (rc, stdout, stderr)."""
-    proc = subprocess.run(argv, input=stdin, capture_output=True, text=True)
-    if check and proc.returncode != 0:
-        raise LabFailure("%s failed (exit %d): %s" % (" ".join(argv[:6]), proc.returncode,
-                                                      (proc.stderr or proc.stdout).strip()[-800:]))
-    return proc.returncode, proc.stdout, proc.stderr
-
-
-def run_all(jobs, check=True):
-    """Run independent commands in parallel: jobs = [(argv, stdin)], results in order."""
-    if not jobs:
-        return []
-    with ThreadPoolExecutor(max_workers=min(32, len(jobs))) as pool:
-        futures = [pool.submit(run, argv, stdin, check) for argv, stdin in jobs]
-        return [f.result() for f in futures]
 
 
 def json_stream(text):
@@ -352,33 +260,6 @@ def json_stream(text):
         while i < len(text) and text[i].isspace():
             i += 1
     return out
-
-
-def write_atomic(path, text, mode=0o644):
-    d = os.path.dirname(path)
-    fd, tmp = tempfile.mkstemp(prefix=".tmp-", dir=d)
-    try:
-        with os.fdopen(fd, "w") as fh:
-            fh.write(text)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.chmod(tmp, mode)
-        os.rename(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
-
-
-def write_if_changed(path, text, mode=0o644):
-    try:
-        with open(path) as fh:
-            if fh.read() == text and (os.stat(path).st_mode & 0o777) == mode:
-                return False
-    except OSError:
-        pass
-    write_atomic(path, text, mode)
-    return True
 
 
 # ---------------------------------------------------------------------------
@@ -490,84 +371,13 @@ def cgroup_procs(path):
         return []
 
 
-def pid_alive(pid):
-    try:
-        os.kill(pid, 0)
-    except OSError as err:
-        return err.errno == errno.EPERM
-    # a zombie is gone for our purposes
-    try:
-        with open("/proc/%d/stat" % pid) as fh:
-            return fh.read().rsplit(")", 1)[1].split()[0] != "Z"
-    except OSError:
-        return False
-
-
-def read_pid(pidfile):
-    try:
-        with open(pidfile) as fh:
-            return int(fh.read().strip() or 0) or None
-    except (OSError, ValueError):
-        return None
-
-
-# ---------------------------------------------------------------------------
-# The record
-
-
-class Record:
-    """``<lab_dir>/state.json``: the plan and every resource, appended before it is created."""
-
-    def __init__(self, path, check_mode):
-        self.path = path
-        self.check_mode = check_mode
-        self.data = {"format": FORMAT, "status": "down", "plan": None, "resources": []}
-        if os.path.exists(path):
-            try:
-                with open(path) as fh:
-                    self.data = json.load(fh)
-            except (OSError, ValueError) as err:
-                raise LabFailure("cannot read the lab state file %s: %s" % (path, err)) from None
-            if self.data.get("format") != FORMAT:
-                raise LabFailure("%s has format %r; this module writes format %d"
-                                 % (path, self.data.get("format"), FORMAT))
-
-    @property
-    def resources(self):
-        return self.data["resources"]
-
-    def ids(self):
-        return set(r["id"] for r in self.resources)
-
-    def save(self):
-        if self.check_mode:
-            return
-        self.data["updated"] = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
-        write_atomic(self.path, json.dumps(self.data, indent=1, sort_keys=True) + "\n", 0o600)
-
-    def set_status(self, status):
-        if self.data.get("status") != status:
-            self.data["status"] = status
-            self.save()
-
-    def append(self, resources):
-        """Record resources not yet recorded; the file is on disk before the caller creates them."""
-        known = self.ids()
-        new = [r for r in resources if r["id"] not in known]
-        if new:
-            self.resources.extend(new)
-            self.save()
-        return new
-
-    def drop(self, ids):
-        ids = set(ids)
-        if ids:
-            self.data["resources"] = [r for r in self.resources if r["id"] not in ids]
-            self.save()
-
-
 # ---------------------------------------------------------------------------
 # Resources: one dict each, {"kind", "id", ...}; exists / create / remove per kind
+
+
+def by_kind(resources):
+    """[(kind, resources)] for each run of one kind, in order: one batch (one ip -batch) per run."""
+    return [(kind, list(group)) for kind, group in itertools.groupby(resources, key=lambda r: r["kind"])]
 
 
 class Lab:
@@ -585,7 +395,7 @@ class Lab:
         self.removed = []
         self.lab_dir = plan["lab_dir"]
         self.ssh_dir = os.path.join(self.lab_dir, "ssh")
-        self.record = Record(os.path.join(self.lab_dir, "state.json"), self.check)
+        self.record = Record(os.path.join(self.lab_dir, "state.json"), {}, self.check, "lab state file")
 
     # -- desired resources -------------------------------------------------
     def cgroup_dirs(self, *parts):
@@ -670,17 +480,10 @@ class Lab:
     # -- creation, batched by kind -----------------------------------------
     def create(self, batch):
         """Create resources (already recorded), grouped by kind in the order given."""
-        i = 0
-        while i < len(batch):
-            kind = batch[i]["kind"]
-            j = i
-            while j < len(batch) and batch[j]["kind"] == kind:
-                j += 1
-            group = batch[i:j]
+        for kind, group in by_kind(batch):
             if not self.check:
                 getattr(self, "create_" + kind)(group)
             self.created.extend(group)
-            i = j
 
     def create_mount(self, group):
         mount = tool("mount")
@@ -746,13 +549,7 @@ class Lab:
     # -- removal, reverse record order, batched by kind --------------------
     def remove(self, resources):
         """Remove resources (in the order given); drop each from the record once verifiably gone."""
-        i = 0
-        while i < len(resources):
-            kind = resources[i]["kind"]
-            j = i
-            while j < len(resources) and resources[j]["kind"] == kind:
-                j += 1
-            group = resources[i:j]
+        for kind, group in by_kind(resources):
             if self.check:
                 self.removed.extend(group)
             else:
@@ -765,7 +562,6 @@ class Lab:
                 if left:
                     raise LabFailure("could not remove: %s (still recorded in %s; run again or see "
                                      "'grayctl lab doctor')" % (", ".join(left), self.record.path))
-            i = j
 
     def kill_cgroup(self, r):
         """Kill every process in a cgroup this lab created (the record says it is ours)."""
@@ -1520,13 +1316,7 @@ def inspect(lab):
 
 
 # Module level so tests/lint/test_ansible_doc.py can check DOCUMENTATION against it.
-ARGUMENT_SPEC = dict(
-    state=dict(type="str", default="present", choices=["present", "absent", "reset", "inspect"]),
-    definition=dict(type="dict", required=True),
-    source=dict(type="str", default="<definition>"),
-    nodes=dict(type="int", default=0),
-    home=dict(type="str", default=""),
-)
+ARGUMENT_SPEC = dict(PROVIDER_OPTIONS, source=dict(type="str", default="<definition>"))
 
 
 def main():
@@ -1543,13 +1333,7 @@ def main():
     result = {"changed": False, "created": [], "removed": [], "cleaned": {}}
     try:
         lab = Lab(module, plan)
-        recorded = lab.record.data.get("plan")
-        if recorded and state in ("absent", "inspect"):
-            # these act on (and report) what was made, not on what the definition says now
-            lab.plan = plan = recorded
-        elif recorded and state == "reset":
-            # reset keeps the node count that is up; limits come from the definition
-            lab.plan = plan = resolve(p["definition"], p["nodes"] or recorded["count"], p["home"])
+        lab.plan = plan = plan_to_act_on(state, plan, lab.record.data.get("plan"), resolve, p)
         host = host_facts(plan)
         result["host"] = host
         if state != "inspect":
@@ -1566,7 +1350,7 @@ def main():
         elif state == "reset":
             result["changed"], result["cleaned"] = reset(lab)
         result["report"] = inspect(lab)
-    except LabFailure as err:
+    except (LabFailure, CommandFailed, RecordError) as err:
         module.fail_json(msg=str(err), **result)
     except OSError as err:
         module.fail_json(msg="%s: %s" % (type(err).__name__, err), **result)

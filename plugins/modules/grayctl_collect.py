@@ -2,9 +2,9 @@
 # -*- coding: utf-8 -*-
 """Node side of grayctl_collect: wait for (or stop) a recorded process, then find and return files.
 
-Runs with the action plugin of the same name (roles/workload/action_plugins/grayctl_collect.py), which
+Runs with the action plugin of the same name (plugins/action/grayctl_collect.py), which
 writes the returned files on the controller: one module call per node instead of find + fetch loops.
-Shared by the workload role and playbooks/collect.yml (playbooks/library links here).
+Used by the workload role and playbooks/collect.yml as grayctl.lab.grayctl_collect.
 """
 
 from __future__ import absolute_import, division, print_function
@@ -57,7 +57,7 @@ author: grayctl
 
 EXAMPLES = r"""
 - name: Stop the load generator, wait for it, and fetch its records to the controller
-  grayctl_collect:
+  grayctl.lab.grayctl_collect:
     dir: /var/lib/grayctl/workload
     patterns: [requests.parquet, workload-summary.json]
     wait_pid_file: /var/lib/grayctl/workload/pid
@@ -67,14 +67,14 @@ EXAMPLES = r"""
     dest: "/srv/runs/{{ run_id }}/{{ inventory_hostname }}/workload"
 
 - name: Fetch each replica's spans (one directory level down)
-  grayctl_collect:
+  grayctl.lab.grayctl_collect:
     dir: /var/lib/grayctl/services
     patterns: [spans.jsonl, runtime.jsonl]
     depth: 1
     dest: "/srv/runs/{{ run_id }}/{{ inventory_hostname }}"
 
 - name: Read the generator's summary without copying anything
-  grayctl_collect:
+  grayctl.lab.grayctl_collect:
     dir: /var/lib/grayctl/workload
     read: [workload-summary.json]
   register: __summary
@@ -104,54 +104,7 @@ import time
 import zlib
 
 from ansible.module_utils.basic import AnsibleModule
-
-
-def _read(path):
-    try:
-        with open(path) as fh:
-            return fh.read().strip()
-    except (OSError, IOError):
-        return None
-
-
-def _cmdline(pid):
-    """The process's argv, or None when it is gone or a zombie."""
-    try:
-        with open("/proc/%d/cmdline" % pid, "rb") as fh:
-            raw = fh.read()
-        with open("/proc/%d/stat" % pid) as fh:
-            state = fh.read().rsplit(")", 1)[1].split()[0]
-    except (OSError, IOError, IndexError):
-        return None
-    if state in ("Z", "X"):
-        return None
-    return [a.decode("utf-8", "replace") for a in raw.split(b"\0")[:-1]]
-
-
-def _recorded(pid_file):
-    """(pid, argv) of the recorded process while it still runs that command (a reused pid is not it)."""
-    text = _read(pid_file)
-    if not text or not text.isdigit():
-        return None, None
-    pid = int(text)
-    cmd = _read(pid_file + ".cmd")
-    want = cmd.split("\0") if cmd else None
-    have = _cmdline(pid)
-    if have is None or (want is not None and have != want):
-        return None, None
-    return pid, have
-
-
-def _matching(text):
-    me = {os.getpid(), os.getppid()}
-    out = []
-    for name in os.listdir("/proc"):
-        if not name.isdigit() or int(name) in me:
-            continue
-        argv = _cmdline(int(name))
-        if argv and text in " ".join(argv):
-            out.append("%s %s" % (name, " ".join(argv)))
-    return out
+from ansible_collections.grayctl.lab.plugins.module_utils.process import cmdline, matching, recorded, signal_group
 
 
 def _find(root, patterns, depth):
@@ -200,14 +153,10 @@ def main():
 
     if p["wait_pid_file"]:
         t0 = time.time()
-        pid, argv = _recorded(p["wait_pid_file"])
-        if pid is not None and p["stop"] and not module.check_mode:
-            try:
-                os.killpg(pid, signal.SIGTERM) if os.getpgid(pid) == pid else os.kill(pid, signal.SIGTERM)
-                result.update(changed=True, stopped=True)
-            except OSError:
-                pass  # exited meanwhile
-        while pid is not None and _cmdline(pid) == argv:
+        pid, argv = recorded(p["wait_pid_file"])
+        if pid is not None and p["stop"] and not module.check_mode and signal_group(pid, signal.SIGTERM):
+            result.update(changed=True, stopped=True)  # not when it exited meanwhile
+        while pid is not None and cmdline(pid) == argv:
             if time.time() - t0 >= p["wait_timeout"]:
                 msg = "pid %d (%s) still running after %gs" % (pid, p["wait_pid_file"], p["wait_timeout"])
                 if p["wait_required"]:
@@ -218,7 +167,7 @@ def main():
         result["waited_s"] = round(time.time() - t0, 3)
 
     if p["absent_cmdline"]:
-        left = _matching(p["absent_cmdline"])
+        left = ["%d %s" % found for found in matching(p["absent_cmdline"])]
         if left:
             module.fail_json(msg="still running: %s" % "; ".join(left), left=left, **result)
 

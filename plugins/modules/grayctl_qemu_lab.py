@@ -43,6 +43,8 @@ description:
   - A lab without VM nodes and without a record is a no-op (qemu need not be installed).
 version_added: "0.1.0"
 author: grayctl
+extends_documentation_fragment:
+  - grayctl.lab.lab_provider
 options:
   state:
     description:
@@ -51,19 +53,6 @@ options:
     type: str
     choices: [present, absent, reset, inspect]
     default: present
-  definition:
-    description: The lab definition, as the mapping found in a C(lab.yml).
-    type: dict
-    required: true
-  nodes:
-    description: Node count override; C(0) uses the definition's C(nodes.count).
-    type: int
-    default: 0
-  home:
-    description: The lab directory; empty uses the definition's C(home), then C($GRAYCTL_LAB_HOME/<name>),
-      then C(/var/lib/grayctl/labs/<name>).
-    type: str
-    default: ""
   image:
     description: Image directory to use; empty resolves the definition's C(qemu.image) under O(image_cache).
     type: str
@@ -91,7 +80,7 @@ options:
 
 EXAMPLES = r"""
 - name: Start the lab's VM nodes
-  grayctl_qemu_lab:
+  grayctl.lab.grayctl_qemu_lab:
     state: present
     definition: "{{ lookup('ansible.builtin.file', 'tests/vm/lab.yml') | from_yaml }}"
 """
@@ -124,7 +113,6 @@ report:
 """
 
 import hashlib
-import ipaddress
 import json
 import os
 import re
@@ -132,20 +120,18 @@ import shutil
 import signal
 import socket
 import subprocess
-import tempfile
 import time
 from concurrent.futures import ThreadPoolExecutor
 
 from ansible.module_utils.basic import AnsibleModule
+from ansible_collections.grayctl.lab.plugins.module_utils.commands import CommandFailed, run, tool
+from ansible_collections.grayctl.lab.plugins.module_utils.files import write_atomic
+from ansible_collections.grayctl.lab.plugins.module_utils.labdef import (
+    PROVIDER_OPTIONS, VM_STATE_DIR, node_address, plan_to_act_on, resolve_lab)
+from ansible_collections.grayctl.lab.plugins.module_utils.process import cmdline, pid_alive, read_pid
+from ansible_collections.grayctl.lab.plugins.module_utils.record import Record, RecordError
 
-FORMAT = 1
-TOOL_DIRS = ("/usr/sbin", "/usr/bin", "/sbin", "/bin", "/usr/local/sbin", "/usr/local/bin")
-DEFAULTS = {"name": "local", "count": 14, "prefix": "node", "management": "10.213.0.0/24",
-            "data": "10.213.64.0/24"}
-QEMU_DEFAULTS = {"image": "debian12", "memory": "1GiB", "cpus": 1, "accel": "auto"}
 SIZE_UNITS = {"MiB": 1, "GiB": 1024, "MB": 1, "GB": 1000}
-LAB_NAME_RE = re.compile(r"\A[a-z][a-z0-9-]{0,15}\Z")
-VM_STATE_DIR = "/var/lib/grayctl/node/state"
 # The image's .link files name NICs by slot. One name per line: ansible-doc warns on tuple targets.
 MGMT_SLOT = 3
 DATA_SLOT = 4
@@ -157,41 +143,8 @@ class LabFailure(Exception):
     """A problem the user must see; becomes fail_json(msg=...)."""
 
 
-def tool(name):
-    for d in TOOL_DIRS:
-        p = os.path.join(d, name)
-        if os.access(p, os.X_OK):
-            return p
-    return shutil.which(name)
-
-
-def run(argv, check=True):
-    proc = subprocess.run(argv, capture_output=True, text=True)
-    if check and proc.returncode != 0:
-        raise LabFailure("%s failed (exit %d): %s" % (" ".join(argv[:6]), proc.returncode,
-                                                      (proc.stderr or proc.stdout).strip()[-800:]))
-    return proc.returncode, proc.stdout, proc.stderr
-
-
-def write_atomic(path, text, mode=0o644):
-    fd, tmp = tempfile.mkstemp(prefix=".tmp-", dir=os.path.dirname(path))
-    try:
-        with os.fdopen(fd, "w") as fh:
-            fh.write(text)
-        os.chmod(tmp, mode)
-        os.rename(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
-
-
 # ---------------------------------------------------------------------------
 # The definition -> the VM plan (in step with grayctl/labdef.py and the netns module)
-
-
-def lab_id_of(name):
-    return "gc" + hashlib.sha1(name.encode()).hexdigest()[:5]
 
 
 def memory_mib(text):
@@ -214,38 +167,23 @@ def machine_id_of(lab, node):
 
 
 def resolve(defn, count=0, home="", env=None):
-    env = os.environ if env is None else env
-    defn = defn or {}
-    name = defn.get("name", DEFAULTS["name"])
-    if not isinstance(name, str) or not LAB_NAME_RE.match(name):
-        raise ValueError("name must be a short identifier, got %r" % (name,))
-    nodes = defn.get("nodes") or {}
-    count = int(count or nodes.get("count", DEFAULTS["count"]))
-    prefix = nodes.get("prefix", DEFAULTS["prefix"])
-    nets = defn.get("networks") or {}
-    mgmt = ipaddress.IPv4Network(nets.get("management", DEFAULTS["management"]), strict=True)
-    data = ipaddress.IPv4Network(nets.get("data", DEFAULTS["data"]), strict=True)
-    lab_dir = home or defn.get("home") or os.path.join(env.get("GRAYCTL_LAB_HOME") or "/var/lib/grayctl/labs", name)
-    if not os.path.isabs(lab_dir):
-        raise ValueError("the lab home must be an absolute path, got %r" % (lab_dir,))
-    lab_dir = os.path.normpath(lab_dir)
-    vms = list(((defn.get("providers") or {}).get("qemu")) or [])
-    qemu = dict(QEMU_DEFAULTS, **(defn.get("qemu") or {}))
+    """The VM plan for ``defn``: taps, MACs, disks and paths of its ``providers.qemu`` nodes."""
+    base = resolve_lab(defn, count, home, env)
+    qemu = base["qemu"]
     if qemu["accel"] not in ("auto", "kvm", "tcg"):
         raise ValueError("qemu.accel must be auto, kvm or tcg, got %r" % (qemu["accel"],))
     mem = memory_mib(qemu["memory"])
-    lab_id = lab_id_of(name)
-    names = ["%s%02d" % (prefix, i) for i in range(1, count + 1)]
+    name, lab_id, lab_dir, mgmt, data = base["name"], base["lab_id"], base["lab_dir"], base["mgmt"], base["data"]
     plan_vms = []
-    for i, node in enumerate(names, start=1):
-        if node not in vms:
+    for i, node in enumerate(base["names"], start=1):
+        if node not in base["vms"]:
             continue
         vm_dir = os.path.join(lab_dir, "vms", node)
+        mgmt_ip, data_ip = node_address(mgmt, i), node_address(data, i)
         plan_vms.append({
             "name": node, "index": i,
-            "mgmt_ip": str(mgmt.network_address + 1 + i), "data_ip": str(data.network_address + 1 + i),
-            "mgmt_cidr": "%s/%d" % (mgmt.network_address + 1 + i, mgmt.prefixlen),
-            "data_cidr": "%s/%d" % (data.network_address + 1 + i, data.prefixlen),
+            "mgmt_ip": str(mgmt_ip), "data_ip": str(data_ip),
+            "mgmt_cidr": "%s/%d" % (mgmt_ip, mgmt.prefixlen), "data_cidr": "%s/%d" % (data_ip, data.prefixlen),
             # 'v' keeps VM taps apart from the netns module's veths (gcXXXXXm001); 12 chars <= IFNAMSIZ
             "mgmt_tap": "%svm%03d" % (lab_id, i), "data_tap": "%svd%03d" % (lab_id, i),
             "mgmt_mac": mac_of(name, node, "mgmt"), "data_mac": mac_of(name, node, "data"),
@@ -255,43 +193,15 @@ def resolve(defn, count=0, home="", env=None):
             "state_dir": VM_STATE_DIR,
         })
     return {
-        "name": name, "lab_id": lab_id, "lab_dir": lab_dir, "count": count,
+        "name": name, "lab_id": lab_id, "lab_dir": lab_dir, "count": base["count"],
         "management": str(mgmt), "data": str(data),
-        "mgmt_bridge": lab_id + "-mgmt", "data_bridge": lab_id + "-data",
+        "mgmt_bridge": base["mgmt_bridge"], "data_bridge": base["data_bridge"],
         "qemu": dict(qemu, memory_mib=mem), "vms": plan_vms,
     }
 
 
 # ---------------------------------------------------------------------------
 # Processes
-
-
-def pid_alive(pid):
-    try:
-        os.kill(pid, 0)
-    except OSError:
-        return False
-    try:
-        with open("/proc/%d/stat" % pid) as fh:
-            return fh.read().rsplit(")", 1)[1].split()[0] != "Z"
-    except OSError:
-        return False
-
-
-def read_pid(path):
-    try:
-        with open(path) as fh:
-            return int(fh.read().strip() or 0) or None
-    except (OSError, ValueError):
-        return None
-
-
-def cmdline(pid):
-    try:
-        with open("/proc/%d/cmdline" % pid, "rb") as fh:
-            return fh.read().decode(errors="replace").split("\0")
-    except OSError:
-        return []
 
 
 def stop_pid(pid, grace=10.0):
@@ -378,46 +288,6 @@ def probe_accel(qemu_bin, image_dir, want, timeout, work_dir):
 
 
 # ---------------------------------------------------------------------------
-# The record
-
-
-class Record:
-    """``<lab_dir>/qemu.json``: plan, acceleration, and every resource, appended before creation."""
-
-    def __init__(self, path):
-        self.path = path
-        self.data = {"format": FORMAT, "status": "down", "plan": None, "accel": None, "image": None,
-                     "resources": []}
-        if os.path.exists(path):
-            try:
-                with open(path) as fh:
-                    self.data = json.load(fh)
-            except (OSError, ValueError) as err:
-                raise LabFailure("cannot read the VM record %s: %s" % (path, err)) from None
-
-    @property
-    def resources(self):
-        return self.data["resources"]
-
-    def save(self):
-        self.data["updated"] = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
-        write_atomic(self.path, json.dumps(self.data, indent=1, sort_keys=True) + "\n", 0o600)
-
-    def append(self, resources):
-        known = set(r["id"] for r in self.resources)
-        new = [r for r in resources if r["id"] not in known]
-        if new:
-            self.resources.extend(new)
-            self.save()
-
-    def drop(self, ids):
-        ids = set(ids)
-        if ids:
-            self.data["resources"] = [r for r in self.resources if r["id"] not in ids]
-            self.save()
-
-
-# ---------------------------------------------------------------------------
 # Resources: dir, tap, seed, overlay, qemu - per VM, in creation order
 
 
@@ -439,7 +309,8 @@ class Lab:
         self.plan = plan
         self.grayctl_dir = grayctl_dir
         self.lab_dir = plan["lab_dir"]
-        self.record = Record(os.path.join(self.lab_dir, "qemu.json"))
+        self.record = Record(os.path.join(self.lab_dir, "qemu.json"), {"accel": None, "image": None},
+                             what="VM record")
         self.image_cache = image_cache
         self.image_override = image_override
         self.boot_timeout = boot_timeout
@@ -452,7 +323,7 @@ class Lab:
     def qemu_pid(self, r):
         """The qemu pid if alive *and* running this VM's overlay (so it is ours)."""
         pid = read_pid(r["pidfile"])
-        if pid and pid_alive(pid) and any(r["overlay"] in a for a in cmdline(pid)):
+        if pid and pid_alive(pid) and any(r["overlay"] in a for a in cmdline(pid) or []):
             return pid
         return None
 
@@ -728,7 +599,7 @@ def inspect(lab):
     tag = "grayctl-%s-" % plan["name"]
     ours = set(read_pid(r["pidfile"]) for r in lab.record.resources if r["kind"] == "qemu")
     for pid in [int(p) for p in os.listdir("/proc") if p.isdigit()]:
-        args = cmdline(pid)
+        args = cmdline(pid) or []
         if "-name" in args and args.index("-name") + 1 < len(args) and args[args.index("-name") + 1].startswith(tag) \
                 and pid not in ours:
             unrecorded.append("process:%d" % pid)
@@ -750,10 +621,7 @@ def inspect(lab):
 
 # Module level so tests/lint/test_ansible_doc.py can check DOCUMENTATION against it.
 ARGUMENT_SPEC = dict(
-    state=dict(type="str", default="present", choices=["present", "absent", "reset", "inspect"]),
-    definition=dict(type="dict", required=True),
-    nodes=dict(type="int", default=0),
-    home=dict(type="str", default=""),
+    PROVIDER_OPTIONS,
     image=dict(type="str", default=""),
     image_cache=dict(type="path", default="/var/cache/grayctl/images"),
     boot_timeout=dict(type="int", default=300),
@@ -780,11 +648,7 @@ def main():
         if gdir and not os.path.isfile(os.path.join(gdir, "__init__.py")):
             raise LabFailure("grayctl_dir %s is not the grayctl package directory" % gdir)
         lab = Lab(plan, p["image_cache"], p["image"], p["boot_timeout"], p["probe_timeout"], gdir)
-        recorded = lab.record.data.get("plan")
-        if recorded and state in ("absent", "inspect"):
-            lab.plan = plan = recorded  # act on (and report) what was made
-        elif recorded and state == "reset":
-            lab.plan = plan = resolve(p["definition"], p["nodes"] or recorded["count"], p["home"])
+        lab.plan = plan = plan_to_act_on(state, plan, lab.record.data.get("plan"), resolve, p)
         if state != "inspect" and os.geteuid() != 0:
             raise LabFailure("VM nodes need root (taps, qemu)")
         if state == "present":
@@ -794,7 +658,7 @@ def main():
         elif state == "reset":
             result["changed"] = reset(lab)
         result["report"] = inspect(lab)
-    except LabFailure as err:
+    except (LabFailure, CommandFailed, RecordError) as err:
         if lab is not None:
             result.update(created=lab.created, removed=lab.removed, seconds=lab.seconds)
         module.fail_json(msg=str(err), **result)

@@ -20,7 +20,7 @@ from ansible.errors import AnsibleActionFail
 from ansible.plugins.action import ActionBase
 
 # Arguments taken here and not passed to the module (which gets send = dest is given); documented,
-# with the module's, in roles/workload/library/grayctl_collect.py (ansible-doc reads that file).
+# with the module's, in plugins/modules/grayctl_collect.py (ansible-doc reads that file).
 ACTION_ARGS = ("dest",)
 
 
@@ -47,7 +47,7 @@ class ActionModule(ActionBase):
             raise AnsibleActionFail("grayctl_collect: dest must be an absolute controller path, got %r" % dest)
         args["send"] = dest is not None
         try:
-            res = self._execute_module(module_name="ansible.legacy.grayctl_collect", module_args=args,
+            res = self._execute_module(module_name="grayctl.lab.grayctl_collect", module_args=args,
                                        task_vars=task_vars)
             files = res.get("files") or []
             written = []

@@ -48,7 +48,7 @@ options:
 
 EXAMPLES = r"""
 - name: Write the golden fingerprints on the controller
-  grayctl_baseline_store:
+  grayctl.lab.grayctl_baseline_store:
     files:
       - path: /var/lib/grayctl/labs/local/baseline/golden/node01.json
         content: "{}"
@@ -64,47 +64,13 @@ written:
 """
 
 import os
-import tempfile
 
 from ansible.module_utils.basic import AnsibleModule
+from ansible_collections.grayctl.lab.plugins.module_utils.files import differs, write_if_changed
 
 
 def _mode(value):
     return int(str(value), 8) if not isinstance(value, int) else value
-
-
-def write_file(path, content, mode, directory_mode):
-    """Write ``content`` to ``path`` atomically unless it is already there; True if written."""
-    data = content.encode("utf-8")
-    try:
-        with open(path, "rb") as stream:
-            if stream.read() == data and (os.stat(path).st_mode & 0o7777) == mode:
-                return False
-    except (IOError, OSError):
-        pass
-    directory = os.path.dirname(path)
-    if not os.path.isdir(directory):
-        os.makedirs(directory, directory_mode)
-    handle, tmp = tempfile.mkstemp(dir=directory, prefix=".%s." % os.path.basename(path))
-    try:
-        with os.fdopen(handle, "wb") as stream:
-            stream.write(data)
-        os.chmod(tmp, mode)
-        os.rename(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
-    return True
-
-
-def would_write(path, content, mode):
-    try:
-        with open(path, "rb") as stream:
-            same = stream.read() == content.encode("utf-8")
-        return not same or (os.stat(path).st_mode & 0o7777) != mode
-    except (IOError, OSError):
-        return True
 
 
 # Module level so tests/lint/test_ansible_doc.py can check DOCUMENTATION against it.
@@ -133,9 +99,9 @@ def main():
             module.fail_json(msg="path must be absolute: %s" % path)
         try:
             if module.check_mode:
-                changed = would_write(path, entry["content"], mode)
+                changed = differs(path, entry["content"], mode)
             else:
-                changed = write_file(path, entry["content"], mode, directory_mode)
+                changed = write_if_changed(path, entry["content"], mode, directory_mode)
         except (IOError, OSError) as exc:
             module.fail_json(msg="cannot write %s: %s" % (path, exc), written=written)
         if changed:

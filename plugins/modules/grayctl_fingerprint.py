@@ -81,7 +81,7 @@ options:
 
 EXAMPLES = r"""
 - name: Compare the node with its golden fingerprint
-  grayctl_fingerprint:
+  grayctl.lab.grayctl_fingerprint:
     packages: [iproute2, nftables]
     sysctls: [net.ipv4.ip_forward]
     state_dir: /var/lib/grayctl/state
@@ -124,6 +124,7 @@ import socket
 import subprocess
 
 from ansible.module_utils.basic import AnsibleModule
+from ansible_collections.grayctl.lab.plugins.module_utils.commands import tool
 
 SCHEMA = 1
 BUILTIN_CHAINS = {
@@ -267,7 +268,7 @@ def collect_processes(cgroup, patterns):
 # --------------------------------------------------------------------------- commands
 
 def _start(argv):
-    argv = [_which(argv[0]) or argv[0]] + list(argv[1:])
+    argv = [tool(argv[0]) or argv[0]] + list(argv[1:])
     try:
         return subprocess.Popen(
             argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=dict(os.environ, LC_ALL="C")
@@ -276,22 +277,14 @@ def _start(argv):
         return exc
 
 
-def _which(name):
-    for directory in ("/usr/sbin", "/usr/bin", "/sbin", "/bin"):
-        path = os.path.join(directory, name)
-        if os.access(path, os.X_OK):
-            return path
-    return None
-
-
 def _legacy_tools():
     """{'iptables': argv, 'ip6tables': argv} of the legacy savers, when the default is not legacy."""
-    default = _which("iptables-save")
+    default = tool("iptables-save")
     if default and "legacy" in os.path.basename(os.path.realpath(default)):
         return {}
     tools = {}
     for family in ("iptables", "ip6tables"):
-        path = _which(family + "-legacy-save")
+        path = tool(family + "-legacy-save")
         if path:
             tools[family] = [path]
     return tools

@@ -19,7 +19,7 @@ from datetime import datetime, timezone
 
 from ansible.plugins.action import ActionBase
 
-# Documented by the module stub playbooks/library/grayctl_clock.py (ansible-doc reads modules only).
+# Documented by the module stub plugins/modules/grayctl_clock.py (ansible-doc reads modules only).
 
 
 class ActionModule(ActionBase):

@@ -1,4 +1,4 @@
-"""playbooks/tasks/experiment_dataset.yml: how an AWX job keeps a dataset beyond its container.
+"""playbooks/experiment/keep_dataset_tasks.yml: how an AWX job keeps a dataset beyond its container.
 
 Real ansible-playbook runs (local connection) of the task file on small datasets written here with
 grayctl's own DatasetWriter: the copy lands with its run records, is checked against the manifest's
@@ -16,7 +16,7 @@ from pathlib import Path
 from grayctl.dataset.writer import DatasetWriter
 from grayctl.paths import PROJECT_ROOT
 
-TASKS = PROJECT_ROOT / "playbooks" / "tasks" / "experiment_dataset.yml"
+TASKS = PROJECT_ROOT / "playbooks" / "experiment" / "keep_dataset_tasks.yml"
 
 
 def _dataset(root: Path, run_id: str = "20250101T000000Z-t-0123abcd") -> Path:

@@ -74,7 +74,8 @@ class Job:
 
     def __init__(self, lab: RunLab, name: str, playbook: str, extravars: dict[str, Any]) -> None:
         self.pdd = lab.tmp / name
-        shutil.copytree(PROJECT_ROOT, self.pdd / "project", ignore=PROJECT_COPY_IGNORE)  # the project update
+        # the project update (symlinks kept: collections/ansible_collections/grayctl/lab links to the root)
+        shutil.copytree(PROJECT_ROOT, self.pdd / "project", symlinks=True, ignore=PROJECT_COPY_IGNORE)
         (self.pdd / "env").mkdir()
         (self.pdd / "env" / "extravars").write_text(json.dumps(extravars))
         (self.pdd / "tmp").mkdir()

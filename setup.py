@@ -1,9 +1,11 @@
 """Build hook: grayctl's Ansible content and shipped examples travel inside the package.
 
-A wheel or a non-editable install carries playbooks/, roles/, inventories/, topologies/,
-experiments/, sweeps/ and ansible.cfg as ``grayctl/_content`` (grayctl.paths finds them there), so
-grayctl runs with no checkout present. An editable install keeps reading them from the checkout.
-Everything else is declared in pyproject.toml.
+A wheel or a non-editable install carries the collection grayctl.lab (galaxy.yml, meta/, plugins/,
+roles/, playbooks/), inventories/, topologies/, experiments/, sweeps/ and ansible.cfg as
+``grayctl/_content/ansible_collections/grayctl/lab`` (grayctl.paths finds them there): the content
+root is itself where Ansible looks for the collection, so ``grayctl/_content`` is its collections
+path and no link is needed. grayctl runs with no checkout present. An editable install keeps
+reading them from the checkout. Everything else is declared in pyproject.toml.
 """
 
 import shutil
@@ -14,8 +16,10 @@ from setuptools.command.build_py import build_py
 
 ROOT = Path(__file__).resolve().parent
 # grayctl.paths.CONTENT names the same entries (tests/unit/test_packaging.py keeps them equal)
-CONTENT = ("ansible.cfg", "requirements.yml", "playbooks", "roles", "inventories", "topologies",
-           "experiments", "sweeps", "awx")
+CONTENT = ("ansible.cfg", "requirements.yml", "galaxy.yml", "meta", "plugins", "playbooks", "roles", "inventories",
+           "topologies", "experiments", "sweeps", "awx")
+# grayctl.paths.COLLECTION: the content root is <collections path>/ansible_collections/grayctl/lab
+COLLECTION = ("ansible_collections", "grayctl", "lab")
 
 
 class BuildPyWithContent(build_py):
@@ -26,13 +30,13 @@ class BuildPyWithContent(build_py):
         super().run()
         if getattr(self, "editable_mode", False):
             return
-        dest = Path(self.build_lib) / "grayctl" / "_content"
-        shutil.rmtree(dest, ignore_errors=True)
+        shutil.rmtree(Path(self.build_lib) / "grayctl" / "_content", ignore_errors=True)
+        dest = Path(self.build_lib, "grayctl", "_content", *COLLECTION)
         ignore = shutil.ignore_patterns("__pycache__", "*.pyc", ".molecule", ".ansible")
         for name in CONTENT:
             src = ROOT / name
             if src.is_dir():
-                # symlinks=False: a link between roles becomes a copy, so each role stands alone
+                # symlinks=False: a link inside the content becomes a copy, so the package holds no links
                 shutil.copytree(src, dest / name, symlinks=False, ignore=ignore)
             else:
                 dest.mkdir(parents=True, exist_ok=True)

@@ -26,7 +26,8 @@ from pathlib import Path
 from typing import Any
 
 from grayctl.errors import Interrupted, LabError, StepFailed
-from grayctl.paths import ANSIBLE_CFG, CONTROLLER_INVENTORY, PLAYBOOKS_DIR, PROJECT_ROOT, ROLES_DIR, require_content
+from grayctl.paths import (ANSIBLE_CFG, COLLECTIONS_DIR, CONTROLLER_INVENTORY, PLAYBOOKS_DIR, PROJECT_ROOT, ROLES_DIR,
+                           require_content)
 
 EventHandler = Callable[[dict[str, Any]], None]
 
@@ -151,6 +152,7 @@ def _runner_env(verbose: bool) -> dict[str, str]:
     return {
         "ANSIBLE_CONFIG": str(ANSIBLE_CFG),
         "ANSIBLE_ROLES_PATH": str(ROLES_DIR),
+        "ANSIBLE_COLLECTIONS_PATH": str(COLLECTIONS_DIR),  # holds ansible_collections/grayctl/lab (grayctl.paths)
         "ANSIBLE_NOCOLOR": "1",
         "ANSIBLE_FORCE_COLOR": "0",
         "ANSIBLE_DEPRECATION_WARNINGS": "1" if verbose else "0",

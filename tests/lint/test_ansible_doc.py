@@ -1,11 +1,12 @@
 """Every Ansible module and action plugin renders with ansible-doc and documents its real interface.
 
-Modules are discovered under roles/*/library and playbooks/library, action plugins under
-roles/*/action_plugins and playbooks/action_plugins. ansible-doc cannot document an action plugin
-itself: like ansible-core's own (debug, template, ...), each one needs a module file of the same name
-in the library directory next to it, either the module it drives or a stub holding only the docs.
+Modules are discovered in the collection grayctl.lab (plugins/modules), action plugins in
+plugins/action. ansible-doc cannot document an action plugin itself: like ansible-core's own (debug,
+template, ...), each one needs a module file of the same name in plugins/modules, either the module
+it drives or a stub holding only the docs.
 
-The real `ansible-doc` of this venv renders them all in one call (`--json`); it must exit 0 with
+The real `ansible-doc` of this venv renders them all by their FQCN in one call (`--json`, the
+collection found through the checkout's collections path); it must exit 0 with
 nothing on stderr, and the rendered options must equal what the code accepts: the module's
 module-level `ARGUMENT_SPEC` (name, type, required, default, choices, elements, aliases and
 suboptions, key for key), plus, for an action plugin, the arguments it takes itself: its
@@ -16,7 +17,7 @@ need a description, a type and when they are returned.
 
 from __future__ import annotations
 
-import importlib.util
+import importlib
 import json
 import os
 import subprocess
@@ -29,11 +30,14 @@ from typing import Any
 import pytest
 import yaml
 
+from grayctl.paths import COLLECTIONS_DIR
+
 pytestmark = pytest.mark.lint
 
 REPO = Path(__file__).resolve().parents[2]
-MODULE_GLOBS = ("roles/*/library/*.py", "playbooks/library/*.py")
-ACTION_GLOBS = ("roles/*/action_plugins/*.py", "playbooks/action_plugins/*.py")
+COLLECTION = "grayctl.lab"
+MODULE_GLOBS = ("plugins/modules/*.py",)
+ACTION_GLOBS = ("plugins/action/*.py",)
 # Fields a module's option may carry (Ansible's module format); anything else is a typo or a
 # flow mapping that split a description at a comma.
 OPTION_FIELDS = {"description", "type", "required", "default", "choices", "elements", "aliases",
@@ -41,41 +45,28 @@ OPTION_FIELDS = {"description", "type", "required", "default", "choices", "eleme
 RETURN_FIELDS = {"description", "returned", "type", "elements", "sample", "contains", "version_added"}
 
 
-def _discover(globs: tuple[str, ...]) -> dict[str, list[Path]]:
-    """Plugin name -> its paths (role library directories link shared modules, so one name has many)."""
-    found: dict[str, list[Path]] = {}
-    for pattern in globs:
-        for path in sorted(REPO.glob(pattern)):
-            if path.name != "__init__.py":
-                found.setdefault(path.stem, []).append(path)
-    return found
+def _discover(globs: tuple[str, ...]) -> dict[str, Path]:
+    """Plugin name -> its file."""
+    return {path.stem: path for pattern in globs for path in sorted(REPO.glob(pattern)) if path.name != "__init__.py"}
 
 
 MODULES = _discover(MODULE_GLOBS)
 ACTIONS = _discover(ACTION_GLOBS)
 
 
-def _real(paths: list[Path]) -> Path:
-    """The one real file behind a name's paths (asserted by test_one_real_file_per_name)."""
-    return Path(os.path.realpath(paths[0]))
-
-
 def _load(path: Path) -> ModuleType:
-    """Import a plugin file by path under a private name (it is not on sys.path as a package)."""
-    name = "_doc_check_" + "_".join(path.relative_to(REPO).with_suffix("").parts)
-    spec = importlib.util.spec_from_file_location(name, path)
-    assert spec is not None and spec.loader is not None, f"{path}: not importable"
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    """Import a plugin as Ansible names it, so its ``ansible_collections...module_utils`` imports resolve."""
+    if str(COLLECTIONS_DIR) not in sys.path:
+        sys.path.append(str(COLLECTIONS_DIR))
+    kind = path.parent.name  # modules or action
+    return importlib.import_module(f"ansible_collections.{COLLECTION}.plugins.{kind}.{path.stem}")
 
 
 def _ansible_doc(names: list[str]) -> subprocess.CompletedProcess[str]:
     executable = Path(sys.executable).with_name("ansible-doc")
     assert executable.is_file(), f"{executable} missing: ansible-core is a dependency of grayctl"
-    dirs = sorted({str(_real(MODULES[name]).parent) for name in names})
-    env = dict(os.environ, ANSIBLE_NOCOLOR="1", ANSIBLE_FORCE_COLOR="0")
-    return subprocess.run([str(executable), "--json", "-M", os.pathsep.join(dirs), *names],
+    env = dict(os.environ, ANSIBLE_NOCOLOR="1", ANSIBLE_FORCE_COLOR="0", ANSIBLE_COLLECTIONS_PATH=str(COLLECTIONS_DIR))
+    return subprocess.run([str(executable), "--json", *(f"{COLLECTION}.{name}" for name in names)],
                           cwd=REPO, env=env, capture_output=True, text=True, timeout=120, check=False)
 
 
@@ -83,6 +74,10 @@ def _ansible_doc(names: list[str]) -> subprocess.CompletedProcess[str]:
 def _rendered_all() -> tuple[subprocess.CompletedProcess[str], dict[str, Any]]:
     result = _ansible_doc(sorted(MODULES))
     return result, (json.loads(result.stdout) if result.returncode == 0 and result.stdout.strip() else {})
+
+
+def _entry(docs: dict[str, Any], name: str) -> dict[str, Any]:
+    return docs.get(f"{COLLECTION}.{name}") or {}
 
 
 @cache
@@ -94,8 +89,8 @@ def _rendered(name: str) -> tuple[str, dict[str, Any]]:
         result = _ansible_doc([name])
         docs = json.loads(result.stdout) if result.returncode == 0 and result.stdout.strip() else {}
         problem = result.stderr.strip() if result.returncode == 0 else f"rc {result.returncode}: {result.stderr}"
-        return problem, docs.get(name) or {}
-    return "", docs.get(name) or {}
+        return problem, _entry(docs, name)
+    return "", _entry(docs, name)
 
 
 def _doc(name: str) -> dict[str, Any]:
@@ -128,18 +123,18 @@ def _normal(spec: dict[str, Any], where: str) -> dict[str, Any]:
 def _documented_args(name: str) -> dict[str, Any]:
     """What the code accepts under this name, as a spec (action-only arguments have no types)."""
     spec: dict[str, Any] = {}
-    module = _load(_real(MODULES[name]))
+    module = _load(MODULES[name])
     if hasattr(module, "ARGUMENT_SPEC"):
         spec = dict(module.ARGUMENT_SPEC)
     if name in ACTIONS:
-        action = _load(_real(ACTIONS[name]))
+        action = _load(ACTIONS[name])
         valid = getattr(action.ActionModule, "_VALID_ARGS", frozenset())
         own = set(valid) or set(getattr(action, "ACTION_ARGS", ()))
         assert own or spec, f"{name}: the action plugin sets neither _VALID_ARGS nor ACTION_ARGS"
         if valid:
             assert not spec, f"{name}: the action plugin takes only _VALID_ARGS, yet the module has a spec"
         return {"spec": spec, "action_only": sorted(own)}
-    assert spec, f"{_real(MODULES[name])}: no module-level ARGUMENT_SPEC to compare the docs with"
+    assert spec, f"{MODULES[name]}: no module-level ARGUMENT_SPEC to compare the docs with"
     return {"spec": spec, "action_only": []}
 
 
@@ -148,18 +143,19 @@ def test_there_are_modules_and_action_plugins() -> None:
     assert ACTIONS, f"no action plugins found under {ACTION_GLOBS}"
 
 
-@pytest.mark.parametrize("name", sorted(MODULES))
-def test_one_real_file_per_name(name: str) -> None:
-    # Two different files of one name would render (and run) whichever comes first in the path.
-    real = sorted({os.path.realpath(p) for p in MODULES[name]})
-    assert len(real) == 1, f"{name}: different files share the name: {real}"
+def test_plugins_live_only_in_the_collection() -> None:
+    # A role's library/ or a playbook directory's plugins would shadow the collection's for short
+    # names and leave a role that breaks when installed on its own (links) or a copy that drifts.
+    stray = sorted(str(p.relative_to(REPO)) for pattern in ("roles/*/library", "roles/*/action_plugins",
+                                                            "roles/*/module_utils", "playbooks/library",
+                                                            "playbooks/action_plugins", "playbooks/module_utils")
+                   for p in REPO.glob(pattern))
+    assert not stray, f"plugins outside plugins/ of grayctl.lab: {stray}"
 
 
 @pytest.mark.parametrize("name", sorted(ACTIONS))
 def test_action_plugin_has_doc_stub_next_to_it(name: str) -> None:
-    for path in ACTIONS[name]:
-        stub = path.parent.parent / "library" / path.name
-        assert stub.is_file(), f"{path.relative_to(REPO)}: no doc stub {stub.relative_to(REPO)}"
+    assert name in MODULES, f"{ACTIONS[name].relative_to(REPO)}: no doc stub plugins/modules/{name}.py"
 
 
 def test_ansible_doc_renders_all_without_error_or_warning() -> None:
@@ -167,14 +163,15 @@ def test_ansible_doc_renders_all_without_error_or_warning() -> None:
     assert result.returncode == 0, f"ansible-doc failed (rc {result.returncode}):\n{result.stderr}"
     assert "[WARNING]" not in result.stderr and "ERROR" not in result.stderr, result.stderr
     assert not result.stderr.strip(), result.stderr
-    assert sorted(docs) == sorted(MODULES), f"rendered {sorted(docs)}, expected {sorted(MODULES)}"
+    expected = sorted(f"{COLLECTION}.{name}" for name in MODULES)
+    assert sorted(docs) == expected, f"rendered {sorted(docs)}, expected {expected}"
 
 
 @pytest.mark.parametrize("name", sorted(MODULES))
 def test_module_renders_from_its_own_file(name: str) -> None:
     doc = _doc(name)["doc"]
     assert doc.get("module") == name, f"{name}: DOCUMENTATION says module: {doc.get('module')!r}"
-    assert os.path.realpath(doc["filename"]) == str(_real(MODULES[name]))
+    assert os.path.realpath(doc["filename"]) == str(MODULES[name].resolve())
     assert doc.get("short_description"), f"{name}: no short_description"
     assert doc.get("description"), f"{name}: no description"
 
@@ -207,8 +204,9 @@ def test_examples_are_tasks_that_call_the_module(name: str) -> None:
     assert isinstance(tasks, list) and tasks, f"{name}: EXAMPLES is not a list of tasks"
     for task in tasks:
         assert isinstance(task, dict) and task.get("name"), f"{name}: an example task without a name: {task}"
-        assert name in task, f"{name}: example {task['name']!r} does not call {name}"
-        unknown = set(task[name] or {}) - set(_doc(name)["doc"].get("options") or {})
+        fqcn = f"{COLLECTION}.{name}"
+        assert fqcn in task, f"{name}: example {task['name']!r} does not call {fqcn}"
+        unknown = set(task[fqcn] or {}) - set(_doc(name)["doc"].get("options") or {})
         assert not unknown, f"{name}: example {task['name']!r} passes undocumented options {sorted(unknown)}"
 
 

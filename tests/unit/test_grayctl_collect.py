@@ -1,4 +1,4 @@
-"""grayctl_collect (roles/workload: module + action plugin) and grayctl_clock's write mode, on real files and processes.
+"""grayctl_collect (grayctl.lab's module + action plugin) and grayctl_clock's write mode, on real files and processes.
 
 The module runs as a script with an args file (as AnsiballZ does); the action plugins run under a real
 ansible-playbook on localhost (local connection): no root, no SSH. Every process a test starts is gone
@@ -17,17 +17,12 @@ import zlib
 from pathlib import Path
 from typing import Any
 
-REPO = Path(__file__).resolve().parents[2]
-MODULE = REPO / "roles" / "workload" / "library" / "grayctl_collect.py"
+sys.path.insert(0, str(Path(__file__).parent))
+from module_run import COLLECTIONS_DIR, run_module
 
 
 def run(tmp: Path, **args: Any) -> dict[str, Any]:
-    path = tmp / "args.json"
-    path.write_text(json.dumps({"ANSIBLE_MODULE_ARGS": args}))
-    out = subprocess.run([sys.executable, str(MODULE), str(path)], capture_output=True, text=True, timeout=60)
-    result: dict[str, Any] = json.loads(out.stdout)
-    result.pop("invocation", None)
-    return result
+    return run_module("grayctl_collect", tmp, args)
 
 
 def tree(root: Path) -> None:
@@ -117,9 +112,7 @@ def _playbook(tmp: Path, tasks: list[dict[str, Any]]) -> tuple[subprocess.Comple
     named.append({"ansible.builtin.copy": {"content": "{{ [%s] | to_json }}" % names, "dest": str(out)}})
     pb = tmp / "pb.yml"
     pb.write_text(json.dumps([{"hosts": "localhost", "gather_facts": False, "tasks": named}]))
-    env = {**os.environ, "ANSIBLE_LIBRARY": str(REPO / "roles" / "workload" / "library"),
-           "ANSIBLE_ACTION_PLUGINS": f"{REPO / 'roles' / 'workload' / 'action_plugins'}:{REPO / 'playbooks' / 'action_plugins'}",
-           "ANSIBLE_CONFIG": str(tmp / "none.cfg")}
+    env = {**os.environ, "ANSIBLE_COLLECTIONS_PATH": str(COLLECTIONS_DIR), "ANSIBLE_CONFIG": str(tmp / "none.cfg")}
     proc = subprocess.run([sys.executable, "-m", "ansible", "playbook", "-i", "localhost,", "-c", "local",
                            "-e", f"ansible_python_interpreter={sys.executable}", str(pb)],
                           capture_output=True, text=True, env=env, timeout=120)
@@ -129,7 +122,7 @@ def _playbook(tmp: Path, tasks: list[dict[str, Any]]) -> tuple[subprocess.Comple
 def test_the_action_writes_the_files_on_the_controller_and_a_rerun_changes_nothing(tmp_path: Path) -> None:
     root, dest = tmp_path / "services", tmp_path / "dest"
     tree(root)
-    task = {"grayctl_collect": {"dir": str(root), "patterns": ["spans.jsonl", "runtime.jsonl"], "depth": 1,
+    task = {"grayctl.lab.grayctl_collect": {"dir": str(root), "patterns": ["spans.jsonl", "runtime.jsonl"], "depth": 1,
                                 "inline_max": 2000, "dest": str(dest)}}
     first, results = _playbook(tmp_path, [task])
     assert first.returncode == 0, first.stdout[-3000:] + first.stderr[-2000:]
@@ -146,11 +139,11 @@ def test_clock_write_mode_writes_the_offsets_json_without_touching_a_host(tmp_pa
     out = tmp_path / "clock.json"
     offsets = {"node01": {"offset_ns": 5, "rtt_ns": 100, "at": "x", "samples": []}}
     started = time.time()
-    done, results = _playbook(tmp_path, [{"grayctl_clock": {"samples": 1}},
-                                         {"grayctl_clock": {"write": str(out), "offsets": offsets}}])
+    done, results = _playbook(tmp_path, [{"grayctl.lab.grayctl_clock": {"samples": 1}},
+                                         {"grayctl.lab.grayctl_clock": {"write": str(out), "offsets": offsets}}])
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-2000:]
     measured = results[0]
     assert abs(measured["offset_ns"]) < 5e9 and measured["rtt_ns"] < (time.time() - started) * 1e9
     assert json.loads(out.read_text()) == offsets
-    bad, _ = _playbook(tmp_path, [{"grayctl_clock": {"write": "relative.json", "offsets": offsets}}])
+    bad, _ = _playbook(tmp_path, [{"grayctl.lab.grayctl_clock": {"write": "relative.json", "offsets": offsets}}])
     assert bad.returncode != 0 and "absolute" in bad.stdout

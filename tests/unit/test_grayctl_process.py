@@ -1,6 +1,7 @@
-"""grayctl_process (roles/topology_deploy/library), run the way Ansible runs it, on real processes.
+"""grayctl_process (plugins/modules of grayctl.lab), run the way Ansible runs it, on real processes.
 
-The module is executed as a script with an args file (as AnsiballZ does), starting real Python
+The module is executed as a script with an args file (as AnsiballZ does, its module_utils importable
+from the checkout's collections path), starting real Python
 processes in a temporary directory; no root, no SSH. Each test stops what it started (state
 stopped with prune), and the fixture checks that no process of the test is left.
 """
@@ -17,18 +18,12 @@ from typing import Any
 
 import pytest
 
-REPO = Path(__file__).resolve().parents[2]
-MODULE = REPO / "roles" / "topology_deploy" / "library" / "grayctl_process.py"
+sys.path.insert(0, str(Path(__file__).parent))
+from module_run import run_module
 
 
 def run(tmp: Path, **args: Any) -> dict[str, Any]:
-    """Run the module once with ``args``; its JSON result (failed results included)."""
-    path = tmp / "args.json"
-    path.write_text(json.dumps({"ANSIBLE_MODULE_ARGS": args}))
-    out = subprocess.run([sys.executable, str(MODULE), str(path)], check=False, capture_output=True, text=True, timeout=60)
-    result: dict[str, Any] = json.loads(out.stdout)
-    result.pop("invocation", None)
-    return result
+    return run_module("grayctl_process", tmp, args)
 
 
 def matching(fragment: str) -> list[str]:

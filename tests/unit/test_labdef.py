@@ -2,26 +2,30 @@
 
 from __future__ import annotations
 
-import importlib.util
+import importlib
 import ipaddress
+import sys
 from pathlib import Path
+from types import ModuleType
 
 import pytest
 import yaml
 
 from grayctl.errors import InputError
 from grayctl.labdef import LabDefinition, load_lab
-from grayctl.paths import PROJECT_ROOT
+from grayctl.paths import COLLECTIONS_DIR
 
-MODULE = PROJECT_ROOT / "roles" / "netns_lab" / "library" / "grayctl_netns_lab.py"
+
+def lab_module(name: str) -> ModuleType:
+    """A module of grayctl.lab, imported as Ansible names it (its module_utils import the same way)."""
+    if str(COLLECTIONS_DIR) not in sys.path:
+        sys.path.append(str(COLLECTIONS_DIR))
+    return importlib.import_module(f"ansible_collections.grayctl.lab.plugins.modules.{name}")
 
 
 @pytest.fixture(scope="module")
-def netns_module():
-    spec = importlib.util.spec_from_file_location("grayctl_netns_lab", MODULE)
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
+def netns_module() -> ModuleType:
+    return lab_module("grayctl_netns_lab")
 
 
 def write(tmp_path: Path, text: str) -> Path:
@@ -168,13 +172,8 @@ def test_an_unknown_lab_name_is_bad_input() -> None:
     assert result.exit_code == 2 and "no lab named 'nosuchlab'" in result.output
 
 
-QEMU_MODULE = PROJECT_ROOT / "roles" / "qemu_lab" / "library" / "grayctl_qemu_lab.py"
-
-
 def test_vm_nodes_resolve_alike_in_labdef_and_both_modules(tmp_path: Path, netns_module) -> None:
-    spec = importlib.util.spec_from_file_location("grayctl_qemu_lab", QEMU_MODULE)
-    qemu_module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(qemu_module)
+    qemu_module = lab_module("grayctl_qemu_lab")
     doc = {"name": "vx", "nodes": {"count": 4}, "providers": {"qemu": ["node02", "node04"]},
            "qemu": {"memory": "768MiB"}, "networks": {"management": "10.240.0.0/24", "data": "10.240.64.0/24"}}
     lab = load_lab(str(write(tmp_path, yaml.safe_dump(doc))))

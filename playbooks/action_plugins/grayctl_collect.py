@@ -1,1 +1,0 @@
-../../roles/workload/action_plugins/grayctl_collect.py

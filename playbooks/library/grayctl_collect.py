@@ -1,1 +1,0 @@
-../../roles/workload/library/grayctl_collect.py

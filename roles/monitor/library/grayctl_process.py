@@ -1,1 +1,0 @@
-../../topology_deploy/library/grayctl_process.py

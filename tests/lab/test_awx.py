@@ -30,7 +30,7 @@ import pytest
 
 from awxjob import survey_defaults  # tests/lab is on sys.path (rootdir-less test dir)
 from grayctl.paths import PROJECT_ROOT
-from grayctl.run import MAX_LEAD_S
+from grayctl.run.timeline import MAX_LEAD_S
 from runlab import RunLab
 
 pytestmark = [

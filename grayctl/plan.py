@@ -22,7 +22,7 @@ from typing import Any
 from grayctl.deploy import deploy_extravars, undeploy_extravars, workload_extravars
 from grayctl.errors import InputError, Problem
 from grayctl.experiment import Experiment, Fault
-from grayctl.faultspec import node_fault_id
+from grayctl.faults.spec import node_fault_id
 from grayctl.labdef import LabDefinition
 from grayctl.paths import PLAYBOOKS_DIR
 

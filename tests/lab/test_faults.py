@@ -2,7 +2,7 @@
 node on the data network, revert, and check the node against its golden baseline.
 
 One lab for the module (3 nodes, 10.242.0.0/24 + 10.242.64.0/24, lab home in a tmp dir). Node01
-holds the target; probes (grayctl.faulthelpers.probe, UDP one-way) go from node01 to node02, so
+holds the target; probes (grayctl.faults.node.probe, UDP one-way) go from node01 to node02, so
 egress faults on node01 show. Process faults act on a stand-in service recorded the way
 topology_deploy records a replica (``services/<service>-<n>/pid`` and ``pid.cmd``). Bounds are
 generous: fidelity is bench/fault_fidelity.py's job. The three revert paths: the revert step,
@@ -23,7 +23,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from grayctl.faulthelpers.probe import run_probes
+from grayctl.faults.node.probe import run_probes
 from grayctl.paths import PROJECT_ROOT
 
 pytestmark = [
@@ -111,7 +111,7 @@ def test_latency_on_the_fallback_adds_the_delay_then_reverts_to_baseline(lab):
                                                      "distribution": "normal"})
     rec = lab.record("lat")
     assert rec["backend"] == "fallback" and rec["probe"]["netem"] is False
-    assert rec["helper"]["argv"][2] == "grayctl.faulthelpers.nfqdelay" and rec["expiry"]["pid"]
+    assert rec["helper"]["argv"][2] == "grayctl.faults.node.nfqdelay" and rec["expiry"]["pid"]
     lab.fault("present", "lat", "network-latency", {"delay": "50ms", "jitter": "5ms", "correlation": "0%",
                                                      "distribution": "normal"})  # idempotent
     added = _mean(lab.probe(40002)) - base
@@ -208,7 +208,7 @@ def _tcp_exchanges(lab: FaultLab, port: int, n: int) -> list[float]:
     import socket
     import threading
 
-    from grayctl.faulthelpers.probe import netns_socket
+    from grayctl.faults.node.probe import netns_socket
 
     srv = netns_socket(lab.netns("node02"), socket.SOCK_STREAM)
     srv.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
@@ -272,7 +272,7 @@ def test_a_flow_fraction_delays_about_that_share_of_new_connections_and_reverts_
 
 def test_stopping_a_fault_stops_children_that_left_its_process_group():
     """faultctl._stop_group: the group and the descendants, verified gone (the molecule fault_stress flake)."""
-    from grayctl.faulthelpers import faultctl
+    from grayctl.faults.node import faultctl
 
     code = "import os, time\nif os.fork() == 0:\n    os.setsid()\n    time.sleep(300)\ntime.sleep(300)"
     argv = [sys.executable, "-c", code]
@@ -427,7 +427,7 @@ def _wait_injected(proc: subprocess.Popen, lab: FaultLab, timeout: float = 60) -
 def _node_clean(lab: FaultLab) -> bool:
     netns = lab.netns("node01")
     rules = subprocess.run(["ip", "netns", "exec", netns, "nft", "list", "ruleset"], capture_output=True, text=True, check=False)
-    return not rules.stdout.strip() and not _cgroup_procs(lab, "grayctl.faulthelpers")
+    return not rules.stdout.strip() and not _cgroup_procs(lab, "grayctl.faults.node")
 
 
 def test_revert_at_the_end_of_the_window(lab):

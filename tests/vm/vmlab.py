@@ -19,7 +19,7 @@ from pathlib import Path
 
 import yaml
 
-from grayctl.faulthelpers.probe import netns_socket
+from grayctl.faults.node.probe import netns_socket
 from grayctl.paths import PROJECT_ROOT
 
 MGMT, DATA = "10.240.0.0/24", "10.240.64.0/24"

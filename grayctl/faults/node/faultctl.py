@@ -3,16 +3,16 @@
 Run on a lab node by the fault roles (argv lists, no shell), inside the node (its network
 namespace and cgroup, since the SSH session lands there)::
 
-    python -m grayctl.faulthelpers.faultctl probe
-    python -m grayctl.faulthelpers.faultctl apply  --dir FAULT_DIR --spec JSON [--not-before NS]
-    python -m grayctl.faulthelpers.faultctl revert --dir FAULT_DIR --id ID [--not-before NS]
-    python -m grayctl.faulthelpers.faultctl list   --dir FAULT_DIR
-    python -m grayctl.faulthelpers.faultctl purge  --dir FAULT_DIR --id ID
-    python -m grayctl.faulthelpers.faultctl watch  --dir FAULT_DIR --id ID --at EPOCH [--pid PID]
+    python -m grayctl.faults.node.faultctl probe
+    python -m grayctl.faults.node.faultctl apply  --dir FAULT_DIR --spec JSON [--not-before NS]
+    python -m grayctl.faults.node.faultctl revert --dir FAULT_DIR --id ID [--not-before NS]
+    python -m grayctl.faults.node.faultctl list   --dir FAULT_DIR
+    python -m grayctl.faults.node.faultctl purge  --dir FAULT_DIR --id ID
+    python -m grayctl.faults.node.faultctl watch  --dir FAULT_DIR --id ID --at EPOCH [--pid PID]
 
 Each prints one JSON object. ``apply`` is idempotent: an active record with the same spec is
 left alone (``changed: false``). Every fault gets an on-host expiry in its own session:
-``grayctl.faulthelpers.expiry`` for netfilter-only faults (its revert is by fault id), ``faultctl
+``grayctl.faults.node.expiry`` for netfilter-only faults (its revert is by fault id), ``faultctl
 watch`` for everything else (tc qdiscs, stress-ng, stutter, a killed service) — it reverts from
 the record at the deadline, or as soon as the fault's helper process exits.
 
@@ -48,9 +48,10 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from grayctl import faultspec, tc
-from grayctl.faulthelpers import steer
-from grayctl.units import parse_duration
+from grayctl.faults.backends import Actions, network_actions, select_backend, stress_argv
+from grayctl.faults.catalog import CATALOG
+from grayctl.faults.node import steer
+from grayctl.faults.spec import FaultRefused, Spec, ensure_interface_allowed, load_spec, plain_path, validate_fault_id
 
 __all__ = ["apply_fault", "list_faults", "main", "probe_netem", "revert_fault"]
 
@@ -263,7 +264,7 @@ class Store:
         self.root = root
 
     def path(self, fid: str, suffix: str = ".json") -> Path:
-        return self.root / f"{tc.validate_fault_id(fid)}{suffix}"
+        return self.root / f"{validate_fault_id(fid)}{suffix}"
 
     def read(self, fid: str) -> dict[str, Any] | None:
         return _read_json(self.path(fid))
@@ -357,12 +358,12 @@ def _memory_limit() -> int | None:
 def _start_expiry(store: Store, rec: dict[str, Any], python: str, helper_pid: int | None) -> None:
     fid = rec["fault_id"]
     if rec.get("netfilter_only"):
-        argv = [python, "-m", "grayctl.faulthelpers.expiry", "--at", f"{rec['expire_at']:.3f}", "--fault-id", fid,
+        argv = [python, "-m", "grayctl.faults.node.expiry", "--at", f"{rec['expire_at']:.3f}", "--fault-id", fid,
                 "--record", str(store.path(fid, ".expiry.json")), "--pidfile", str(store.path(fid, ".expiry.pid"))]
         if helper_pid:
             argv += ["--pid", str(helper_pid)]
     else:
-        argv = [python, "-m", "grayctl.faulthelpers.faultctl", "watch", "--dir", str(store.root), "--id", fid,
+        argv = [python, "-m", "grayctl.faults.node.faultctl", "watch", "--dir", str(store.root), "--id", fid,
                 "--at", f"{rec['expire_at']:.3f}"]
         if helper_pid:
             argv += ["--pid", str(helper_pid)]
@@ -387,7 +388,7 @@ def wait_until(not_before_ns: int, still_wanted: Any = None) -> bool:
     false. Polls every 50 ms, then sleeps the exact remainder."""
     ahead = (not_before_ns - time.time_ns()) / 1e9
     if ahead > MAX_SCHEDULE_S:
-        raise faultspec.FaultRefused(f"--not-before is {ahead:.1f} s ahead of this node's clock; at most "
+        raise FaultRefused(f"--not-before is {ahead:.1f} s ahead of this node's clock; at most "
                                      f"{MAX_SCHEDULE_S:g} s (is the node's clock far behind the controller's?)")
     while True:
         if still_wanted is not None and not still_wanted():
@@ -401,16 +402,16 @@ def wait_until(not_before_ns: int, still_wanted: Any = None) -> bool:
 def apply_fault(store: Store, raw: dict[str, Any], *, not_before_ns: int | None = None) -> dict[str, Any]:
     """Apply the fault of ``raw`` (the role's spec); return {changed, record}. Rolls back on failure.
     ``not_before_ns``: record it as scheduled, wait, then apply — unless a revert cancelled it."""
-    spec = faultspec.load_spec(raw)
+    spec = load_spec(raw)
     fid = spec.fault_id
     digest = _spec_hash(raw)
     old = store.read(fid)
     if old and old.get("status") == "active":
         if old.get("spec_sha256") == digest:
             return {"changed": False, "record": old}
-        raise faultspec.FaultRefused(f"fault {fid} is already active on this node with other parameters: "
+        raise FaultRefused(f"fault {fid} is already active on this node with other parameters: "
                                      f"revert it first")
-    python = faultspec._path(raw.get("python") or sys.executable, "python")
+    python = plain_path(raw.get("python") or sys.executable, "python")
     me = os.getpid()
 
     def ours() -> bool:  # the scheduled record is still this process's: no revert or purge came
@@ -442,12 +443,7 @@ def apply_fault(store: Store, raw: dict[str, Any], *, not_before_ns: int | None 
         }
         store.write(rec)
     try:
-        if spec.type in faultspec.NETWORK_TYPES:
-            _apply_network(store, spec, rec, python, expire_at)
-        elif spec.type in faultspec.STRESS_TYPES:
-            _apply_stress(store, spec, rec, python)
-        else:
-            _apply_process(store, spec, rec, python)
+        APPLY[spec.family](store, spec, rec, python, expire_at)
     except Exception as exc:
         rec["status"] = "failed"
         rec["error"] = str(exc)
@@ -466,20 +462,20 @@ def _check(rec: dict[str, Any], result: dict[str, Any]) -> None:
         raise RuntimeError(f"{' '.join(result['argv'])} failed (rc {result['rc']}): {result['stderr']}")
 
 
-def _apply_network(store: Store, spec: faultspec.Spec, rec: dict[str, Any], python: str, expire_at: float) -> None:
-    faultspec.ensure_interface_allowed(spec)
+def _apply_network(store: Store, spec: Spec, rec: dict[str, Any], python: str, expire_at: float) -> None:
+    ensure_interface_allowed(spec)
     if not Path(f"/sys/class/net/{spec.interface}").exists():
-        raise faultspec.FaultRefused(f"interface {spec.interface!r} does not exist on this host")
+        raise FaultRefused(f"interface {spec.interface!r} does not exist on this host")
     probe = probe_netem()
     rec["probe"] = probe
-    backend = faultspec.select_backend(spec, probe["netem"])
+    backend = select_backend(spec, probe["netem"])
     files = {"helper_pid": str(store.path(spec.fault_id, ".helper.pid")),
              "stats": str(store.path(spec.fault_id, ".stats.json"))}
     if spec.fraction < 1 and not shutil.which("conntrack"):
-        raise faultspec.FaultRefused("a flow fraction needs the conntrack tool on the node (Debian package "
+        raise FaultRefused("a flow fraction needs the conntrack tool on the node (Debian package "
                                      "conntrack) to forget the fault's connection marks at revert")
     flow_slot = _free_flow_slot(store, spec.fault_id) if spec.fraction < 1 else None
-    act = faultspec.network_actions(spec, backend, python=python, expire_at=expire_at, files=files,
+    act = network_actions(spec, backend, python=python, expire_at=expire_at, files=files,
                                     flow_slot=flow_slot)
     if act.tc_devices:
         _refuse_foreign_qdisc(act, spec)
@@ -516,7 +512,7 @@ def _free_flow_slot(store: Store, fid: str) -> int:
     for slot in range(steer.FlowMark.SLOTS):
         if slot not in used:
             return slot
-    raise faultspec.FaultRefused(f"all {steer.FlowMark.SLOTS} flow-fraction slots on this node are in use")
+    raise FaultRefused(f"all {steer.FlowMark.SLOTS} flow-fraction slots on this node are in use")
 
 
 def _forget_flows(flow_mark: dict[str, Any]) -> dict[str, Any]:
@@ -537,7 +533,7 @@ def _marked_flows(flow_mark: dict[str, Any]) -> int | None:
     return int(m.group(1)) if m else None
 
 
-def _refuse_foreign_qdisc(act: faultspec.Actions, spec: faultspec.Spec) -> None:
+def _refuse_foreign_qdisc(act: Actions, spec: Spec) -> None:
     """One tc fault per interface: never replace a qdisc tree that is not the baseline's."""
     for dev in act.tc_devices:
         out = subprocess.run(["tc", "-j", "qdisc", "show", "dev", dev], capture_output=True, text=True, check=False)
@@ -547,18 +543,18 @@ def _refuse_foreign_qdisc(act: faultspec.Actions, spec: faultspec.Spec) -> None:
             qdiscs = []
         busy = [q for q in qdiscs if q.get("kind") not in ("noqueue", "pfifo_fast", "fq_codel", "mq", "pfifo", "fq")]
         if busy:
-            raise faultspec.FaultRefused(f"{dev} already has qdiscs {[q.get('kind') for q in busy]} (another tc "
+            raise FaultRefused(f"{dev} already has qdiscs {[q.get('kind') for q in busy]} (another tc "
                                          f"fault?): {spec.fault_id} would replace them; compound tc faults on one "
                                          f"interface are not supported")
 
 
-def _apply_stress(store: Store, spec: faultspec.Spec, rec: dict[str, Any], python: str) -> None:
+def _apply_stress(store: Store, spec: Spec, rec: dict[str, Any], python: str, _expire_at: float) -> None:
     temp = store.path(spec.fault_id, ".hdd")
     if spec.type == "disk-io-stress":
         temp.mkdir(mode=0o700, exist_ok=True)
         rec["temp_dir"] = str(temp)
     limit = _memory_limit()
-    argv, notes = faultspec.stress_argv(spec, timeout_s=spec.expire_after_s, memory_limit=limit, temp_dir=str(temp))
+    argv, notes = stress_argv(spec, timeout_s=spec.expire_after_s, memory_limit=limit, temp_dir=str(temp))
     rec.update(backend="stress-ng", mechanism="stress-ng", memory_limit=limit)
     rec["notes"] += notes + ["stress-ng runs in the node's cgroup (the SSH session's); --timeout is the on-host expiry"]
     pid = _spawn(argv, store.path(spec.fault_id, ".helper.log"))
@@ -571,27 +567,26 @@ def _apply_stress(store: Store, spec: faultspec.Spec, rec: dict[str, Any], pytho
     _start_expiry(store, rec, python, pid)
 
 
-def _apply_process(store: Store, spec: faultspec.Spec, rec: dict[str, Any], python: str) -> None:
-    services_dir = Path(faultspec._path(spec.raw.get("services_dir", ""), "services_dir"))
+def _apply_process(store: Store, spec: Spec, rec: dict[str, Any], python: str, _expire_at: float) -> None:
+    services_dir = Path(plain_path(spec.raw.get("services_dir", ""), "services_dir"))
     dirs = service_dirs(services_dir, spec.service)
     targets = [t for t in (service_process(d) for d in dirs) if t]
     running = [t for t in targets if t["running"]]
     if not running:
-        raise faultspec.FaultRefused(f"no running replica of service {spec.service!r} on this node "
+        raise FaultRefused(f"no running replica of service {spec.service!r} on this node "
                                      f"(looked in {services_dir}/{spec.service}-<n>/pid)")
     rec.update(targets=running, backend="signals", mechanism=spec.type)
-    p = spec.parameters
+    v = spec.values
     if spec.type == "process-pause":
-        argv = [python, "-m", "grayctl.faulthelpers.stutter", "--at", f"{rec['expire_at']:.3f}",
+        argv = [python, "-m", "grayctl.faults.node.stutter", "--at", f"{rec['expire_at']:.3f}",
                 "--stats", str(store.path(spec.fault_id, ".stats.json"))]
         for t in running:
             argv += ["--pgid", str(t["pid"])]
-        st = p.get("stutter")
-        if st:
-            argv += ["--pause", parse_duration(st["pause"]).to_tc(), "--every", parse_duration(st["every"]).to_tc()]
+        if v["stutter"]:
+            argv += ["--pause", v["stutter"]["pause"].to_tc(), "--every", v["stutter"]["every"].to_tc()]
             rec["mechanism"] = "stutter"
-        elif p.get("duration"):
-            argv += ["--pause", parse_duration(p["duration"]).to_tc()]
+        elif v["duration"]:
+            argv += ["--pause", v["duration"].to_tc()]
         rec["notes"].append("SIGSTOP/SIGCONT of each replica's process group; the helper SIGCONTs on any exit")
         pid = _spawn(argv, store.path(spec.fault_id, ".helper.log"))
         rec["helper"] = {"argv": argv, "pid": pid}
@@ -599,8 +594,8 @@ def _apply_process(store: Store, spec: faultspec.Spec, rec: dict[str, Any], pyth
         store.write(rec)
         _start_expiry(store, rec, python, pid)
         return
-    sig = getattr(signal, "SIG" + str(p.get("signal", "KILL")))
-    restart = bool(p.get("restart", True))
+    sig = getattr(signal, "SIG" + v["signal"])
+    restart = v["restart"]
     rec["killed"] = []
     for t in running:
         ns, utc = _now()
@@ -617,6 +612,15 @@ def _apply_process(store: Store, spec: faultspec.Spec, rec: dict[str, Any], pyth
         rec["notes"].append("killed; restarted from the recorded command line at revert (window end or expiry)")
         store.write(rec)
         _start_expiry(store, rec, python, None)
+
+
+# The executor of each catalog family (roles/fault/tasks/<family>.yml is the role's side of it).
+APPLY = {"network": _apply_network, "resource": _apply_stress, "process": _apply_process}
+
+
+def _family(rec: dict[str, Any]) -> str | None:
+    ft = CATALOG.get(str(rec.get("type")))
+    return ft.family if ft else None
 
 
 # ---------------------------------------------------------------------------- revert
@@ -639,7 +643,7 @@ def _leftovers(rec: dict[str, Any]) -> list[str]:
     helper = rec.get("helper") or {}
     if helper.get("pid") and _alive(helper["pid"], helper.get("argv")):
         left.append(f"helper pid {helper['pid']} ({helper['argv'][0]})")
-    if helper.get("pid") and rec.get("type") in faultspec.STRESS_TYPES:
+    if helper.get("pid") and _family(rec) == "resource":
         live = _fault_processes(helper["pid"], helper.get("argv"))
         if live:
             left.append(f"stress-ng processes {live} of group {helper['pid']}")
@@ -696,7 +700,7 @@ def revert_fault(store: Store, fid: str, *, reason: str = "revert", not_before_n
             time.sleep(0.02)
     helper = rec.get("helper") or {}
     if helper.get("pid"):
-        if rec.get("type") in faultspec.STRESS_TYPES or rec.get("type") == "process-pause":
+        if _family(rec) == "resource" or rec.get("type") == "process-pause":
             steps.append({"stop_group": helper["pid"], **_stop_group(helper["pid"], argv=helper.get("argv"))})
         elif _alive(helper["pid"], helper.get("argv")):
             steps.append({"stop_group": helper["pid"],
@@ -748,9 +752,9 @@ def revert_fault(store: Store, fid: str, *, reason: str = "revert", not_before_n
 def purge(store: Store, fid: str) -> dict[str, Any]:
     rec = store.read(fid)
     if rec and rec.get("status") in ("active", "applying"):
-        raise faultspec.FaultRefused(f"fault {fid} is still active: revert it before purging its record")
+        raise FaultRefused(f"fault {fid} is still active: revert it before purging its record")
     removed = []
-    for p in store.root.glob(f"{tc.validate_fault_id(fid)}.*"):
+    for p in store.root.glob(f"{validate_fault_id(fid)}.*"):
         if p.is_file():
             p.unlink()
             removed.append(p.name)
@@ -794,7 +798,7 @@ def watch(store: Store, fid: str, at: float, pid: int | None) -> int:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(prog="python -m grayctl.faulthelpers.faultctl")
+    ap = argparse.ArgumentParser(prog="python -m grayctl.faults.node.faultctl")
     sub = ap.add_subparsers(dest="cmd", required=True)
     sub.add_parser("probe")
     for name in ("apply", "revert", "list", "purge", "watch"):
@@ -827,7 +831,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             out = purge(store, args.id)
         else:
             out = list_faults(store)
-    except (faultspec.FaultRefused, tc.TcError, steer.SteerError, ValueError) as exc:
+    except ValueError as exc:  # FaultRefused, TcError, SteerError, UnitError: refused in words
         print(json.dumps({"changed": False, "failed": True, "msg": str(exc)}))
         return 3
     except KeyError as exc:  # a spec written by hand, not by the plan: its type's parameter is missing

@@ -2,7 +2,7 @@
 
 Runs on a lab node, inside the node's network namespace, with no controller in the loop::
 
-    python -m grayctl.faulthelpers.nfqdelay --queue 7 --delay 200ms --jitter 50ms \\
+    python -m grayctl.faults.node.nfqdelay --queue 7 --delay 200ms --jitter 50ms \\
         [--correlation 25%] [--distribution normal|pareto|paretonormal|uniform] \\
         [--reorder 10% [--reorder-correlation 0%] --gap 5] [--loss 5% [--loss-correlation 0%]] \\
         [--gemodel P R 1-H 1-K] [--order flow|global|none] [--limit 1000] [--seed S] [--expire-at EPOCH] \\
@@ -22,7 +22,7 @@ Ending (SIGTERM, SIGINT, ``--expire-at`` reached, or any exception): first the f
 are removed (``--fault-id``: ``steer.revert_fault`` — no new packets arrive), then packets
 still in the queue and every held packet are accepted in release order, then the queue is
 unbound, final stats written, the pidfile removed. A SIGKILL skips all of that: pair the helper
-with ``grayctl.faulthelpers.expiry`` (see docs/fault-backends.md).
+with ``grayctl.faults.node.expiry`` (see docs/fault-backends.md).
 
 Queue length: ``--limit`` is the kernel queue's maximum (packets held here count against it,
 like netem's ``limit``, default 1000). A full queue drops new packets (counted as
@@ -37,7 +37,6 @@ import ctypes
 import heapq
 import json
 import os
-import re
 import select
 import signal
 import sys
@@ -48,32 +47,15 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-from grayctl.faulthelpers import steer
-from grayctl.faulthelpers.delaymodel import DISTRIBUTIONS, ORDERS, DelayModel, DelaySpec
+from grayctl.faults.node import steer
+from grayctl.faults.node.args import duration_ns, percent
+from grayctl.faults.node.delaymodel import DISTRIBUTIONS, ORDERS, DelayModel, DelaySpec
 
-__all__ = ["Stats", "Delayer", "flow_key", "parse_duration_ns", "parse_percent", "main"]
+__all__ = ["Stats", "Delayer", "flow_key", "main"]
 
 COPY_BYTES = 128  # enough for an IPv4 header with options (60) or IPv6 (40) + 8 bytes of L4
 DEFAULT_LIMIT = 1000  # netem's default ``limit``
 _PR_SET_TIMERSLACK = 29
-_DURATION = re.compile(r"^(\d+(?:\.\d+)?)(ns|us|ms|s)$")
-_PERCENT = re.compile(r"^(\d+(?:\.\d+)?)%$")
-_NS = {"ns": 1, "us": 1_000, "ms": 1_000_000, "s": 1_000_000_000}
-
-
-def parse_duration_ns(text: str) -> int:
-    """``200ms`` -> 200_000_000. Units required, as in experiment files."""
-    m = _DURATION.match(text.strip())
-    if not m:
-        raise argparse.ArgumentTypeError(f"{text!r}: expected a duration such as 200ms, 1.5s, 500us")
-    return round(float(m.group(1)) * _NS[m.group(2)])
-
-
-def parse_percent(text: str) -> float:
-    m = _PERCENT.match(text.strip())
-    if not m or float(m.group(1)) > 100:
-        raise argparse.ArgumentTypeError(f"{text!r}: expected a percentage 0%..100%, such as 5% or 0.5%")
-    return float(m.group(1))
 
 
 def flow_key(head: bytes) -> bytes:
@@ -343,19 +325,19 @@ class BindError(RuntimeError):
 
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
-        prog="python -m grayctl.faulthelpers.nfqdelay",
+        prog="python -m grayctl.faults.node.nfqdelay",
         description="Delay, jitter, reorder and drop packets steered into an NFQUEUE (netem semantics).")
     p.add_argument("--queue", type=int, required=True, help="NFQUEUE number (0..65535)")
-    p.add_argument("--delay", type=parse_duration_ns, default=0, help="mean added delay, e.g. 200ms")
-    p.add_argument("--jitter", type=parse_duration_ns, default=0, help="delay variation, e.g. 50ms")
-    p.add_argument("--correlation", type=parse_percent, default=0.0, help="delay correlation (netem), e.g. 25%%")
+    p.add_argument("--delay", type=duration_ns, default=0, help="mean added delay, e.g. 200ms")
+    p.add_argument("--jitter", type=duration_ns, default=0, help="delay variation, e.g. 50ms")
+    p.add_argument("--correlation", type=percent, default=0.0, help="delay correlation (netem), e.g. 25%%")
     p.add_argument("--distribution", choices=DISTRIBUTIONS, default="normal")
-    p.add_argument("--loss", type=parse_percent, default=0.0, help="random loss, e.g. 5%%")
-    p.add_argument("--loss-correlation", type=parse_percent, default=0.0)
-    p.add_argument("--gemodel", type=parse_percent, nargs=4, default=None, metavar=("P", "R", "1-H", "1-K"),
+    p.add_argument("--loss", type=percent, default=0.0, help="random loss, e.g. 5%%")
+    p.add_argument("--loss-correlation", type=percent, default=0.0)
+    p.add_argument("--gemodel", type=percent, nargs=4, default=None, metavar=("P", "R", "1-H", "1-K"),
                    help="Gilbert-Elliott burst loss, as netem's 'loss gemodel p r 1-h 1-k', e.g. 1%% 25%% 100%% 0%%")
-    p.add_argument("--reorder", type=parse_percent, default=0.0, help="send this share at once (needs --delay)")
-    p.add_argument("--reorder-correlation", type=parse_percent, default=0.0)
+    p.add_argument("--reorder", type=percent, default=0.0, help="send this share at once (needs --delay)")
+    p.add_argument("--reorder-correlation", type=percent, default=0.0)
     p.add_argument("--gap", type=int, default=0, help="reorder gap (netem; default 1 when --reorder)")
     p.add_argument("--order", choices=ORDERS, default="flow",
                    help="keep order per flow (default), for all packets, or not at all (netem tfifo)")
@@ -366,7 +348,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="remove the rules named after this fault id on exit (steer.revert_fault)")
     p.add_argument("--pidfile", type=Path, default=None)
     p.add_argument("--stats", type=Path, default=None, help="write counters as JSON here")
-    p.add_argument("--stats-interval", type=parse_duration_ns, default=1_000_000_000)
+    p.add_argument("--stats-interval", type=duration_ns, default=1_000_000_000)
     return p
 
 

@@ -1,60 +1,57 @@
-"""The fault catalog: each fault type, its parameters (as data) and how they are validated.
+"""The fault catalog: the one list of fault types. Pure data; imports nothing but ``grayctl.units``.
 
-``CATALOG`` maps a fault type name to a ``FaultType``; each ``FaultType`` holds
-``Param`` specs (kind, unit, default, range, choices, doc). Validators use it
-to parse an experiment's ``parameters`` block (``validate_parameters``); later
-code (issue 4: backends and command rendering) reads the same specs, so the
-catalog stays pure data plus one cross-field check per type.
+``CATALOG`` maps a type name to a ``FaultType``: its family, parameters (kind, unit, default,
+range, choices, doc), the backends that can realise it (and why the others cannot), the names
+other datasets give it, and one cross-field check. Everything else derives from it:
+
+  experiment files   grayctl.faults.validate parses ``parameters`` against these specs
+  the node           grayctl.faults.spec resolves a spec's parameters (defaults filled from here);
+                     tc, backends and faultctl read the resolved values, never a default of their own
+  the fault role     ``family`` picks roles/fault/tasks/<family>.yml (the plan writes it into the spec)
+  exports            ``export["rcaeval"]`` (grayctl.dataset.export)
+  docs               the "Types" section of docs/fault-catalog.md is grayctl.faults.doc's rendering
+                     (``python -m grayctl.faults.doc`` rewrites it; a unit test compares)
 
 Kinds and the Python values they parse to:
   duration -> units.Duration     percent -> units.Percent    size -> units.Size
   rate     -> units.Rate         int     -> int              bool -> bool
   choice   -> str                names   -> list[str] | "all"   group -> dict (nested Params)
-
-``SCOPE_PARAMS`` is the common ``scope`` block (peers, direction, fraction).
-docs/fault-catalog.md is the user-facing version of this table.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from dataclasses import dataclass
-from typing import Any
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
 
-from grayctl.source import (
-    Checker,
-    FieldPath,
-    ValueProblem,
-    parse_bool,
-    parse_choice,
-    parse_identifier,
-    parse_int,
-)
-from grayctl.units import (
-    Duration,
-    Percent,
-    Size,
-    parse_duration,
-    parse_percent,
-    parse_rate,
-    parse_size,
-)
+from grayctl.units import Duration, Percent, Rate, Size, parse_duration, parse_percent, parse_rate, parse_size
+
+if TYPE_CHECKING:  # the checks get the experiment's checker; the catalog itself never imports it
+    from grayctl.source import Checker, FieldPath
 
 __all__ = [
-    "Param",
-    "FaultType",
-    "CATALOG",
-    "FAULT_TYPES",
-    "SCOPE_PARAMS",
-    "DIRECTIONS",
     "BACKENDS",
-    "validate_parameters",
-    "parse_param",
+    "CATALOG",
+    "DIRECTIONS",
+    "FAMILIES",
+    "FAULT_TYPES",
+    "QUANTITY_PARSERS",
+    "SCOPE_PARAMS",
+    "SIGNALS",
+    "FaultType",
+    "Param",
+    "types_of",
 ]
 
+FAMILIES = ("network", "resource", "process")
 DIRECTIONS = ("egress", "ingress", "both")
-BACKENDS = ("auto", "netem", "fallback")
+BACKENDS = ("auto", "netem", "fallback")  # what an experiment may ask for (network faults)
 SIGNALS = ("KILL", "TERM", "INT", "QUIT", "HUP", "ABRT", "USR1", "USR2")
+# The one parser of each quantity kind (grayctl.units), for the experiment and the node alike.
+QUANTITY_PARSERS: dict[str, Callable[[Any], Any]] = {
+    "duration": parse_duration, "percent": parse_percent, "size": parse_size, "rate": parse_rate,
+}  # fmt: skip
+_QUANTITY_TYPES = {"duration": Duration, "percent": Percent, "size": Size, "rate": Rate}
 
 
 @dataclass(frozen=True)
@@ -80,28 +77,62 @@ class Param:
             "choice": " / ".join(self.choices), "names": "list of service names, or all", "group": "mapping",
         }[self.kind]  # fmt: skip
 
+    def is_parsed(self, value: Any) -> bool:
+        """Whether ``value`` is already this quantity's parsed form (a units object)."""
+        kind = _QUANTITY_TYPES.get(self.kind)
+        return kind is not None and isinstance(value, kind)
 
-Check = Callable[[dict[str, Any], Checker, FieldPath], None]
+    def below_min(self, parsed: Any) -> bool:
+        base = _base(parsed)
+        return self.min is not None and (base < self.min or (self.min_exclusive and base <= self.min))
+
+    def above_max(self, parsed: Any) -> bool:
+        return self.max is not None and _base(parsed) > self.max
+
+    def format(self, bound: Any) -> str:
+        """A bound (base unit) in the parameter's own unit: 60.0 -> '1m' for a duration."""
+        kind = _QUANTITY_TYPES.get(self.kind)
+        if kind is None:
+            return str(bound)
+        return str(kind(int(bound) if kind is Size else bound))
+
+
+def _base(value: Any) -> float:
+    """A parsed value in its base unit, for range checks."""
+    for attr in ("seconds", "bytes", "bits_per_second", "value"):
+        if hasattr(value, attr):
+            return float(getattr(value, attr))
+    return float(value)
+
+
+Check = Callable[[dict[str, Any], "Checker", "FieldPath"], None]
 
 
 @dataclass(frozen=True)
 class FaultType:
-    """A fault type: its layer, parameters and the cross-field rule between them."""
+    """A fault type: its family, parameters, backends, export names and the cross-field rule."""
 
     name: str
-    layer: str  # network | resource | process
+    family: str  # network | resource | process: the role's task file and the node's executor
     doc: str
     params: tuple[Param, ...]
+    backends: tuple[str, ...]  # what can realise it: netem, fallback (network); stress-ng; signals
+    export: Mapping[str, str]  # its name in other datasets' vocabularies, e.g. {"rcaeval": "delay"}
     check: Check | None = None
     scope_fields: tuple[str, ...] = ("peers", "direction", "fraction")
+    refused: Mapping[str, str] = field(default_factory=dict)  # backend -> why it cannot realise this type
 
     @property
     def param_map(self) -> dict[str, Param]:
         return {p.name: p for p in self.params}
 
     @property
+    def layer(self) -> str:
+        return self.family
+
+    @property
     def is_network(self) -> bool:
-        return self.layer == "network"
+        return self.family == "network"
 
 
 def _d(text: str) -> Duration:
@@ -118,9 +149,10 @@ def _s(text: str) -> Size:
 
 _CORRELATION = Param("correlation", "percent", "Correlation with the previous packet's decision (netem).", default=_p("0%"))
 _MAX_DELAY = 60.0  # seconds; more is a partition, not latency
+_NETWORK = ("netem", "fallback")
 
 
-# -- cross-field checks -------------------------------------------------------
+# -- cross-field checks (the checker is the experiment's; see grayctl.faults.validate) ---------
 
 def _check_latency(v: dict[str, Any], ck: Checker, path: FieldPath) -> None:
     delay, jitter = v.get("delay"), v.get("jitter")
@@ -169,7 +201,10 @@ def _check_partition(v: dict[str, Any], ck: Checker, path: FieldPath) -> None:
 
 # -- the catalog ----------------------------------------------------------------
 
-_NET_SCOPE = ("peers", "direction", "fraction")
+_NO_FALLBACK_CORRUPT = ("the fallback backend cannot corrupt packets (NFQUEUE verdicts accept or drop; rewriting "
+                        "payloads is not implemented): use a node with sch_netem (backend netem)")
+_NO_FALLBACK_DUPLICATE = ("the fallback backend cannot duplicate packets (an NFQUEUE verdict releases a packet "
+                          "once): use a node with sch_netem (backend netem)")
 
 CATALOG: dict[str, FaultType] = {
     ft.name: ft
@@ -180,7 +215,7 @@ CATALOG: dict[str, FaultType] = {
             _CORRELATION,
             Param("distribution", "choice", "Shape of the jitter.", default="normal",
                   choices=("normal", "pareto", "paretonormal", "uniform")),
-        ), _check_latency),
+        ), _NETWORK, {"rcaeval": "delay"}, _check_latency),
         FaultType("network-loss", "network", "Drop packets: random loss, or bursts (Gilbert-Elliott model).", (
             Param("percent", "percent", "Probability a packet is dropped (random loss)."),
             _CORRELATION,
@@ -190,45 +225,45 @@ CATALOG: dict[str, FaultType] = {
                 Param("bad_loss", "percent", "Loss probability in the bad state (1-h).", default=_p("100%")),
                 Param("good_loss", "percent", "Loss probability in the good state (1-k).", default=_p("0%")),
             )),
-        ), _check_loss),
+        ), _NETWORK, {"rcaeval": "loss"}, _check_loss),
         FaultType("network-bandwidth", "network", "Limit bandwidth with a token bucket.", (
             Param("rate", "rate", "Bandwidth limit.", required=True, min=1000.0, max=100e9),
             Param("burst", "size", "Bucket size (bytes sent at line rate).", default=_s("32KiB"), min=1500, max=1024**3),
             Param("limit", "size", "Queue limit: bytes that may wait for tokens before drops.", default=_s("1MiB"),
                   min=1500, max=1024**3),
-        )),
+        ), _NETWORK, {"rcaeval": "bandwidth"}),
         FaultType("network-corruption", "network", "Corrupt a random bit in a fraction of packets.", (
             Param("percent", "percent", "Probability a packet is corrupted.", required=True),
             _CORRELATION,
-        )),
+        ), ("netem",), {"rcaeval": "corrupt"}, refused={"fallback": _NO_FALLBACK_CORRUPT}),
         FaultType("network-duplication", "network", "Duplicate a fraction of packets.", (
             Param("percent", "percent", "Probability a packet is duplicated.", required=True),
             _CORRELATION,
-        )),
+        ), ("netem",), {"rcaeval": "duplicate"}, refused={"fallback": _NO_FALLBACK_DUPLICATE}),
         FaultType("network-reorder", "network", "Send a fraction of packets immediately, delaying the rest.", (
             Param("percent", "percent", "Probability a packet jumps the queue.", required=True),
             _CORRELATION,
             Param("gap", "int", "Reorder every N-th packet (netem 'gap').", default=5, min=1, max=1000),
             Param("delay", "duration", "Delay of the packets that are not reordered (netem needs one).",
                   default=_d("10ms"), min=0.0, min_exclusive=True, max=_MAX_DELAY),
-        )),
+        ), _NETWORK, {"rcaeval": "reorder"}),
         FaultType("network-partition", "network", "Drop all traffic between the target and its peers.", (
             Param("peers", "names", "Services cut off from the target, or 'all'.", default="all"),
             Param("direction", "choice", "Which way traffic is dropped.", default="both", choices=DIRECTIONS),
-        ), _check_partition, scope_fields=("fraction",)),
+        ), _NETWORK, {"rcaeval": "socket"}, _check_partition, scope_fields=("fraction",)),
         FaultType("cpu-stress", "resource", "Burn CPU inside the target node's limits (stress-ng --cpu).", (
             Param("workers", "int", "Number of CPU workers.", default=1, min=1, max=1024),
             Param("load", "percent", "Load per worker.", default=_p("100%"), min=0.0, min_exclusive=True),
-        ), scope_fields=("fraction",)),
+        ), ("stress-ng",), {"rcaeval": "cpu"}, scope_fields=("fraction",)),
         FaultType("memory-stress", "resource", "Allocate and touch memory inside the target node's limits (stress-ng --vm).", (
             Param("bytes", "size", "Memory to hold.", min=1, max=1024**4),
             Param("percent", "percent", "Memory to hold, as a share of the node's memory limit.", min=0.0, min_exclusive=True),
             Param("workers", "int", "Number of VM workers sharing the amount.", default=1, min=1, max=64),
-        ), _check_memory, scope_fields=("fraction",)),
+        ), ("stress-ng",), {"rcaeval": "mem"}, _check_memory, scope_fields=("fraction",)),
         FaultType("disk-io-stress", "resource", "Write and sync files in the node's state directory (stress-ng --hdd).", (
             Param("workers", "int", "Number of I/O workers.", default=1, min=1, max=64),
             Param("bytes", "size", "Bytes each worker writes per cycle.", default=_s("256MiB"), min=4096, max=1024**4),
-        ), scope_fields=("fraction",)),
+        ), ("stress-ng",), {"rcaeval": "disk"}, scope_fields=("fraction",)),
         FaultType("process-pause", "process", "SIGSTOP/SIGCONT the target service's processes: one pause or a stutter.", (
             Param("duration", "duration", "One pause this long at the start of the window (default: the whole window).",
                   min=0.0, min_exclusive=True),
@@ -236,11 +271,11 @@ CATALOG: dict[str, FaultType] = {
                 Param("pause", "duration", "How long each pause lasts.", required=True, min=0.0, min_exclusive=True),
                 Param("every", "duration", "Period of the pauses.", required=True, min=0.0, min_exclusive=True),
             )),
-        ), _check_pause, scope_fields=("fraction",)),
+        ), ("signals",), {"rcaeval": "pause"}, _check_pause, scope_fields=("fraction",)),
         FaultType("process-kill", "process", "Kill the target service's processes, optionally restarting them.", (
             Param("signal", "choice", "Signal sent (name without SIG).", default="KILL", choices=SIGNALS),
             Param("restart", "bool", "Restart the service after the kill.", default=True),
-        ), scope_fields=("fraction",)),
+        ), ("signals",), {"rcaeval": "kill"}, scope_fields=("fraction",)),
     ]
 }
 
@@ -254,122 +289,6 @@ SCOPE_PARAMS: tuple[Param, ...] = (
 )
 
 
-# -- parsing ----------------------------------------------------------------------
-
-def _base(value: Any) -> float:
-    """A parsed value in its base unit, for range checks."""
-    for attr in ("seconds", "bytes", "bits_per_second", "value"):
-        if hasattr(value, attr):
-            return float(getattr(value, attr))
-    return float(value)
-
-
-def _fmt_bound(spec: Param, bound: Any) -> str:
-    if spec.kind == "duration":
-        return str(Duration(bound))
-    if spec.kind == "size":
-        return str(Size(int(bound)))
-    if spec.kind == "percent":
-        return str(Percent(bound))
-    if spec.kind == "rate":
-        from grayctl.units import Rate
-
-        return str(Rate(bound))
-    return str(bound)
-
-
-def _parse_names(value: Any) -> list[str] | str:
-    if value == "all":
-        return "all"
-    if isinstance(value, str):
-        return [parse_identifier(value, what="service name")]
-    if not isinstance(value, list):
-        raise ValueProblem("expected a list of service names or 'all'", "a list of service names, or all")
-    out = []
-    for item in value:
-        out.append(parse_identifier(item, what="service name"))
-    return out
-
-
-def parse_param(spec: Param, value: Any) -> Any:
-    """Parse one parameter value according to its spec (raises ValueError/UnitError)."""
-    if spec.kind == "names":
-        return _parse_names(value)
-    parsers: dict[str, Callable[[Any], Any]] = {
-        "duration": parse_duration, "percent": parse_percent, "size": parse_size, "rate": parse_rate,
-        "bool": parse_bool,
-    }  # fmt: skip
-    if spec.kind == "int":
-        return parse_int(spec.min, spec.max)(value)
-    if spec.kind == "choice":
-        if spec.choices == SIGNALS and isinstance(value, str) and value.upper().removeprefix("SIG") in SIGNALS:
-            return value.upper().removeprefix("SIG")
-        return parse_choice(spec.choices, spec.name)(value)
-    parsed = parsers[spec.kind](value)
-    base = _base(parsed)
-    if spec.min is not None and (base < spec.min or (spec.min_exclusive and base <= spec.min)):
-        word = "greater than" if spec.min_exclusive else "at least"
-        raise ValueProblem(f"{value!r} is out of range", f"{word} {_fmt_bound(spec, spec.min)}"
-                           + (f" and at most {_fmt_bound(spec, spec.max)}" if spec.max is not None else ""))
-    if spec.max is not None and base > spec.max:
-        raise ValueProblem(f"{value!r} is out of range (too large)", f"at most {_fmt_bound(spec, spec.max)}")
-    return parsed
-
-
-def validate_params_against(specs: tuple[Param, ...], raw: Any, ck: Checker, path: FieldPath,
-                            what: str) -> dict[str, Any] | None:
-    """Parse a mapping of parameters against ``specs``; record problems; return parsed values with defaults.
-
-    The returned dict also carries ``_given``: the names the user wrote (cross-checks need it).
-    """
-    spec_map = {p.name: p for p in specs}
-    if raw is None:
-        raw = {}
-    m = ck.mapping(raw, path, allowed=spec_map, required=[p.name for p in specs if p.required],
-                   what=f"a mapping of {what}")
-    if m is None:
-        return None
-    out: dict[str, Any] = {"_given": tuple(k for k in m if k in spec_map)}
-    for spec in specs:
-        if spec.name in m:
-            if spec.kind == "group":
-                out[spec.name] = validate_params_against(spec.fields, m[spec.name], ck, path + (spec.name,),
-                                                         f"{spec.name} fields")
-            else:
-                out[spec.name] = ck.convert(m[spec.name], path + (spec.name,), lambda v, s=spec: parse_param(s, v))
-        else:
-            out[spec.name] = spec.default
-    return out
-
-
-def validate_parameters(fault_type: str, raw: Any, ck: Checker, path: FieldPath) -> dict[str, Any] | None:
-    """Validate an injection's ``parameters`` for ``fault_type``; return parsed values (defaults filled).
-
-    Problems go to ``ck``; the result has no ``_given`` key.
-    """
-    ft = CATALOG[fault_type]
-    before = len(ck.problems)
-    values = validate_params_against(ft.params, raw, ck, path, f"{fault_type} parameters")
-    if values is None:
-        return None
-    if ft.check is not None and len(ck.problems) == before:
-        ft.check(values, ck, path)
-    return _strip_given(values)
-
-
-def _strip_given(values: dict[str, Any]) -> dict[str, Any]:
-    return {k: (_strip_given(v) if isinstance(v, dict) else v) for k, v in values.items() if k != "_given"}
-
-
-def to_plain(value: Any) -> Any:
-    """Parsed parameter values -> canonical plain data (strings with units); unset optionals are left out."""
-    if isinstance(value, dict):
-        return {k: to_plain(v) for k, v in value.items() if k != "_given" and v is not None}
-    if isinstance(value, list):
-        return [to_plain(v) for v in value]
-    if hasattr(value, "canonical"):
-        return value.canonical()
-    return value
-
-
-__all__ += ["to_plain", "validate_params_against", "SIGNALS"]
+def types_of(family: str) -> tuple[str, ...]:
+    """The fault types of one family, in catalog order."""
+    return tuple(name for name, ft in CATALOG.items() if ft.family == family)

@@ -1,6 +1,6 @@
 """process-pause on the node: SIGSTOP/SIGCONT process groups once, or periodically (a stutter).
 
-    python -m grayctl.faulthelpers.stutter --pgid PGID [--pgid ...] --at EPOCH \\
+    python -m grayctl.faults.node.stutter --pgid PGID [--pgid ...] --at EPOCH \\
         [--pause 200ms [--every 1s]] [--stats F]
 
 * ``--pause D`` alone: one pause of D at the start (then the processes run until ``--at``);
@@ -25,7 +25,7 @@ import time
 from collections.abc import Sequence
 from pathlib import Path
 
-from grayctl.faulthelpers.nfqdelay import parse_duration_ns
+from grayctl.faults.node.args import duration_ns
 
 __all__ = ["main"]
 
@@ -40,11 +40,11 @@ def _signal_all(pgids: list[int], sig: int, log: list[list]) -> None:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(prog="python -m grayctl.faulthelpers.stutter")
+    ap = argparse.ArgumentParser(prog="python -m grayctl.faults.node.stutter")
     ap.add_argument("--pgid", type=int, action="append", required=True)
     ap.add_argument("--at", type=float, required=True, help="Unix time at which every group runs again for good")
-    ap.add_argument("--pause", type=parse_duration_ns, default=None)
-    ap.add_argument("--every", type=parse_duration_ns, default=None)
+    ap.add_argument("--pause", type=duration_ns, default=None)
+    ap.add_argument("--every", type=duration_ns, default=None)
     ap.add_argument("--stats", type=Path, default=None)
     args = ap.parse_args(argv)
     if any(g <= 1 for g in args.pgid):

@@ -4,7 +4,7 @@ Started on the node together with the fault, in its own session (``setsid``) so 
 the controller, the SSH connection, the helper or the helper's process group does not take it
 down::
 
-    setsid python -m grayctl.faulthelpers.expiry --at EPOCH --fault-id ID \\
+    setsid python -m grayctl.faults.node.expiry --at EPOCH --fault-id ID \\
         [--pid HELPER_PID] [--grace 2s] [--record F] [--pidfile F]
 
 It waits for the first of:
@@ -38,8 +38,8 @@ from collections.abc import Sequence
 from datetime import datetime, timezone
 from pathlib import Path
 
-from grayctl.faulthelpers import steer
-from grayctl.faulthelpers.nfqdelay import parse_duration_ns
+from grayctl.faults.node import steer
+from grayctl.faults.node.args import duration_ns
 
 __all__ = ["wait_for_trigger", "stop_helper", "main"]
 
@@ -95,12 +95,12 @@ def stop_helper(pid: int, pidfd: int | None, grace: float) -> str:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="python -m grayctl.faulthelpers.expiry",
+    p = argparse.ArgumentParser(prog="python -m grayctl.faults.node.expiry",
                                 description="Revert a fault at a deadline or when its helper dies.")
     p.add_argument("--at", type=float, required=True, help="Unix time at which the fault must be gone")
     p.add_argument("--fault-id", required=True)
     p.add_argument("--pid", type=int, default=None, help="the fault's helper process to watch")
-    p.add_argument("--grace", type=parse_duration_ns, default=2_000_000_000,
+    p.add_argument("--grace", type=duration_ns, default=2_000_000_000,
                    help="between SIGTERM and SIGKILL of the helper at expiry")
     p.add_argument("--record", type=Path, default=None, help="write what happened as JSON here")
     p.add_argument("--pidfile", type=Path, default=None)

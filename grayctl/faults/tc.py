@@ -1,11 +1,13 @@
 """tc argv lists for network faults: netem qdiscs, token-bucket bandwidth, scoping, ifb ingress.
 
 Pure functions: validated values in, exact argv lists out. Nothing here runs a command; the
-node-side executor (``grayctl.faulthelpers.faultctl``) runs the lists with ``subprocess`` — argv
-only, never a shell — and records them verbatim in the fault record.
+node-side executor (``grayctl.faults.node.faultctl``) runs the lists with ``subprocess`` — argv
+only, never a shell — and records them verbatim in the fault record. Parameters are resolved
+against the catalog (``grayctl.faults.spec.resolve_parameters``): parsed by grayctl.units, every
+default the catalog's.
 
 Map:
-  validate_ifname / validate_network / validate_port     refuse anything that is not plainly valid
+  validate_ifname / validate_network / validate_port     (grayctl.faults.spec) refuse anything not plainly valid
   TcScope                                                interface, direction, peers, ports
   netem_args(type, params) -> ["delay", "200ms", ...]     tc-netem(8) options of one fault
   bandwidth_leaf(params) / bandwidth_tbf_args(params)    the shaper of network-bandwidth
@@ -40,18 +42,24 @@ command and the apply rolls back).
 from __future__ import annotations
 
 import hashlib
-import ipaddress
-import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from grayctl.faulthelpers.steer import FAULT_ID_RE, is_fault_id, is_ifname
-from grayctl.units import parse_duration, parse_percent, parse_rate, parse_size
+from grayctl.faults.catalog import DIRECTIONS
+from grayctl.faults.spec import (
+    Network,
+    need,
+    resolve_parameters,
+    validate_fault_id,
+    validate_ifname,
+    validate_network,
+    validate_port,
+)
+from grayctl.units import Percent
 
 __all__ = [
     "FRACTION_CLASS",
-    "NETEM_TYPES",
     "TcError",
     "TcScope",
     "bandwidth_class_args",
@@ -60,51 +68,20 @@ __all__ = [
     "build_revert",
     "ifb_name",
     "netem_args",
+    "validate_fault_id",
     "validate_ifname",
     "validate_network",
     "validate_port",
 ]
 
-DIRECTIONS = ("egress", "ingress", "both")
-NETEM_TYPES = ("network-latency", "network-loss", "network-corruption", "network-duplication",
-               "network-reorder")
 # Every skb priority to band 2 (class 1:2); band 3 (class 1:3) only receives filtered packets.
 _PRIOMAP = ["1"] * 16
 # The class a selected flow's packets are steered to by skb priority (flow fractions, egress).
 FRACTION_CLASS = {"netem": "1:3", "bandwidth": "1:1"}
-Network = ipaddress.IPv4Network | ipaddress.IPv6Network
 
 
 class TcError(ValueError):
     """An input to a tc command is invalid: refused before anything is built."""
-
-
-def validate_ifname(name: Any) -> str:
-    if not is_ifname(name):
-        raise TcError(f"interface name {name!r} is not a valid Linux interface name")
-    return name
-
-
-def validate_fault_id(fault_id: Any) -> str:
-    if not is_fault_id(fault_id):
-        raise TcError(f"fault id {fault_id!r} must match {FAULT_ID_RE.pattern}")
-    return fault_id
-
-
-def validate_network(text: Any) -> Network:
-    """An address or network (``10.0.0.2``, ``10.0.0.0/24``, ``fd00::1``); nothing else."""
-    if not isinstance(text, str) or not re.fullmatch(r"[0-9A-Fa-f.:/]{2,64}", text):
-        raise TcError(f"peer {text!r} is not an IP address or network")
-    try:
-        return ipaddress.ip_network(text, strict=True)
-    except ValueError as exc:
-        raise TcError(f"peer {text!r} is not an IP address or network: {exc}") from None
-
-
-def validate_port(port: Any) -> int:
-    if isinstance(port, bool) or not isinstance(port, int) or not 1 <= port <= 65535:
-        raise TcError(f"port {port!r} must be an integer 1..65535")
-    return port
 
 
 def ifb_name(fault_id: str) -> str:
@@ -145,61 +122,49 @@ class TcScope:
 
 # ---------------------------------------------------------------------------- parameters
 
-def _pct(value: Any) -> str:
-    return f"{parse_percent(value).value:g}%"
-
-
-def _dur(value: Any) -> str:
-    return parse_duration(value).to_tc()
+def _pct(value: Percent) -> str:
+    return f"{value.value:g}%"
 
 
 def netem_args(fault_type: str, params: Mapping[str, Any]) -> list[str]:
-    """tc-netem(8) options for one fault, from canonical parameter strings (``200ms``, ``5%``).
+    """tc-netem(8) options for one fault, from its parameters (canonical strings or resolved values).
 
     ``distribution`` is always explicit when there is jitter (the kernel falls back to uniform
     when tc sends no table; ``uniform`` is exactly that table-less case, so it is omitted).
     """
-    p = dict(params)
-    corr = _pct(p.get("correlation", "0%"))
+    v = resolve_parameters(fault_type, params)
+    corr = _pct(v["correlation"]) if v.get("correlation") is not None else ""
     if fault_type == "network-latency":
-        args = ["delay", _dur(p["delay"])]
-        jitter = parse_duration(p.get("jitter", "0ms"))
-        if jitter.seconds > 0:
-            args += [jitter.to_tc(), corr]
-            dist = p.get("distribution", "normal")
-            if dist not in ("normal", "pareto", "paretonormal", "uniform"):
-                raise TcError(f"distribution {dist!r} is not one of normal, pareto, paretonormal, uniform")
-            if dist != "uniform":
-                args += ["distribution", dist]
+        args = ["delay", v["delay"].to_tc()]
+        if v["jitter"].seconds > 0:
+            args += [v["jitter"].to_tc(), corr]
+            if v["distribution"] != "uniform":
+                args += ["distribution", v["distribution"]]
         return args
     if fault_type == "network-loss":
-        burst = p.get("burst")
+        burst = v["burst"]
         if burst:
-            return ["loss", "gemodel", _pct(burst["p"]), _pct(burst["r"]), _pct(burst.get("bad_loss", "100%")),
-                    _pct(burst.get("good_loss", "0%"))]
-        return ["loss", "random", _pct(p["percent"]), corr]
+            return ["loss", "gemodel", *(_pct(burst[k]) for k in ("p", "r", "bad_loss", "good_loss"))]
+        return ["loss", "random", _pct(need(v, "percent")), corr]
     if fault_type == "network-corruption":
-        return ["corrupt", _pct(p["percent"]), corr]
+        return ["corrupt", _pct(v["percent"]), corr]
     if fault_type == "network-duplication":
-        return ["duplicate", _pct(p["percent"]), corr]
+        return ["duplicate", _pct(v["percent"]), corr]
     if fault_type == "network-reorder":
-        gap = p.get("gap", 5)
-        if isinstance(gap, bool) or not isinstance(gap, int) or not 1 <= gap <= 1000:
-            raise TcError(f"gap {gap!r} must be an integer 1..1000")
-        return ["delay", _dur(p.get("delay", "10ms")), "reorder", _pct(p["percent"]), corr, "gap", str(gap)]
+        return ["delay", v["delay"].to_tc(), "reorder", _pct(v["percent"]), corr, "gap", str(v["gap"])]
     raise TcError(f"{fault_type} is not a netem fault")
 
 
 def bandwidth_tbf_args(params: Mapping[str, Any]) -> list[str]:
     """``tbf rate R burst B limit L`` (unscoped bandwidth: the interface's root)."""
-    return ["tbf", "rate", parse_rate(params["rate"]).to_tc(), "burst", parse_size(params.get("burst", "32KiB")).to_tc(),
-            "limit", parse_size(params.get("limit", "1MiB")).to_tc()]
+    v = resolve_parameters("network-bandwidth", params)
+    return ["tbf", "rate", v["rate"].to_tc(), "burst", v["burst"].to_tc(), "limit", v["limit"].to_tc()]
 
 
 def bandwidth_class_args(params: Mapping[str, Any]) -> list[str]:
     """htb class options of scoped bandwidth: rate = ceil, burst = cburst."""
-    rate = parse_rate(params["rate"]).to_tc()
-    burst = parse_size(params.get("burst", "32KiB")).to_tc()
+    v = resolve_parameters("network-bandwidth", params)
+    rate, burst = v["rate"].to_tc(), v["burst"].to_tc()
     return ["htb", "rate", rate, "ceil", rate, "burst", burst, "cburst", burst]
 
 

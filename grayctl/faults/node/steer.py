@@ -38,6 +38,8 @@ import subprocess
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 
+from grayctl.faults.spec import FAULT_ID_RE, IFNAME_RE, is_fault_id, is_ifname
+
 __all__ = [
     "SteerError",
     "Scope",
@@ -61,10 +63,6 @@ __all__ = [
     "fault_leftovers",
 ]
 
-# Shared with grayctl/tc.py (the netem backend). \A…\Z, not ^…$: "$" would accept a trailing newline.
-FAULT_ID_RE = re.compile(r"\A[a-z0-9][a-z0-9_]{0,31}\Z")
-# Linux IFNAMSIZ is 16 including the NUL; stay within a quoting-free charset.
-IFNAME_RE = re.compile(r"\A[A-Za-z0-9_][A-Za-z0-9_.-]{0,14}\Z")
 _NETNS = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]{0,63}$")
 MAX_MULTIPORT = 15  # xt_multiport's limit per rule
 DIRECTIONS = ("egress", "ingress")
@@ -74,14 +72,6 @@ LOSS_RESOLUTION = 1_000_000  # numgen modulus: loss percent with 4 decimals
 
 class SteerError(ValueError):
     """A steering input is invalid, or a rule could not be applied."""
-
-
-def is_fault_id(value: object) -> bool:
-    return isinstance(value, str) and FAULT_ID_RE.match(value) is not None
-
-
-def is_ifname(value: object) -> bool:
-    return isinstance(value, str) and IFNAME_RE.match(value) is not None and value not in {".", ".."}
 
 
 def validate_fault_id(fault_id: str) -> str:

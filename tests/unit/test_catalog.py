@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
+import yaml
 
 from grayctl.dataset.export import rcaeval_fault_name
 from grayctl.faults import CATALOG, FAULT_TYPES
@@ -10,6 +13,8 @@ from grayctl.faults.catalog import FAMILIES, types_of
 from grayctl.faults.doc import DOC, render_doc
 from grayctl.faults.spec import FaultRefused, load_spec, resolve_parameters, to_spec
 from grayctl.units import Duration, Percent
+
+ROLE = Path(__file__).resolve().parents[2] / "roles" / "fault"
 
 
 def test_the_catalog_page_is_the_catalog_rendered() -> None:
@@ -31,6 +36,23 @@ def test_every_type_has_a_family_backends_and_a_unique_export_name() -> None:
     assert (rcaeval_fault_name("network-latency"), rcaeval_fault_name("memory-stress")) == ("delay", "mem")
     for ft in CATALOG.values():
         assert ft.backends and not set(ft.refused) & set(ft.backends), ft.name
+
+
+@pytest.mark.parametrize("family", FAMILIES)
+def test_each_family_has_its_task_file_in_the_fault_role(family: str) -> None:
+    assert (ROLE / "tasks" / f"{family}.yml").is_file()
+
+
+def _spec_options() -> dict:
+    specs = yaml.safe_load((ROLE / "meta" / "argument_specs.yml").read_text())
+    return specs["argument_specs"]["main"]["options"]["fault_spec"]["options"]
+
+
+def test_the_roles_argument_spec_knows_the_families_and_every_field_the_plan_writes() -> None:
+    options = _spec_options()
+    assert tuple(options["family"]["choices"]) == FAMILIES
+    net = to_spec("f1", "network-latency", {"delay": "1ms"}, expire_after_s=9, interface="data")
+    assert set(net) | {"seed"} == set(options)
 
 
 def test_the_node_fills_defaults_from_the_catalog_and_parses_with_units() -> None:

@@ -1,6 +1,6 @@
 """Node-side fault executor: apply, revert, list, probe, and the on-host expiry watcher.
 
-Run on a lab node by the fault roles (argv lists, no shell), inside the node (its network
+Run on a lab node by the fault role (argv lists, no shell), inside the node (its network
 namespace and cgroup, since the SSH session lands there)::
 
     python -m grayctl.faults.node.faultctl probe
@@ -625,6 +625,14 @@ def _family(rec: dict[str, Any]) -> str | None:
 
 # ---------------------------------------------------------------------------- revert
 
+def _link_up(dev: str) -> bool:
+    """Whether ``dev`` is administratively up (IFF_UP in /sys/class/net/<dev>/flags)."""
+    try:
+        return bool(int(Path(f"/sys/class/net/{dev}/flags").read_text(), 16) & 0x1)
+    except (OSError, ValueError):
+        return False
+
+
 def _leftovers(rec: dict[str, Any]) -> list[str]:
     """Read the state back: what of this fault is still on the node."""
     left: list[str] = []
@@ -638,6 +646,10 @@ def _leftovers(rec: dict[str, Any]) -> list[str]:
             # is deleted); grayctl always names its handles, so anything else is the fault's.
             if q.get("kind") != "noqueue" and q.get("handle") != "0:":
                 left.append(f"qdisc {q.get('kind')} {q.get('handle')} on {dev}")
+    iface = rec.get("interface")
+    if _family(rec) == "network" and iface and Path(f"/sys/class/net/{iface}").exists() and not _link_up(iface):
+        # Whatever a network fault changed on its interface, the baseline has the interface up.
+        left.append(f"link {iface} is down")
     if rec.get("ifb") and Path(f"/sys/class/net/{rec['ifb']}").exists():
         left.append(f"link {rec['ifb']}")
     helper = rec.get("helper") or {}

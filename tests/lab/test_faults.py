@@ -276,8 +276,8 @@ def test_a_flow_fraction_delays_about_that_share_of_new_connections_and_reverts_
 
 
 def test_stopping_a_fault_stops_children_that_left_its_process_group():
-    """faultctl._stop_group: the group and the descendants, verified gone (the molecule fault_stress scenario flake)."""
-    from grayctl.faults.node import faultctl
+    """procs.stop_group: the group and the descendants, verified gone (the molecule fault_stress scenario flake)."""
+    from grayctl.faults.node import procs
 
     code = "import os, time\nif os.fork() == 0:\n    os.setsid()\n    time.sleep(300)\ntime.sleep(300)"
     argv = [sys.executable, "-c", code]
@@ -285,16 +285,16 @@ def test_stopping_a_fault_stops_children_that_left_its_process_group():
     pids: list[int] = []
     try:
         deadline = time.monotonic() + 10
-        while len(faultctl._fault_processes(leader.pid, argv)) < 2 and time.monotonic() < deadline:
+        while len(procs.fault_processes(leader.pid, argv)) < 2 and time.monotonic() < deadline:
             time.sleep(0.05)
-        pids = faultctl._fault_processes(leader.pid, argv)
+        pids = procs.fault_processes(leader.pid, argv)
         assert len(pids) == 2, pids
-        out = faultctl._stop_group(leader.pid, grace=1.0, argv=argv)
+        out = procs.stop_group(leader.pid, grace=1.0, argv=argv)
         leader.wait(timeout=10)
         assert out["left"] == [] and sorted(out["pids"]) == sorted(pids)
         assert all(not Path(f"/proc/{p}").exists() or _state(p) in "ZX" for p in pids)
     finally:
-        for p in set(pids + faultctl._descendants(leader.pid) + [leader.pid]):
+        for p in set(pids + procs.descendants(leader.pid) + [leader.pid]):
             try:
                 os.kill(p, signal.SIGKILL)
             except ProcessLookupError:

@@ -7,6 +7,8 @@ controller's plan or run. The fallback backend for kernels without ``sch_netem``
 
   ``faultctl``    the executor the fault role calls: apply / revert / list / purge / probe / watch
                   (``python -m grayctl.faults.node.faultctl``), one record per fault
+  ``procs``       a fault's processes: found by /proc, tracked by pidfd, stopped and verified gone;
+                  the replicas topology_deploy records (process faults)
   ``delaymodel``  pure netem-compatible decisions: delay/jitter/correlation/distribution,
                   random loss, reorder with gap, and the order rule (flow/global/none)
   ``nfqdelay``    the delayer: an NFQUEUE bound to ``delaymodel``, packets held on a timer

@@ -51,6 +51,18 @@ from typing import Any
 from grayctl.faults.backends import Actions, network_actions, select_backend, stress_argv
 from grayctl.faults.catalog import CATALOG
 from grayctl.faults.node import steer
+from grayctl.faults.node.procs import (
+    alive,
+    fault_processes,
+    group_members,
+    memory_limit,
+    proc_state,
+    restart_service,
+    service_dirs,
+    service_process,
+    spawn,
+    stop_group,
+)
 from grayctl.faults.spec import FaultRefused, Spec, ensure_interface_allowed, load_spec, plain_path, validate_fault_id
 
 __all__ = ["apply_fault", "list_faults", "main", "probe_netem", "revert_fault"]
@@ -86,156 +98,6 @@ def _read_json(path: Path) -> dict[str, Any] | None:
         return json.loads(path.read_text())
     except (OSError, ValueError):
         return None
-
-
-def _cmdline(pid: int) -> list[str] | None:
-    try:
-        raw = Path(f"/proc/{pid}/cmdline").read_bytes()
-    except OSError:
-        return None
-    return raw.rstrip(b"\0").decode(errors="replace").split("\0") if raw else None
-
-
-def _proc_state(pid: int) -> str | None:
-    try:
-        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
-    except (OSError, IndexError):
-        return None
-
-
-def _alive(pid: int | None, argv: list[str] | None = None) -> bool:
-    if not pid:
-        return False
-    cmd = _cmdline(pid)
-    if cmd is None or _proc_state(pid) in (None, "Z", "X"):
-        return False
-    return argv is None or cmd == argv
-
-
-def _group_members(pgid: int) -> list[int]:
-    out = []
-    for entry in os.listdir("/proc"):
-        if entry.isdigit():
-            try:
-                if os.getpgid(int(entry)) == pgid and _proc_state(int(entry)) not in ("Z", "X", None):
-                    out.append(int(entry))
-            except OSError:
-                continue
-    return out
-
-
-def _spawn(argv: list[str], log: Path) -> int:
-    """Start ``argv`` detached (own session, stdio to ``log``) and return its pid."""
-    with open(log, "ab") as out:
-        proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=out, stderr=out, start_new_session=True,
-                                close_fds=True)
-    return proc.pid
-
-
-def _descendants(root: int) -> list[int]:
-    """Live descendants of ``root`` (by parent pid), whatever process group or session they moved to."""
-    children: dict[int, list[int]] = {}
-    for entry in os.listdir("/proc"):
-        if entry.isdigit():
-            try:
-                fields = Path(f"/proc/{entry}/stat").read_text().rsplit(")", 1)[1].split()
-            except (OSError, IndexError):
-                continue
-            if fields[0] not in ("Z", "X"):
-                children.setdefault(int(fields[1]), []).append(int(entry))
-    out, todo = [], [root]
-    while todo:
-        for child in children.get(todo.pop(), []):
-            if child not in out:
-                out.append(child)
-                todo.append(child)
-    return out
-
-
-def _fault_processes(leader: int, argv: list[str] | None = None) -> list[int]:
-    """Every live process of a fault: the leader's group plus, while the leader still runs ``argv``,
-    its descendants (children that left the group are found too; a reused pid is not walked).
-
-    Only processes the fault started are found this way (its own group, its own children), never
-    the node's other processes: the node's cgroup is shared and is never signalled as a whole.
-    """
-    found = _group_members(leader)
-    if _alive(leader, argv):
-        found += _descendants(leader) + [leader]
-    return sorted(set(found))
-
-
-class _Tracked:
-    """pidfds of the fault's processes: signals reach exactly them (no PID reuse), and a pidfd
-    turns readable when its process has exited — a zombie counts as gone (it runs nothing)."""
-
-    def __init__(self) -> None:
-        self.fds: dict[int, int] = {}
-
-    def add(self, pids: list[int]) -> None:
-        for pid in pids:
-            if pid not in self.fds and pid > 1 and pid != os.getpid():
-                try:
-                    self.fds[pid] = os.pidfd_open(pid)
-                except OSError:
-                    pass
-
-    def live(self) -> list[int]:
-        if not self.fds:
-            return []
-        done, _, _ = select.select(list(self.fds.values()), [], [], 0)
-        return sorted(pid for pid, fd in self.fds.items() if fd not in done)
-
-    def signal(self, pids: list[int], sig: int) -> None:
-        for pid in pids:
-            try:
-                signal.pidfd_send_signal(self.fds[pid], sig)
-            except (ProcessLookupError, KeyError):
-                pass
-
-    def wait(self, leader: int, argv: list[str] | None, timeout: float) -> list[int]:
-        end = time.monotonic() + timeout
-        while True:
-            self.add(_fault_processes(leader, argv))  # children forked meanwhile are tracked too
-            live = self.live()
-            if not live or time.monotonic() >= end:
-                return live
-            time.sleep(0.05)
-
-    def close(self) -> None:
-        for fd in self.fds.values():
-            os.close(fd)
-
-
-def _stop_group(pgid: int, grace: float = 3.0, argv: list[str] | None = None) -> dict[str, Any]:
-    """Stop a fault's processes (leader ``pgid``, its group, its descendants) and verify none is left.
-
-    SIGCONT all (a stopped process cannot act on SIGTERM), SIGTERM the leader alone first so that
-    it stops and reaps its own workers (stress-ng does: no orphans left for PID 1 to reap late),
-    then SIGTERM whatever is left, then SIGKILL; each wait is bounded. ``left`` lists live pids
-    after all that (empty = stopped).
-    """
-    tracked = _Tracked()
-    try:
-        tracked.add(_fault_processes(pgid, argv))
-        pids = tracked.live()
-        if not pids:
-            return {"result": "not running", "pids": [], "left": []}
-        tracked.signal(pids, signal.SIGCONT)
-        tracked.signal([p for p in pids if p == pgid] or pids, signal.SIGTERM)
-        live = tracked.wait(pgid, argv, grace)
-        result = "terminated"
-        if live:
-            tracked.signal(live, signal.SIGTERM)
-            tracked.signal(live, signal.SIGCONT)
-            live = tracked.wait(pgid, argv, 1.0)
-        if live:
-            result = "killed"
-            tracked.signal(live, signal.SIGKILL)
-            live = tracked.wait(pgid, argv, 5.0)
-        return {"result": result, "pids": sorted(tracked.fds), "left": live}
-    finally:
-        tracked.close()
 
 
 # ---------------------------------------------------------------------------- probe
@@ -297,62 +159,6 @@ def _spec_hash(spec: dict[str, Any]) -> str:
     return hashlib.sha256(json.dumps(spec, sort_keys=True).encode()).hexdigest()
 
 
-# ---------------------------------------------------------------------------- process targets
-
-def service_dirs(services_dir: Path, service: str) -> list[Path]:
-    """The replica directories of ``service`` on this node: ``<service>-<n>`` (topology_deploy)."""
-    if not services_dir.is_dir():
-        return []
-    pat = re.compile(rf"\A{re.escape(service)}-\d+\Z")
-    return sorted(d for d in services_dir.iterdir() if d.is_dir() and pat.match(d.name))
-
-
-def service_process(d: Path) -> dict[str, Any] | None:
-    """pid and argv recorded by topology_deploy's grayctl_process, if that process still runs it."""
-    try:
-        pid = int((d / "pid").read_text().strip())
-        argv = (d / "pid.cmd").read_text().split("\0")
-    except (OSError, ValueError):
-        return None
-    return {"dir": str(d), "pid": pid, "argv": argv, "running": _alive(pid, argv)}
-
-
-def _restart_service(t: dict[str, Any]) -> dict[str, Any]:
-    """Re-exec the recorded command line, the way grayctl_process starts it (setsid, cwd, logs)."""
-    d = Path(t["dir"])
-    (d / "ready").unlink(missing_ok=True)
-    with open(d / "stdout.log", "ab") as out, open(d / "stderr.log", "ab") as err:
-        proc = subprocess.Popen(t["argv"], cwd=d, stdin=subprocess.DEVNULL, stdout=out, stderr=err,
-                                start_new_session=True, close_fds=True)
-    (d / "pid").write_text(f"{proc.pid}\n")
-    ns, utc = _now()
-    return {"dir": str(d), "pid": proc.pid, "restarted_ns": ns, "restarted_utc": utc}
-
-
-def _memory_limit() -> int | None:
-    """The memory limit of this process's cgroup (the node's): v2 memory.max, else v1 limit_in_bytes."""
-    try:
-        lines = Path("/proc/self/cgroup").read_text().splitlines()
-    except OSError:
-        return None
-    for line in lines:
-        hid, ctrls, path = line.split(":", 2)
-        candidates = []
-        if hid == "0":
-            candidates += [Path("/sys/fs/cgroup") / path.lstrip("/") / "memory.max",
-                           Path("/sys/fs/cgroup/unified") / path.lstrip("/") / "memory.max"]
-        if "memory" in ctrls.split(","):
-            candidates.append(Path("/sys/fs/cgroup/memory") / path.lstrip("/") / "memory.limit_in_bytes")
-        for c in candidates:
-            try:
-                text = c.read_text().strip()
-            except OSError:
-                continue
-            if text.isdigit() and int(text) < 1 << 60:
-                return int(text)
-    return None
-
-
 # ---------------------------------------------------------------------------- apply
 
 def _start_expiry(store: Store, rec: dict[str, Any], python: str, helper_pid: int | None) -> None:
@@ -367,7 +173,7 @@ def _start_expiry(store: Store, rec: dict[str, Any], python: str, helper_pid: in
                 "--at", f"{rec['expire_at']:.3f}"]
         if helper_pid:
             argv += ["--pid", str(helper_pid)]
-    pid = _spawn(argv, store.path(fid, ".expiry.log"))
+    pid = spawn(argv, store.path(fid, ".expiry.log"))
     rec["expiry"] = {"argv": argv, "pid": pid, "at": rec["expire_at"],
                      "at_utc": datetime.fromtimestamp(rec["expire_at"], UTC).isoformat()}
 
@@ -377,7 +183,7 @@ def _wait_file(path: Path, pid: int, timeout: float) -> bool:
     while time.monotonic() < end:
         if path.exists():
             return True
-        if not _alive(pid):
+        if not alive(pid):
             return False
         time.sleep(0.02)
     return path.exists()
@@ -489,7 +295,7 @@ def _apply_network(store: Store, spec: Spec, rec: dict[str, Any], python: str, e
         rec["commands"].append(_forget_flows(act.flow_mark))
     helper_pid = None
     if act.helper:
-        helper_pid = _spawn(act.helper, store.path(spec.fault_id, ".helper.log"))
+        helper_pid = spawn(act.helper, store.path(spec.fault_id, ".helper.log"))
         rec["helper"] = {"argv": act.helper, "pid": helper_pid}
         store.write(rec)
         if not _wait_file(Path(files["stats"]), helper_pid, 10):
@@ -553,16 +359,16 @@ def _apply_stress(store: Store, spec: Spec, rec: dict[str, Any], python: str, _e
     if spec.type == "disk-io-stress":
         temp.mkdir(mode=0o700, exist_ok=True)
         rec["temp_dir"] = str(temp)
-    limit = _memory_limit()
+    limit = memory_limit()
     argv, notes = stress_argv(spec, timeout_s=spec.expire_after_s, memory_limit=limit, temp_dir=str(temp))
     rec.update(backend="stress-ng", mechanism="stress-ng", memory_limit=limit)
     rec["notes"] += notes + ["stress-ng runs in the node's cgroup (the SSH session's); --timeout is the on-host expiry"]
-    pid = _spawn(argv, store.path(spec.fault_id, ".helper.log"))
+    pid = spawn(argv, store.path(spec.fault_id, ".helper.log"))
     rec["helper"] = {"argv": argv, "pid": pid}
     rec["commands"].append({"argv": argv, "rc": None, "detached": True, "pid": pid, "at_ns": _now()[0]})
     store.write(rec)
     time.sleep(0.3)
-    if not _alive(pid):
+    if not alive(pid):
         raise RuntimeError(f"stress-ng exited at once: {store.path(spec.fault_id, '.helper.log').read_text()[-500:]}")
     _start_expiry(store, rec, python, pid)
 
@@ -588,7 +394,7 @@ def _apply_process(store: Store, spec: Spec, rec: dict[str, Any], python: str, _
         elif v["duration"]:
             argv += ["--pause", v["duration"].to_tc()]
         rec["notes"].append("SIGSTOP/SIGCONT of each replica's process group; the helper SIGCONTs on any exit")
-        pid = _spawn(argv, store.path(spec.fault_id, ".helper.log"))
+        pid = spawn(argv, store.path(spec.fault_id, ".helper.log"))
         rec["helper"] = {"argv": argv, "pid": pid}
         rec["commands"].append({"argv": argv, "rc": None, "detached": True, "pid": pid, "at_ns": _now()[0]})
         store.write(rec)
@@ -603,10 +409,10 @@ def _apply_process(store: Store, spec: Spec, rec: dict[str, Any], python: str, _
         rec["killed"].append({"pid": t["pid"], "signal": sig.name, "at_ns": ns, "at_utc": utc})
         rec["commands"].append({"argv": ["kill", f"-{sig.name}", f"-{t['pid']}"], "rc": 0, "at_ns": ns})
     end = time.monotonic() + 10
-    while time.monotonic() < end and any(_group_members(t["pid"]) for t in running):
+    while time.monotonic() < end and any(group_members(t["pid"]) for t in running):
         time.sleep(0.05)
     if restart:
-        rec["restarted"] = [_restart_service(t) for t in running]
+        rec["restarted"] = [restart_service(t) for t in running]
         rec["notes"].append("killed, then restarted at once from the recorded command line (pid.cmd)")
     else:
         rec["notes"].append("killed; restarted from the recorded command line at revert (window end or expiry)")
@@ -653,15 +459,15 @@ def _leftovers(rec: dict[str, Any]) -> list[str]:
     if rec.get("ifb") and Path(f"/sys/class/net/{rec['ifb']}").exists():
         left.append(f"link {rec['ifb']}")
     helper = rec.get("helper") or {}
-    if helper.get("pid") and _alive(helper["pid"], helper.get("argv")):
+    if helper.get("pid") and alive(helper["pid"], helper.get("argv")):
         left.append(f"helper pid {helper['pid']} ({helper['argv'][0]})")
     if helper.get("pid") and _family(rec) == "resource":
-        live = _fault_processes(helper["pid"], helper.get("argv"))
+        live = fault_processes(helper["pid"], helper.get("argv"))
         if live:
             left.append(f"stress-ng processes {live} of group {helper['pid']}")
     for t in rec.get("targets") or []:
-        for pid in _group_members(t["pid"]) if rec["type"] == "process-pause" else []:
-            if _proc_state(pid) == "T":
+        for pid in group_members(t["pid"]) if rec["type"] == "process-pause" else []:
+            if proc_state(pid) == "T":
                 left.append(f"stopped process {pid} of {t['dir']}")
     if rec.get("type") == "process-kill":
         for t in rec.get("targets") or []:
@@ -700,7 +506,7 @@ def revert_fault(store: Store, fid: str, *, reason: str = "revert", not_before_n
     steps: list[dict[str, Any]] = []
     exp = rec.get("expiry") or {}
     me = os.getpid()
-    if exp.get("pid") and exp["pid"] != me and _alive(exp["pid"], exp.get("argv")):
+    if exp.get("pid") and exp["pid"] != me and alive(exp["pid"], exp.get("argv")):
         # The expiry of a netfilter fault reverts on SIGTERM itself ("cancelled"); the watcher is
         # simply stopped (this process does the revert).
         try:
@@ -708,19 +514,19 @@ def revert_fault(store: Store, fid: str, *, reason: str = "revert", not_before_n
         except ProcessLookupError:
             pass
         end = time.monotonic() + 10
-        while _alive(exp["pid"], exp.get("argv")) and time.monotonic() < end:
+        while alive(exp["pid"], exp.get("argv")) and time.monotonic() < end:
             time.sleep(0.02)
     helper = rec.get("helper") or {}
     if helper.get("pid"):
         if _family(rec) == "resource" or rec.get("type") == "process-pause":
-            steps.append({"stop_group": helper["pid"], **_stop_group(helper["pid"], argv=helper.get("argv"))})
-        elif _alive(helper["pid"], helper.get("argv")):
+            steps.append({"stop_group": helper["pid"], **stop_group(helper["pid"], argv=helper.get("argv"))})
+        elif alive(helper["pid"], helper.get("argv")):
             steps.append({"stop_group": helper["pid"],
-                          **_stop_group(helper["pid"], grace=EXPIRY_GRACE_S, argv=helper.get("argv"))})
+                          **stop_group(helper["pid"], grace=EXPIRY_GRACE_S, argv=helper.get("argv"))})
     for t in rec.get("targets") or []:
         if rec.get("type") == "process-pause":
-            for pid in _group_members(t["pid"]):
-                if _proc_state(pid) == "T":
+            for pid in group_members(t["pid"]):
+                if proc_state(pid) == "T":
                     os.kill(pid, signal.SIGCONT)
                     steps.append({"sigcont": pid})
     if rec.get("type") == "process-kill" and not rec.get("restarted"):
@@ -728,7 +534,7 @@ def revert_fault(store: Store, fid: str, *, reason: str = "revert", not_before_n
         for t in rec.get("targets") or []:
             now = service_process(Path(t["dir"]))
             if not now or not now["running"]:
-                rec["restarted"].append(_restart_service(t))
+                rec["restarted"].append(restart_service(t))
     for argv in rec.get("revert_commands") or []:
         steps.append(_run(argv))
     if rec.get("netfilter"):

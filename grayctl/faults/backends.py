@@ -165,6 +165,15 @@ def _network_actions(spec: Spec, backend: str, iface: str, mark: steer.FlowMark 
         script = _nft_loss_or_partition(spec, "counter drop", pdirs, mark)
         return Actions(backend, "nft-partition", nft_script=script, netfilter=True,
                        notes=["partition is nft drop on both backends (netem has no partition)"])
+    if spec.type == "network-flap":
+        if mark:
+            raise FaultRefused("network-flap takes the whole link down: it has no flow fraction")
+        helper = [python, "-m", "grayctl.faults.node.flap", "--dev", iface, "--down", v["down"].to_tc(), "--up",
+                  v["up"].to_tc(), "--expire-at", f"{expire_at:.3f}", "--pidfile", files["helper_pid"],
+                  "--stats", files["stats"]]
+        return Actions(backend, "link-flap", helper=helper, revert=[["ip", "link", "set", "dev", iface, "up"]],
+                       notes=["flap is ip link set down/up by a node-side helper on both backends (no qdisc); "
+                              "the helper sets the link up on any exit"])
     tscope = tc.TcScope.build(iface, spec.direction, spec.peers, spec.ports, mark.selected if mark else None)
     if spec.type == "network-bandwidth":
         args = (tc.bandwidth_tbf_args(v), tc.bandwidth_class_args(v), v["limit"].to_tc())

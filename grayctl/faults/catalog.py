@@ -251,6 +251,12 @@ CATALOG: dict[str, FaultType] = {
             Param("peers", "names", "Services cut off from the target, or 'all'.", default="all"),
             Param("direction", "choice", "Which way traffic is dropped.", default="both", choices=DIRECTIONS),
         ), _NETWORK, {"rcaeval": "socket"}, _check_partition, scope_fields=("fraction",)),
+        FaultType("network-flap", "network", "Take the target's data link down and up on a cycle (ip link set down/up).", (
+            Param("down", "duration", "How long the link stays down each cycle.", required=True, min=0.0,
+                  min_exclusive=True, max=_MAX_DELAY),
+            Param("up", "duration", "How long the link stays up between downs.", required=True, min=0.0,
+                  min_exclusive=True),
+        ), _NETWORK, {"rcaeval": "flap"}, scope_fields=("fraction",)),
         FaultType("cpu-stress", "resource", "Burn CPU inside the target node's limits (stress-ng --cpu).", (
             Param("workers", "int", "Number of CPU workers.", default=1, min=1, max=1024),
             Param("load", "percent", "Load per worker.", default=_p("100%"), min=0.0, min_exclusive=True),

@@ -189,6 +189,41 @@ def test_the_guard_refuses_any_interface_but_the_data_interface(lab, iface):
     lab.assert_baseline()
 
 
+def _data_link_up(lab: FaultLab) -> bool:
+    out = subprocess.run(["ip", "netns", "exec", lab.netns("node01"), "ip", "-j", "link", "show", "dev", "data"],
+                         capture_output=True, text=True, check=True)
+    return "UP" in json.loads(out.stdout)[0]["flags"]
+
+
+def _ping_node02(lab: FaultLab) -> bool:
+    """One ping node01 -> node02 over the data network (as the service's traffic goes)."""
+    return subprocess.run(["ip", "netns", "exec", lab.netns("node01"), "ping", "-n", "-q", "-c", "1", "-W", "1",
+                           NODE2_DATA], capture_output=True, check=False).returncode == 0
+
+
+def test_flap_takes_the_data_link_down_and_up_on_its_cycle_and_reverts_to_baseline(lab):
+    assert _ping_node02(lab)
+    lab.fault("present", "flp", "network-flap", {"down": "2s", "up": "3s"})
+    rec = lab.record("flp")
+    assert rec["mechanism"] == "link-flap" and rec["helper"]["argv"][2] == "grayctl.faults.node.flap"
+    # Sample for two cycles: each ping is judged by the link state read before and after it.
+    seen: dict[bool, list[bool]] = {True: [], False: []}
+    end = time.monotonic() + 10
+    while time.monotonic() < end:
+        before, ok, after = _data_link_up(lab), _ping_node02(lab), _data_link_up(lab)
+        if before == after:
+            seen[before].append(ok)
+        time.sleep(0.1)
+    assert seen[False] and not any(seen[False]), seen  # down: nothing crosses the data network
+    assert seen[True] and sum(seen[True]) >= 0.8 * len(seen[True]), seen  # up: it does (ARP may cost one)
+    lab.fault("absent", "flp", "network-flap", {})
+    rec = lab.record("flp")
+    assert rec["revert_verified"] and rec["helper_stats"]["cycles"] >= 2, rec.get("leftovers")
+    assert rec["helper_stats"]["events"][-1]["state"] == "up"
+    assert _data_link_up(lab) and _ping_node02(lab)
+    lab.assert_baseline()
+
+
 def test_burst_loss_on_the_fallback_drops_in_bursts_and_reverts(lab):
     params = {"burst": {"p": "2%", "r": "25%", "bad_loss": "100%", "good_loss": "0%"}}
     lab.fault("present", "ge", "network-loss", params)

@@ -26,7 +26,8 @@ PKG = REPO / "grayctl"
 IMPORT_NAME = {"pyyaml": "yaml", "hdrhistogram": "hdrh"}
 NODE_PROGRAMS = ["grayctl.runtime", "grayctl.workload", "grayctl.exporters", "grayctl.observer",
                  "grayctl.faults.node.faultctl", "grayctl.faults.node.nfqdelay", "grayctl.faults.node.steer",
-                 "grayctl.faults.node.stutter", "grayctl.faults.node.probe", "grayctl.faults.node.expiry"]
+                 "grayctl.faults.node.stutter", "grayctl.faults.node.probe", "grayctl.faults.node.expiry",
+                 "grayctl.faults.node.flap"]
 
 
 def _file(module: str) -> Path | None:

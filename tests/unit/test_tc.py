@@ -249,3 +249,32 @@ def test_mark_slots_stay_within_the_32_bit_mark(slot):
 
     with pytest.raises(ValueError):
         steer.FlowMark(slot, 0.5)
+
+
+# ---------------------------------------------------------------------------- link flap
+
+def test_flap_is_a_node_helper_cycling_the_data_link_on_both_backends_and_revert_sets_it_up():
+    s = _spec(type="network-flap", parameters={"down": "2s", "up": "8s"})
+    for backend in ("netem", "fallback"):
+        act = network_actions(s, backend, python="/py", expire_at=100.0, files=_FILES)
+        assert act.helper == ["/py", "-m", "grayctl.faults.node.flap", "--dev", "data", "--down", "2s", "--up", "8s",
+                              "--expire-at", "100.000", "--pidfile", "/f/p", "--stats", "/f/s"]
+        assert act.revert == [["ip", "link", "set", "dev", "data", "up"]] and not act.tc_devices
+        assert act.mechanism == "link-flap" and not act.netfilter
+
+
+@pytest.mark.parametrize("params", [{"down": "2s"}, {"down": "0s", "up": "1s"}, {"down": "2", "up": "8s"},
+                                    {"down": "2s", "up": "8s; ip link del data"}])
+def test_flap_without_both_durations_or_with_hostile_ones_is_refused(params):
+    with pytest.raises(ValueError):
+        network_actions(_spec(type="network-flap", parameters=params), "fallback", python="/py", expire_at=0,
+                        files=_FILES)
+
+
+def test_flap_refuses_a_flow_fraction_and_any_interface_but_data():
+    with pytest.raises(FaultRefused, match="no flow fraction"):
+        network_actions(_spec(type="network-flap", parameters={"down": "1s", "up": "1s"}, fraction="50%"),
+                        "fallback", python="/py", expire_at=0, files=_FILES, flow_slot=0)
+    with pytest.raises(FaultRefused):
+        network_actions(_spec(type="network-flap", parameters={"down": "1s", "up": "1s"}, interface="mgmt"),
+                        "fallback", python="/py", expire_at=0, files=_FILES)

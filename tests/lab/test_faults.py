@@ -374,7 +374,9 @@ def service(lab):
     """A stand-in replica 'svc-0' on node01, recorded the way topology_deploy's grayctl_process does."""
     d = Path(lab.node_vars("node01")["grayctl_state_dir"]) / "services" / "svc-0"
     d.mkdir(parents=True)
-    argv = [sys.executable, "-c", "import time\nwhile True: time.sleep(0.01)"]
+    # The node's own interpreter: a node sees nothing of the host's /root (where this venv's python may live),
+    # and process-kill restarts the recorded command line on the node.
+    argv = [lab.node_vars("node01")["grayctl_python"], "-c", "import time\nwhile True: time.sleep(0.01)"]
     proc = subprocess.Popen(["ip", "netns", "exec", lab.netns("node01"), *argv], start_new_session=True)
     time.sleep(0.3)
     child = proc.pid  # ip netns exec execs the command in place: same pid, own session

@@ -412,7 +412,10 @@ def _apply_process(store: Store, spec: Spec, rec: dict[str, Any], python: str, _
     while time.monotonic() < end and any(group_members(t["pid"]) for t in running):
         time.sleep(0.05)
     if restart:
-        rec["restarted"] = [restart_service(t) for t in running]
+        try:
+            rec["restarted"] = [restart_service(t) for t in running]
+        except OSError as exc:
+            raise RuntimeError(f"killed, but the restart of the recorded command line failed: {exc}") from None
         rec["notes"].append("killed, then restarted at once from the recorded command line (pid.cmd)")
     else:
         rec["notes"].append("killed; restarted from the recorded command line at revert (window end or expiry)")
@@ -534,7 +537,10 @@ def revert_fault(store: Store, fid: str, *, reason: str = "revert", not_before_n
         for t in rec.get("targets") or []:
             now = service_process(Path(t["dir"]))
             if not now or not now["running"]:
-                rec["restarted"].append(restart_service(t))
+                try:
+                    rec["restarted"].append(restart_service(t))
+                except OSError as exc:  # read back below as "not running": revert-failed, in words
+                    steps.append({"restart_failed": t["dir"], "error": str(exc)})
     for argv in rec.get("revert_commands") or []:
         steps.append(_run(argv))
     if rec.get("netfilter"):

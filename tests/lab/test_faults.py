@@ -513,7 +513,8 @@ def _node_record(lab: FaultLab, fid: str) -> dict | None:
 
 
 def test_a_scheduled_apply_waits_for_its_time_on_the_node_and_the_revert_for_its_own(lab):
-    apply_at = time.time_ns() + 4 * 10**9
+    # the play must reach the node before apply_at: at load 20 on 2 cores that took 8 s here
+    apply_at = time.time_ns() + 12 * 10**9
     lab.fault("present", "sched", "network-loss", {"percent": "5%"}, fault_not_before_ns={"node01": apply_at})
     rec = lab.record("sched")
     assert rec["scheduled_ns"] == apply_at and rec["status"] == "active"

@@ -17,7 +17,7 @@ def test_ansible_lint_production_profile_passes() -> None:
     linter = shutil.which("ansible-lint")
     if linter is None:
         pytest.skip("ansible-lint is not installed (pip install -e '.[test]')")
-    targets = [p for p in ("roles", "playbooks", "molecule") if (REPO / p).is_dir()]
+    targets = [p for p in ("roles", "playbooks", "molecule", "awx") if (REPO / p).is_dir()]
     result = subprocess.run(
         [linter, "--profile", "production", "--nocolor", *targets],
         cwd=REPO,

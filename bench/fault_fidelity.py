@@ -9,7 +9,7 @@ root (about 2 minutes):
 
 Two namespaces `gfa-<pid>`/`gfb-<pid>` joined by a veth (`data` on both ends, 10.219.0.1/.2).
 The faults are applied on A's egress to B exactly as a role would (helper in A's namespace,
-`steer` rules, `--fault-id` ownership); grayctl.faulthelpers.probe sends UDP datagrams from A
+`steer` rules, `--fault-id` ownership); grayctl.faults.node.probe sends UDP datagrams from A
 and timestamps their arrival in B in the kernel, so "added delay" is the one-way delay minus
 the median one-way delay with no fault. Probes are spread over many flows so that each flow's
 packets are further apart than the jitter: the helper's default per-flow order then never
@@ -20,7 +20,7 @@ Targets (issue 4): 200ms+-50ms normal -> mean within 2 % of 200, stddev within 1
 against the chain's theory (loss rate and mean burst length); bandwidth 10 mbit/s: TCP goodput
 within 5 % (tbf on A's data interface, a bulk TCP transfer A -> B, repeated); partition: nothing
 crosses and traffic is back within 1 s of the revert; process-pause stutter: a UDP echo service
-in B is stopped by grayctl.faulthelpers.stutter (pause 50 ms every 200 ms) while a client in A
+in B is stopped by grayctl.faults.node.stutter (pause 50 ms every 200 ms) while a client in A
 sends at 1000/s, and the stalls the client sees are compared with the configured pattern; and
 the packet rate at which the delayer distorts.
 """
@@ -47,10 +47,10 @@ sys.path.insert(0, str(ROOT))
 
 from machine import describe, write_section  # noqa: E402
 
-from grayctl import tc  # noqa: E402
-from grayctl.faulthelpers import steer  # noqa: E402
-from grayctl.faulthelpers.delaymodel import ge_theory  # noqa: E402
-from grayctl.faulthelpers.probe import ProbeRun, netns_socket, run_probes  # noqa: E402
+from grayctl.faults import tc  # noqa: E402
+from grayctl.faults.node import steer  # noqa: E402
+from grayctl.faults.node.delaymodel import ge_theory  # noqa: E402
+from grayctl.faults.node.probe import ProbeRun, netns_socket, run_probes  # noqa: E402
 
 SECTION = "fault-bench"
 BEGIN, END = f"<!-- {SECTION}:begin -->", f"<!-- {SECTION}:end -->"
@@ -103,7 +103,7 @@ class Lab:
 
     def delayer(self, fault_id: str, queue: int, *args: str) -> subprocess.Popen:
         self.fault_ids.append(fault_id)
-        argv = ["ip", "netns", "exec", self.a, sys.executable, "-m", "grayctl.faulthelpers.nfqdelay",
+        argv = ["ip", "netns", "exec", self.a, sys.executable, "-m", "grayctl.faults.node.nfqdelay",
                 "--queue", str(queue), "--fault-id", fault_id, "--expire-at", str(time.time() + 600), *args]
         p = subprocess.Popen(argv, stderr=subprocess.DEVNULL, start_new_session=True)
         self.procs.append(p)
@@ -346,7 +346,7 @@ def stutter(lab: Lab, pause_ms: float, every_ms: float, seconds: float, rate: fl
         total = int((seconds + 2 * warm) * rate)
         for seq in range(total):
             if seq == int(warm * rate):
-                helper = subprocess.Popen([sys.executable, "-m", "grayctl.faulthelpers.stutter", "--pgid", str(svc.pid),
+                helper = subprocess.Popen([sys.executable, "-m", "grayctl.faults.node.stutter", "--pgid", str(svc.pid),
                                            "--at", f"{time.time() + seconds:.3f}", "--pause", f"{pause_ms:g}ms",
                                            "--every", f"{every_ms:g}ms", "--stats", str(stats)], cwd=ROOT,
                                           start_new_session=True)
@@ -438,7 +438,7 @@ def render(r: dict, secs: float, argv: str) -> str:
     ok = lambda b: "yes" if b else "**no**"  # noqa: E731
     lines = [
         f"Measured {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())} with `{argv}` ({secs:.0f} s). "
-        "Fallback backend: NFQUEUE delayer (`grayctl.faulthelpers.nfqdelay`, default per-flow order), nft "
+        "Fallback backend: NFQUEUE delayer (`grayctl.faults.node.nfqdelay`, default per-flow order), nft "
         "tables, tbf; two namespaces over a veth (10.243.0.1 → 10.243.0.2); UDP one-way probes stamped on "
         "arrival by the kernel. Intervals are 99 %.",
         "",
@@ -498,7 +498,7 @@ def render(r: dict, secs: float, argv: str) -> str:
     if "stutter" in r:
         x = r["stutter"]
         lines += ["", f"Process-pause stutter (pause {x['pause']:g} ms every {x['every']:g} ms, "
-                  f"`grayctl.faulthelpers.stutter` on a UDP echo service in B; client in A at {x['rate']:g} "
+                  f"`grayctl.faults.node.stutter` on a UDP echo service in B; client in A at {x['rate']:g} "
                   f"requests/s; a stall = responses slower than {x['pause'] / 4:g} ms): {x['stalls']} stalls seen by "
                   f"the client (configured {x['expected']}); pause length {x['len']:.2f} ± {x['len_h']:.2f} ms "
                   f"(σ {x['len_sd']:.2f}), period {x['per']:.2f} ± {x['per_h']:.2f} ms (σ {x['per_sd']:.2f}), "

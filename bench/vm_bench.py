@@ -9,7 +9,7 @@ backend's). Run as root (about 10 minutes; add ``--cold`` for a cold image build
 
 A mixed lab (tests/vm/vmlab.py): node01 and node03 namespaces, node02 a VM booted from the golden
 image. Faults are applied on the VM's data interface by playbooks/fault.yml with the netem backend
-required (the fault_network role, as ``grayctl run`` applies them); their effect is measured from
+required (the fault role, as ``grayctl run`` applies them); their effect is measured from
 node01 with ping: an echo's RTT carries the VM's egress delay once, so "added delay" is the mean
 RTT minus the mean RTT with no fault, and the added jitter is sqrt(var(RTT) - var(base RTT)) (the
 TCG guest's own scheduling noise taken out). Loss is counted over 2000 echoes against the 99 %
@@ -161,7 +161,7 @@ def render(img: dict, boot: dict, reimage: dict, base: list[float], lats: list[d
         "",
         f"Machine: {describe(guest='Debian 12 under qemu ' + accel.get('chosen', '?').upper(), kernel=img['kernel'])}.",
         f"Command: `{cmd}` ({secs / 60:.1f} min). Acceleration: {accel.get('chosen')} ({accel.get('reason')}).",
-        "Faults applied by playbooks/fault.yml (fault_network role, `fault_backend: netem`) on the VM's `data`; "
+        "Faults applied by playbooks/fault.yml (fault role, spec `backend: netem`) on the VM's `data`; "
         "measured from a netns node with ping (RTT: the VM's egress delay counted once; added jitter = "
         "sqrt(var RTT - var base RTT)).",
         "",

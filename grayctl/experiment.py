@@ -21,15 +21,8 @@ from pathlib import Path
 from typing import Any
 
 from grayctl.errors import InputError, Problem
-from grayctl.faults import (
-    BACKENDS,
-    CATALOG,
-    FAULT_TYPES,
-    SCOPE_PARAMS,
-    parse_param,
-    to_plain,
-    validate_parameters,
-)
+from grayctl.faults.catalog import BACKENDS, CATALOG, FAULT_TYPES, SCOPE_PARAMS
+from grayctl.faults.validate import parse_param, to_plain, validate_parameters
 from grayctl.source import (
     Checker,
     FieldPath,

@@ -1,6 +1,6 @@
 """What the network-fault backend of this lab host needs, checked before a fault needs it.
 
-The node-side executor (``grayctl.faulthelpers.faultctl``) picks the backend when a fault is
+The node-side executor (``grayctl.faults.node.faultctl``) picks the backend when a fault is
 applied: ``netem`` where the kernel has ``sch_netem``, else the fallback (an NFQUEUE delayer in
 the nodes' Python, nft and iptables rules). A missing piece then fails the run mid-way. netns
 nodes share this host's kernel, filesystem and interpreter, so ``lab doctor`` and ``lab
@@ -154,7 +154,7 @@ def _runtime_build_needs(path: str) -> list[Need]:
 
 def _probe_netem() -> tuple[dict[str, Any] | None, str]:
     """faultctl's probe, in a network namespace of its own that ends with the process."""
-    argv = ["unshare", "--net", "--", sys.executable, "-m", "grayctl.faulthelpers.faultctl", "probe"]
+    argv = ["unshare", "--net", "--", sys.executable, "-m", "grayctl.faults.node.faultctl", "probe"]
     try:
         proc = subprocess.run(argv, capture_output=True, text=True, timeout=PROBE_TIMEOUT_S, check=False)
     except (OSError, subprocess.TimeoutExpired) as exc:

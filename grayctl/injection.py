@@ -126,9 +126,9 @@ def run_inject(experiment_path: str, lab: LabDefinition, *, fault_ids: tuple[str
         with _Signals():
             for ft in chosen:
                 step = steps[f"inject:{ft.fault.id}"]
-                extra = {**step.extravars, **common}
                 hold_s = duration if duration is not None else ft.fault.end_s - ft.fault.start_s
-                extra["fault_expire_after_s"] = round(hold_s + expire_margin, 3)
+                spec = {**step.extravars["fault_spec"], "expire_after_s": round(hold_s + expire_margin, 3)}
+                extra = {**step.extravars, **common, "fault_spec": spec}
                 run_playbook("fault.yml", inventory=lab.inventory_path, extravars=extra, limit=step.hosts,
                              verbose=verbose)
             _write(rec)

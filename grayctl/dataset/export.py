@@ -35,20 +35,21 @@ from grayctl.dataset import Dataset, load
 from grayctl.dataset.tables import MISSING_SUFFIX
 from grayctl.dataset.verify import verify_dataset
 from grayctl.errors import DatasetError
+from grayctl.faults.catalog import CATALOG
 
 __all__ = ["FORMATS", "export_dataset", "rcaeval_fault_name", "to_csv", "to_parquet", "to_rcaeval"]
 
 FORMATS = ("rcaeval", "csv", "parquet")
 NS = 1_000_000_000
-# RCAEval's fault names (cpu, mem, disk, delay, loss, socket, ...); others keep grayctl's name unhyphenated.
-_RCAEVAL_FAULTS = {"network-latency": "delay", "network-loss": "loss", "cpu-stress": "cpu", "memory-stress": "mem",
-                   "disk-io-stress": "disk", "network-partition": "socket", "process-kill": "kill",
-                   "process-pause": "pause", "network-bandwidth": "bandwidth", "network-corruption": "corrupt",
-                   "network-duplication": "duplicate", "network-reorder": "reorder"}
 
 
 def rcaeval_fault_name(fault_type: str) -> str:
-    return _RCAEVAL_FAULTS.get(fault_type, fault_type.replace("-", "").replace("_", ""))
+    """RCAEval's name of a fault type (cpu, mem, disk, delay, loss, socket, ...: the catalog's
+    ``export["rcaeval"]``); a type the catalog does not name keeps grayctl's name unhyphenated."""
+    ft = CATALOG.get(fault_type)
+    if ft is not None and "rcaeval" in ft.export:
+        return ft.export["rcaeval"]
+    return fault_type.replace("-", "").replace("_", "")
 
 
 def _epoch_s(col: pd.Series) -> np.ndarray:

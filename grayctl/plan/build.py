@@ -14,7 +14,7 @@ from __future__ import annotations
 
 from grayctl.errors import InputError, Problem
 from grayctl.experiment import Experiment, Fault
-from grayctl.faultspec import node_fault_id
+from grayctl.faults.spec import node_fault_id, to_spec
 from grayctl.labdef import LabDefinition
 from grayctl.plan.model import FaultTarget, Plan, Replica, Step, teardown_path
 from grayctl.plan.services import deploy_extravars, undeploy_extravars, workload_extravars
@@ -91,7 +91,7 @@ def _fault_target(fault: Fault, experiment: Experiment, replicas: tuple[Replica,
         # Resource and process faults: a fraction of the target's replica nodes, first ones in
         # placement order. Refuse when it is not a whole number of nodes: injecting on more or fewer
         # would be another fault. (Network faults: a share of flows, chosen on every node by the
-        # fault_network role — scope.fraction reaches it through fault_scope.)
+        # fault role — scope.fraction reaches it through fault_spec.fraction.)
         count = frac * len(nodes)
         if abs(count - round(count)) > 1e-9 or round(count) == 0:
             raise InputError(_problem(
@@ -157,13 +157,13 @@ def _steps(experiment: Experiment, lab: LabDefinition, replicas: tuple[Replica, 
         # Network faults scope to the service's own ports only where it shares its node; on a node
         # of its own every packet of the data interface is the service's (its calls included).
         shared = any(r.node in ft.nodes and r.service != ft.service for r in replicas)
-        spec = {"fault_id": node_fault_id(f.id), "fault_name": f.id, "fault_type": f.type, "fault_parameters": ft.fault.to_dict()["parameters"],
-                "fault_interface": ft.interface, "fault_ports": list(ft.ports) if shared else [],
-                "fault_peers": list(ft.peer_addresses), "fault_peer_services": list(ft.peers),
-                "fault_scope": f.scope.to_dict(), "fault_backend": f.backend,
-                "fault_service": ft.service, "fault_target_service": f.target_service,
-                # On-host expiry: the node reverts by itself this long after the apply.
-                "fault_expire_after_s": round(f.end_s - f.start_s + 30, 3)}
+        # One variable for playbooks/fault.yml: the node-facing spec, its family from the catalog.
+        # On-host expiry: the node reverts by itself this long after the apply.
+        spec = {"fault_spec": to_spec(node_fault_id(f.id), f.type, f.to_dict()["parameters"], name=f.id,
+                                      expire_after_s=round(f.end_s - f.start_s + 30, 3), service=ft.service,
+                                      target_service=f.target_service, interface=ft.interface,
+                                      peers=ft.peer_addresses, peer_services=ft.peers,
+                                      ports=ft.ports if shared else (), scope=f.scope.to_dict(), backend=f.backend)}
         hosts = ":".join(ft.nodes)
         steps.append(Step(f"inject:{f.id}", "run", "fault.yml", hosts, {"fault_state": "present", **spec},
                           f.start_s, f.end_s, why=f"{f.type} on {ft.service}"))

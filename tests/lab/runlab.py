@@ -66,7 +66,7 @@ class RunLab:
     def leftovers(self) -> list[str]:
         """Anything a run could leave: grayctl processes of this lab, qdiscs or nft rules on the nodes."""
         out = []
-        ps = subprocess.run(["pgrep", "-af", "grayctl[.](runtime|workload|faulthelpers|observer|exporters)|"
+        ps = subprocess.run(["pgrep", "-af", "grayctl[.](runtime|workload|faults|observer|exporters)|"
                              f"prometheus.*{self.dir}"], capture_output=True, text=True, check=False).stdout
         out += [line for line in ps.splitlines() if str(self.dir) in line]
         for node in self.defn.node_names:

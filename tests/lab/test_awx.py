@@ -127,7 +127,7 @@ def extravars(lab: RunLab, experiment: dict[str, Any], dest: Path) -> dict[str, 
 
 def _fault_leftovers(lab: RunLab) -> list[str]:
     """What a fault leaves on a node: qdiscs, nftables tables, fault helper processes."""
-    return [x for x in lab.leftovers() if ": qdisc" in x or ": nft " in x or "grayctl.faulthelpers" in x]
+    return [x for x in lab.leftovers() if ": qdisc" in x or ": nft " in x or "grayctl.faults." in x]
 
 
 def _fault_records(lab: RunLab) -> list[dict[str, Any]]:

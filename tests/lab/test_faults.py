@@ -2,7 +2,7 @@
 node on the data network, revert, and check the node against its golden baseline.
 
 One lab for the module (3 nodes, 10.242.0.0/24 + 10.242.64.0/24, lab home in a tmp dir). Node01
-holds the target; probes (grayctl.faulthelpers.probe, UDP one-way) go from node01 to node02, so
+holds the target; probes (grayctl.faults.node.probe, UDP one-way) go from node01 to node02, so
 egress faults on node01 show. Process faults act on a stand-in service recorded the way
 topology_deploy records a replica (``services/<service>-<n>/pid`` and ``pid.cmd``). Bounds are
 generous: fidelity is bench/fault_fidelity.py's job. The three revert paths: the revert step,
@@ -11,6 +11,7 @@ SIGTERM of ``grayctl fault inject``, SIGKILL of it (the on-host expiry cleans up
 
 from __future__ import annotations
 
+import ipaddress
 import json
 import os
 import signal
@@ -23,7 +24,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from grayctl.faulthelpers.probe import run_probes
+from grayctl.faults.node.probe import run_probes
+from grayctl.faults.spec import to_spec
 from grayctl.paths import PROJECT_ROOT
 
 pytestmark = [
@@ -31,8 +33,10 @@ pytestmark = [
     pytest.mark.skipif(os.geteuid() != 0, reason="the netns lab needs root"),
 ]
 
-MGMT, DATA = "10.242.0.0/24", "10.242.64.0/24"
-NODE2_DATA = "10.242.64.3"
+# GRAYCTL_TEST_FAULT_NETS="MGMT,DATA" moves the lab off these ranges when another lab holds them.
+MGMT, DATA = os.environ.get("GRAYCTL_TEST_FAULT_NETS", "10.242.0.0/24,10.242.64.0/24").split(",")
+NODE2_DATA = str(ipaddress.ip_network(DATA)[3])
+NO_NODE_DATA = str(ipaddress.ip_network(DATA)[4])
 
 
 class FaultLab:
@@ -61,10 +65,11 @@ class FaultLab:
         return {**inv["vars"], **inv["hosts"][node]}
 
     def fault(self, state: str, fid: str, ftype: str, params: dict, *, check: bool = True, limit: str = "node01",
-              **extra) -> subprocess.CompletedProcess[str]:
-        ev = {"fault_state": state, "fault_id": fid, "fault_type": ftype, "fault_parameters": params,
-              "fault_expire_after_s": 120, "fault_service": "svc", "fault_record_dir": str(self.tmp / "records"),
-              **extra}
+              fault_not_before_ns: dict | None = None, **spec) -> subprocess.CompletedProcess[str]:
+        """playbooks/fault.yml with the spec the plan would write (``spec``: to_spec's keywords)."""
+        ev = {"fault_state": state, "fault_record_dir": str(self.tmp / "records"),
+              "fault_spec": to_spec(fid, ftype, params, expire_after_s=120, **{"service": "svc", **spec}),
+              "fault_not_before_ns": fault_not_before_ns or {}}
         evf = self.tmp / f"{fid}-{state}.json"
         evf.write_text(json.dumps(ev))
         proc = subprocess.run(["ansible-playbook", "-i", str(self.inventory), "playbooks/fault.yml", "--limit", limit,
@@ -111,7 +116,7 @@ def test_latency_on_the_fallback_adds_the_delay_then_reverts_to_baseline(lab):
                                                      "distribution": "normal"})
     rec = lab.record("lat")
     assert rec["backend"] == "fallback" and rec["probe"]["netem"] is False
-    assert rec["helper"]["argv"][2] == "grayctl.faulthelpers.nfqdelay" and rec["expiry"]["pid"]
+    assert rec["helper"]["argv"][2] == "grayctl.faults.node.nfqdelay" and rec["expiry"]["pid"]
     lab.fault("present", "lat", "network-latency", {"delay": "50ms", "jitter": "5ms", "correlation": "0%",
                                                      "distribution": "normal"})  # idempotent
     added = _mean(lab.probe(40002)) - base
@@ -123,9 +128,9 @@ def test_latency_on_the_fallback_adds_the_delay_then_reverts_to_baseline(lab):
     lab.assert_baseline()
 
 
-@pytest.mark.parametrize("peers,hit", [([NODE2_DATA], True), (["10.242.64.4"], False)])
+@pytest.mark.parametrize("peers,hit", [([NODE2_DATA], True), ([NO_NODE_DATA], False)])
 def test_loss_is_scoped_to_the_peer_addresses(lab, peers, hit):
-    lab.fault("present", "loss", "network-loss", {"percent": "30%", "correlation": "0%"}, fault_peers=peers)
+    lab.fault("present", "loss", "network-loss", {"percent": "30%", "correlation": "0%"}, peers=peers)
     run = lab.probe(40010, count=300, rate=200)
     lab.fault("absent", "loss", "network-loss", {})
     frac = run.lost / run.sent
@@ -136,7 +141,7 @@ def test_loss_is_scoped_to_the_peer_addresses(lab, peers, hit):
 
 def test_partition_drops_everything_and_traffic_recovers_after_revert(lab):
     lab.fault("present", "part", "network-partition", {"peers": "all", "direction": "both"},
-              fault_peers=[NODE2_DATA])
+              peers=[NODE2_DATA])
     assert lab.probe(40020, count=50).received == 0
     lab.fault("absent", "part", "network-partition", {})
     assert lab.probe(40021, count=50).received == 50
@@ -172,15 +177,50 @@ def test_the_fallback_refuses_what_it_cannot_do_instead_of_injecting_something_e
 
 
 def test_a_required_netem_backend_fails_preflight_on_this_kernel(lab):
-    proc = lab.fault("present", "nem", "network-latency", {"delay": "10ms"}, fault_backend="netem", check=False)
+    proc = lab.fault("present", "nem", "network-latency", {"delay": "10ms"}, backend="netem", check=False)
     assert proc.returncode != 0 and "no sch_netem" in proc.stdout
     lab.assert_baseline()
 
 
 @pytest.mark.parametrize("iface", ["mgmt", "lo", "eth9"])
 def test_the_guard_refuses_any_interface_but_the_data_interface(lab, iface):
-    proc = lab.fault("present", "grd", "network-loss", {"percent": "50%"}, fault_interface=iface, check=False)
+    proc = lab.fault("present", "grd", "network-loss", {"percent": "50%"}, interface=iface, check=False)
     assert proc.returncode != 0 and "data interface only" in proc.stdout
+    lab.assert_baseline()
+
+
+def _data_link_up(lab: FaultLab) -> bool:
+    out = subprocess.run(["ip", "netns", "exec", lab.netns("node01"), "ip", "-j", "link", "show", "dev", "data"],
+                         capture_output=True, text=True, check=True)
+    return "UP" in json.loads(out.stdout)[0]["flags"]
+
+
+def _ping_node02(lab: FaultLab) -> bool:
+    """One ping node01 -> node02 over the data network (as the service's traffic goes)."""
+    return subprocess.run(["ip", "netns", "exec", lab.netns("node01"), "ping", "-n", "-q", "-c", "1", "-W", "1",
+                           NODE2_DATA], capture_output=True, check=False).returncode == 0
+
+
+def test_flap_takes_the_data_link_down_and_up_on_its_cycle_and_reverts_to_baseline(lab):
+    assert _ping_node02(lab)
+    lab.fault("present", "flp", "network-flap", {"down": "2s", "up": "3s"})
+    rec = lab.record("flp")
+    assert rec["mechanism"] == "link-flap" and rec["helper"]["argv"][2] == "grayctl.faults.node.flap"
+    # Sample for two cycles: each ping is judged by the link state read before and after it.
+    seen: dict[bool, list[bool]] = {True: [], False: []}
+    end = time.monotonic() + 10
+    while time.monotonic() < end:
+        before, ok, after = _data_link_up(lab), _ping_node02(lab), _data_link_up(lab)
+        if before == after:
+            seen[before].append(ok)
+        time.sleep(0.1)
+    assert seen[False] and not any(seen[False]), seen  # down: nothing crosses the data network
+    assert seen[True] and sum(seen[True]) >= 0.8 * len(seen[True]), seen  # up: it does (ARP may cost one)
+    lab.fault("absent", "flp", "network-flap", {})
+    rec = lab.record("flp")
+    assert rec["revert_verified"] and rec["helper_stats"]["cycles"] >= 2, rec.get("leftovers")
+    assert rec["helper_stats"]["events"][-1]["state"] == "up"
+    assert _data_link_up(lab) and _ping_node02(lab)
     lab.assert_baseline()
 
 
@@ -208,7 +248,7 @@ def _tcp_exchanges(lab: FaultLab, port: int, n: int) -> list[float]:
     import socket
     import threading
 
-    from grayctl.faulthelpers.probe import netns_socket
+    from grayctl.faults.node.probe import netns_socket
 
     srv = netns_socket(lab.netns("node02"), socket.SOCK_STREAM)
     srv.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
@@ -252,7 +292,7 @@ def _marked_conntrack(lab: FaultLab, bit: str) -> int:
 
 def test_a_flow_fraction_delays_about_that_share_of_new_connections_and_reverts_the_marks(lab):
     n, frac = 150, 0.3
-    lab.fault("present", "ffr", "network-latency", {"delay": "60ms"}, fault_scope={"fraction": "30%"})
+    lab.fault("present", "ffr", "network-latency", {"delay": "60ms"}, scope={"fraction": "30%"})
     rec = lab.record("ffr")
     fm = rec["flow_mark"]
     assert rec["mechanism"] == "nfqueue-delayer" and rec["fraction"] == frac
@@ -271,8 +311,8 @@ def test_a_flow_fraction_delays_about_that_share_of_new_connections_and_reverts_
 
 
 def test_stopping_a_fault_stops_children_that_left_its_process_group():
-    """faultctl._stop_group: the group and the descendants, verified gone (the molecule fault_stress flake)."""
-    from grayctl.faulthelpers import faultctl
+    """procs.stop_group: the group and the descendants, verified gone (the molecule fault_stress scenario flake)."""
+    from grayctl.faults.node import procs
 
     code = "import os, time\nif os.fork() == 0:\n    os.setsid()\n    time.sleep(300)\ntime.sleep(300)"
     argv = [sys.executable, "-c", code]
@@ -280,16 +320,16 @@ def test_stopping_a_fault_stops_children_that_left_its_process_group():
     pids: list[int] = []
     try:
         deadline = time.monotonic() + 10
-        while len(faultctl._fault_processes(leader.pid, argv)) < 2 and time.monotonic() < deadline:
+        while len(procs.fault_processes(leader.pid, argv)) < 2 and time.monotonic() < deadline:
             time.sleep(0.05)
-        pids = faultctl._fault_processes(leader.pid, argv)
+        pids = procs.fault_processes(leader.pid, argv)
         assert len(pids) == 2, pids
-        out = faultctl._stop_group(leader.pid, grace=1.0, argv=argv)
+        out = procs.stop_group(leader.pid, grace=1.0, argv=argv)
         leader.wait(timeout=10)
         assert out["left"] == [] and sorted(out["pids"]) == sorted(pids)
         assert all(not Path(f"/proc/{p}").exists() or _state(p) in "ZX" for p in pids)
     finally:
-        for p in set(pids + faultctl._descendants(leader.pid) + [leader.pid]):
+        for p in set(pids + procs.descendants(leader.pid) + [leader.pid]):
             try:
                 os.kill(p, signal.SIGKILL)
             except ProcessLookupError:
@@ -334,7 +374,9 @@ def service(lab):
     """A stand-in replica 'svc-0' on node01, recorded the way topology_deploy's grayctl_process does."""
     d = Path(lab.node_vars("node01")["grayctl_state_dir"]) / "services" / "svc-0"
     d.mkdir(parents=True)
-    argv = [sys.executable, "-c", "import time\nwhile True: time.sleep(0.01)"]
+    # The node's own interpreter: a node sees nothing of the host's /root (where this venv's python may live),
+    # and process-kill restarts the recorded command line on the node.
+    argv = [lab.node_vars("node01")["grayctl_python"], "-c", "import time\nwhile True: time.sleep(0.01)"]
     proc = subprocess.Popen(["ip", "netns", "exec", lab.netns("node01"), *argv], start_new_session=True)
     time.sleep(0.3)
     child = proc.pid  # ip netns exec execs the command in place: same pid, own session
@@ -357,10 +399,10 @@ def _state(pid: int) -> str:
 
 def test_process_pause_stops_the_service_and_revert_continues_it(lab, service):
     pid = int((service / "pid").read_text())
-    lab.fault("present", "pz", "process-pause", {}, fault_service="svc")
+    lab.fault("present", "pz", "process-pause", {}, service="svc")
     time.sleep(0.3)
     assert _state(pid) == "T"
-    lab.fault("absent", "pz", "process-pause", {}, fault_service="svc")
+    lab.fault("absent", "pz", "process-pause", {}, service="svc")
     assert _state(pid) in "RS"
     assert lab.record("pz")["revert_verified"]
 
@@ -368,9 +410,9 @@ def test_process_pause_stops_the_service_and_revert_continues_it(lab, service):
 def test_process_stutter_pauses_periodically(lab, service):
     pid = int((service / "pid").read_text())
     lab.fault("present", "stu", "process-pause", {"stutter": {"pause": "100ms", "every": "200ms"}},
-              fault_service="svc")
+              service="svc")
     seen = {_state(pid) for _ in range(60) if time.sleep(0.01) is None}
-    lab.fault("absent", "stu", "process-pause", {}, fault_service="svc")
+    lab.fault("absent", "stu", "process-pause", {}, service="svc")
     assert "T" in seen and seen & set("RS"), seen
     events = lab.record("stu")["helper_stats"]["events"]
     assert sum(e[0] == "STOP" for e in events) >= 2
@@ -380,12 +422,12 @@ def test_process_stutter_pauses_periodically(lab, service):
 @pytest.mark.parametrize("restart", [True, False])
 def test_process_kill_with_and_without_restart(lab, service, restart):
     pid = int((service / "pid").read_text())
-    lab.fault("present", "kil", "process-kill", {"signal": "KILL", "restart": restart}, fault_service="svc")
+    lab.fault("present", "kil", "process-kill", {"signal": "KILL", "restart": restart}, service="svc")
     time.sleep(0.2)
     new = int((service / "pid").read_text())
     assert not Path(f"/proc/{pid}/cmdline").exists() or _state(pid) == "Z"
     assert (new != pid) == restart
-    lab.fault("absent", "kil", "process-kill", {}, fault_service="svc")
+    lab.fault("absent", "kil", "process-kill", {}, service="svc")
     now = int((service / "pid").read_text())
     assert _state(now) in "RS" and lab.record("kil")["revert_verified"]
 
@@ -427,7 +469,7 @@ def _wait_injected(proc: subprocess.Popen, lab: FaultLab, timeout: float = 60) -
 def _node_clean(lab: FaultLab) -> bool:
     netns = lab.netns("node01")
     rules = subprocess.run(["ip", "netns", "exec", netns, "nft", "list", "ruleset"], capture_output=True, text=True, check=False)
-    return not rules.stdout.strip() and not _cgroup_procs(lab, "grayctl.faulthelpers")
+    return not rules.stdout.strip() and not _cgroup_procs(lab, "grayctl.faults.node")
 
 
 def test_revert_at_the_end_of_the_window(lab):
@@ -471,7 +513,8 @@ def _node_record(lab: FaultLab, fid: str) -> dict | None:
 
 
 def test_a_scheduled_apply_waits_for_its_time_on_the_node_and_the_revert_for_its_own(lab):
-    apply_at = time.time_ns() + 4 * 10**9
+    # the play must reach the node before apply_at: at load 20 on 2 cores that took 8 s here
+    apply_at = time.time_ns() + 12 * 10**9
     lab.fault("present", "sched", "network-loss", {"percent": "5%"}, fault_not_before_ns={"node01": apply_at})
     rec = lab.record("sched")
     assert rec["scheduled_ns"] == apply_at and rec["status"] == "active"
@@ -485,9 +528,8 @@ def test_a_scheduled_apply_waits_for_its_time_on_the_node_and_the_revert_for_its
 
 
 def test_a_revert_before_the_scheduled_time_cancels_the_apply_and_nothing_is_applied(lab):
-    ev = {"fault_state": "present", "fault_id": "later", "fault_type": "network-loss",
-          "fault_parameters": {"percent": "5%"}, "fault_expire_after_s": 120, "fault_service": "svc",
-          "fault_record_dir": str(lab.tmp / "records"),
+    ev = {"fault_state": "present", "fault_record_dir": str(lab.tmp / "records"),
+          "fault_spec": to_spec("later", "network-loss", {"percent": "5%"}, expire_after_s=120, service="svc"),
           "fault_not_before_ns": {"node01": time.time_ns() + 40 * 10**9}}
     evf = lab.tmp / "later.json"
     evf.write_text(json.dumps(ev))

@@ -2,7 +2,7 @@
 
 Two namespaces ``fna-<pid>`` and ``fnb-<pid>`` joined by a veth whose ends are named ``data``
 (10.243.1.1 and 10.243.1.2). The helper runs in A; A's egress to B is steered into its queue;
-UDP one-way probes (grayctl.faulthelpers.probe) measure what crosses. Bounds are generous:
+UDP one-way probes (grayctl.faults.node.probe) measure what crosses. Bounds are generous:
 fidelity is bench/fault_fidelity.py's job, not a timed test's.
 
 Every test records what it starts; the fixture's finalizer kills those processes, reverts the
@@ -30,8 +30,8 @@ pytestmark = [
     pytest.mark.skipif(os.geteuid() != 0, reason="lab tier: needs root to create network namespaces and netfilter rules"),
 ]
 
-from grayctl.faulthelpers import steer  # noqa: E402
-from grayctl.faulthelpers.probe import run_probes  # noqa: E402
+from grayctl.faults.node import steer  # noqa: E402
+from grayctl.faults.node.probe import run_probes  # noqa: E402
 
 A_ADDR, B_ADDR = "10.243.1.1", "10.243.1.2"
 
@@ -55,7 +55,7 @@ class Pair:
     def start_delayer(self, fault_id: str, queue: int, *args: str) -> tuple[subprocess.Popen, Path]:
         self.fault_ids.append(fault_id)
         stats = self.tmp / f"{fault_id}.stats.json"
-        proc = self.start("grayctl.faulthelpers.nfqdelay", "--queue", str(queue), "--fault-id", fault_id,
+        proc = self.start("grayctl.faults.node.nfqdelay", "--queue", str(queue), "--fault-id", fault_id,
                           "--stats", str(stats), "--stats-interval", "200ms",
                           "--expire-at", str(time.time() + 120), *args)
         _wait_for(lambda: stats.exists() or proc.poll() is not None, 10)
@@ -167,7 +167,7 @@ def test_sigkilled_helper_is_reverted_by_expiry_within_the_margin(pair: Pair) ->
     proc, _ = pair.start_delayer("lab_kill", 13, "--delay", "20ms")
     record = pair.tmp / "expiry.json"
     # The deadline is far away: the revert must come from the watched helper dying.
-    watcher = pair.start("grayctl.faulthelpers.expiry", "--at", str(time.time() + 300),
+    watcher = pair.start("grayctl.faults.node.expiry", "--at", str(time.time() + 300),
                          "--fault-id", "lab_kill", "--pid", str(_inner_pid(pair, proc)),
                          "--record", str(record))
     steer.apply_queue_steer("lab_kill", steer.Scope.build("data", peers=[B_ADDR]), 13, netns=pair.a)
@@ -193,7 +193,7 @@ def test_expiry_deadline_reverts_a_partition_without_any_helper(pair: Pair) -> N
     pair.fault_ids.append("lab_exp")
     steer.apply_nft_script(steer.build_partition_script("lab_exp", steer.Scope.build("data"), "both"),
                            netns=pair.a)
-    watcher = pair.start("grayctl.faulthelpers.expiry", "--at", str(time.time() + 1.0), "--fault-id", "lab_exp")
+    watcher = pair.start("grayctl.faults.node.expiry", "--at", str(time.time() + 1.0), "--fault-id", "lab_exp")
     assert watcher.wait(timeout=10) == 0
     assert steer.fault_leftovers("lab_exp", netns=pair.a) == []
 
@@ -201,7 +201,7 @@ def test_expiry_deadline_reverts_a_partition_without_any_helper(pair: Pair) -> N
 def test_helper_expires_by_itself_and_reverts(pair: Pair) -> None:
     pair.fault_ids.append("lab_self")
     stats = pair.tmp / "self.json"
-    proc = pair.start("grayctl.faulthelpers.nfqdelay", "--queue", "14", "--delay", "10ms", "--fault-id",
+    proc = pair.start("grayctl.faults.node.nfqdelay", "--queue", "14", "--delay", "10ms", "--fault-id",
                       "lab_self", "--stats", str(stats), "--expire-at", str(time.time() + 1.5))
     _wait_for(stats.exists, 5)
     steer.apply_queue_steer("lab_self", steer.Scope.build("data"), 14, netns=pair.a)
@@ -242,15 +242,16 @@ def test_bandwidth_with_a_flow_fraction_shapes_only_the_selected_connections(pai
     import socket
     import threading
 
-    from grayctl import faultspec
-    from grayctl.faulthelpers.probe import netns_socket
+    from grayctl.faults.backends import network_actions
+    from grayctl.faults.spec import load_spec
+    from grayctl.faults.node.probe import netns_socket
 
     pair.fault_ids.append("lab_bwf")
-    spec = faultspec.load_spec({"id": "lab_bwf", "type": "network-bandwidth", "interface": "data",
+    spec = load_spec({"id": "lab_bwf", "type": "network-bandwidth", "interface": "data",
                                 "parameters": {"rate": "1mbit", "burst": "2KiB", "limit": "256KiB"},
                                 "direction": "egress", "expire_after_s": 60, "data_iface": "data",
                                 "fraction": "50%"})
-    act = faultspec.network_actions(spec, "fallback", python=sys.executable, expire_at=0, files={}, flow_slot=0)
+    act = network_actions(spec, "fallback", python=sys.executable, expire_at=0, files={}, flow_slot=0)
     run = lambda *argv, **kw: subprocess.run(["ip", "netns", "exec", pair.a, *argv], check=True,  # noqa: E731
                                              capture_output=True, text=True, **kw)
     run("nft", "-f", "-", input=act.nft_script)

@@ -8,8 +8,10 @@ import statistics
 
 import pytest
 
-from grayctl.faulthelpers import steer
-from grayctl.faulthelpers.delaymodel import (
+from grayctl.faults.node import steer
+from grayctl.faults.node.args import duration_ns as parse_duration_ns
+from grayctl.faults.node.args import percent as parse_percent
+from grayctl.faults.node.delaymodel import (
     CorrelatedRandom,
     DelayModel,
     DelaySpec,
@@ -18,7 +20,7 @@ from grayctl.faulthelpers.delaymodel import (
     percent_to_u32,
     tabledist,
 )
-from grayctl.faulthelpers.nfqdelay import flow_key, parse_duration_ns, parse_percent
+from grayctl.faults.node.nfqdelay import flow_key
 
 MS = 1_000_000
 

@@ -148,8 +148,8 @@ def test_shell_syntax_in_a_target_is_rejected_and_says_so(value: str, tmp_path: 
     assert "shell syntax" in msg or "leading '-'" in msg
 
 
-def test_all_twelve_fault_types_are_in_the_catalog_as_data() -> None:
-    assert len(FAULT_TYPES) == 12
+def test_all_thirteen_fault_types_are_in_the_catalog_as_data() -> None:
+    assert len(FAULT_TYPES) == 13
     assert set(CATALOG["network-latency"].param_map) == {"delay", "jitter", "correlation", "distribution"}
     assert CATALOG["network-latency"].param_map["distribution"].choices == ("normal", "pareto", "paretonormal",
                                                                             "uniform")

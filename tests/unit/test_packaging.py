@@ -25,8 +25,9 @@ PKG = REPO / "grayctl"
 # distribution name -> the top-level module it provides
 IMPORT_NAME = {"pyyaml": "yaml", "hdrhistogram": "hdrh"}
 NODE_PROGRAMS = ["grayctl.runtime", "grayctl.workload", "grayctl.exporters", "grayctl.observer",
-                 "grayctl.faulthelpers.faultctl", "grayctl.faulthelpers.nfqdelay", "grayctl.faulthelpers.steer",
-                 "grayctl.faulthelpers.stutter", "grayctl.faulthelpers.probe", "grayctl.faulthelpers.expiry"]
+                 "grayctl.faults.node.faultctl", "grayctl.faults.node.nfqdelay", "grayctl.faults.node.steer",
+                 "grayctl.faults.node.stutter", "grayctl.faults.node.probe", "grayctl.faults.node.expiry",
+                 "grayctl.faults.node.flap"]
 
 
 def _file(module: str) -> Path | None:

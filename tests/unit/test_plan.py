@@ -52,7 +52,8 @@ def test_steps_run_in_order_prepare_then_timed_then_collect_then_teardown():
     assert all(s.available for s in plan.steps)
     inject = next(s for s in plan.steps if s.name == "inject:f1")
     assert inject.at_s < inject.until_s
-    assert inject.extravars["fault_type"] == "network-latency"
+    spec = inject.extravars["fault_spec"]  # one variable for playbooks/fault.yml, the family from the catalog
+    assert (spec["type"], spec["family"], spec["interface"]) == ("network-latency", "network", "data")
 
 
 def test_a_lab_too_small_for_the_topology_is_refused_with_the_command_that_fixes_it(tmp_path):
@@ -130,7 +131,7 @@ def test_plan_set_overrides_fields_exactly_as_run_does():
     start, end = fault["window_s"]
     assert end - start == 20
     inject = next(s for s in data["steps"] if s["name"].startswith("inject:"))
-    assert inject["extravars"]["fault_parameters"]["delay"] == "100ms"
+    assert inject["extravars"]["fault_spec"]["parameters"]["delay"] == "100ms"
     assert data["experiment"]["workload"]["rate"] == "7/s"
 
 

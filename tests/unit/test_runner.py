@@ -45,7 +45,7 @@ _PLAYBOOK = f"""\
       when: inventory_hostname == 'long'
     - name: Apply a spec the real node-side executor refuses
       ansible.builtin.command:
-        argv: ['{{{{ ansible_playbook_python }}}}', -m, grayctl.faulthelpers.faultctl, apply, --dir, '{{{{ fault_dir }}}}',
+        argv: ['{{{{ ansible_playbook_python }}}}', -m, grayctl.faults.node.faultctl, apply, --dir, '{{{{ fault_dir }}}}',
                --spec, '{{"type": "network-latency", "id": "f1", "interface": "data"}}']
       register: refused
       changed_when: false

@@ -1,17 +1,12 @@
-"""Exact command lines from fault parameters (grayctl.tc, grayctl.faultspec); hostile values refused."""
+"""Exact command lines from fault parameters (grayctl.faults.tc, .spec, .backends); hostile values refused."""
 
 from __future__ import annotations
 
 import pytest
 
-from grayctl import faultspec, tc
-from grayctl.faultspec import (
-    FaultRefused,
-    load_spec,
-    network_actions,
-    node_fault_id,
-    select_backend,
-)
+from grayctl.faults import backends, tc
+from grayctl.faults.backends import network_actions, select_backend
+from grayctl.faults.spec import FaultRefused, load_spec, node_fault_id
 
 
 def _spec(**kw):
@@ -71,8 +66,8 @@ def test_bandwidth_is_tbf_on_both_backends():
 def test_fallback_latency_starts_the_delayer_and_steers_with_iptables():
     act = network_actions(_spec(peers=["10.0.64.3"]), "fallback", python="/py", expire_at=100.0,
                           files={"helper_pid": "/f/p", "stats": "/f/s"})
-    q = str(faultspec.fallback_queue("f1"))
-    assert act.helper[:6] == ["/py", "-m", "grayctl.faulthelpers.nfqdelay", "--queue", q, "--fault-id"]
+    q = str(backends.fallback_queue("f1"))
+    assert act.helper[:6] == ["/py", "-m", "grayctl.faults.node.nfqdelay", "--queue", q, "--fault-id"]
     assert ["--delay", "200ms", "--jitter", "50ms"] == act.helper[act.helper.index("--delay"):][:4]
     assert act.commands[0] == ["iptables", "-t", "mangle", "-N", "GRAYCTL_f1"]
     assert act.commands[-1] == ["iptables", "-t", "mangle", "-I", "OUTPUT", "-j", "GRAYCTL_f1"]
@@ -98,11 +93,11 @@ def test_fallback_burst_loss_is_the_delayers_gemodel_with_netems_argument_order_
     assert act.mechanism == "nfqueue-delayer" and act.nft_script is None
     i = act.helper.index("--gemodel")
     assert act.helper[i:i + 5] == ["--gemodel", "1%", "25%", "90%", "0%"]
-    assert act.helper[-2] == "--seed" and act.helper[-1] == str(faultspec.helper_seed(s))
+    assert act.helper[-2] == "--seed" and act.helper[-1] == str(backends.helper_seed(s))
     # the same argument order as the netem backend's: loss gemodel p r 1-h 1-k
     assert tc.netem_args("network-loss", s.parameters)[2:] == act.helper[i + 1:i + 5]
     seeded = _spec(type="network-loss", parameters={"burst": {"p": "1%", "r": "25%"}}, seed=42)
-    assert faultspec.helper_seed(seeded) == 42
+    assert backends.helper_seed(seeded) == 42
 
 
 @pytest.mark.parametrize("burst", [{"p": "1%"}, "1%", {"p": "1%", "r": "25%; reboot"}, {"p": "1%", "r": "125%"}])
@@ -115,7 +110,7 @@ def test_hostile_burst_parameters_are_refused(burst):
 @pytest.mark.parametrize("seed", [-1, 2**32, "7", True])
 def test_a_seed_that_is_not_a_u32_is_refused(seed):
     with pytest.raises(FaultRefused):
-        faultspec.helper_seed(_spec(seed=seed))
+        backends.helper_seed(_spec(seed=seed))
 
 
 def test_required_netem_on_a_kernel_without_it_is_refused():
@@ -158,18 +153,18 @@ def test_node_fault_ids_fit_iptables_and_stay_distinct():
 
 def test_stress_argv_uses_the_on_host_expiry_as_timeout():
     s = _spec(type="cpu-stress", parameters={"workers": 2, "load": "50%"})
-    argv, _ = faultspec.stress_argv(s, timeout_s=90.2, memory_limit=None, temp_dir="/t")
+    argv, _ = backends.stress_argv(s, timeout_s=90.2, memory_limit=None, temp_dir="/t")
     assert argv == ["stress-ng", "--timeout", "91s", "--metrics-brief", "--cpu", "2", "--cpu-load", "50"]
     m = _spec(type="memory-stress", parameters={"percent": "50%", "workers": 1})
-    argv, notes = faultspec.stress_argv(m, timeout_s=10, memory_limit=256 << 20, temp_dir="/t")
+    argv, notes = backends.stress_argv(m, timeout_s=10, memory_limit=256 << 20, temp_dir="/t")
     assert argv[-3:] == ["--vm-bytes", str(128 << 20), "--vm-keep"] and notes
     with pytest.raises(FaultRefused):
-        faultspec.stress_argv(m, timeout_s=10, memory_limit=None, temp_dir="/t")
+        backends.stress_argv(m, timeout_s=10, memory_limit=None, temp_dir="/t")
 
 
 @pytest.mark.parametrize("validate", [tc.validate_ifname, tc.validate_fault_id])
 def test_a_trailing_newline_is_not_a_name_on_either_backend(validate):
-    from grayctl.faulthelpers import steer
+    from grayctl.faults.node import steer
 
     for check in (validate, getattr(steer, validate.__name__)):
         with pytest.raises(ValueError):
@@ -250,7 +245,36 @@ def test_a_fraction_on_a_non_network_fault_is_refused_on_the_node():
 
 @pytest.mark.parametrize("slot", [-1, 16, True])
 def test_mark_slots_stay_within_the_32_bit_mark(slot):
-    from grayctl.faulthelpers import steer
+    from grayctl.faults.node import steer
 
     with pytest.raises(ValueError):
         steer.FlowMark(slot, 0.5)
+
+
+# ---------------------------------------------------------------------------- link flap
+
+def test_flap_is_a_node_helper_cycling_the_data_link_on_both_backends_and_revert_sets_it_up():
+    s = _spec(type="network-flap", parameters={"down": "2s", "up": "8s"})
+    for backend in ("netem", "fallback"):
+        act = network_actions(s, backend, python="/py", expire_at=100.0, files=_FILES)
+        assert act.helper == ["/py", "-m", "grayctl.faults.node.flap", "--dev", "data", "--down", "2s", "--up", "8s",
+                              "--expire-at", "100.000", "--pidfile", "/f/p", "--stats", "/f/s"]
+        assert act.revert == [["ip", "link", "set", "dev", "data", "up"]] and not act.tc_devices
+        assert act.mechanism == "link-flap" and not act.netfilter
+
+
+@pytest.mark.parametrize("params", [{"down": "2s"}, {"down": "0s", "up": "1s"}, {"down": "2", "up": "8s"},
+                                    {"down": "2s", "up": "8s; ip link del data"}])
+def test_flap_without_both_durations_or_with_hostile_ones_is_refused(params):
+    with pytest.raises(ValueError):
+        network_actions(_spec(type="network-flap", parameters=params), "fallback", python="/py", expire_at=0,
+                        files=_FILES)
+
+
+def test_flap_refuses_a_flow_fraction_and_any_interface_but_data():
+    with pytest.raises(FaultRefused, match="no flow fraction"):
+        network_actions(_spec(type="network-flap", parameters={"down": "1s", "up": "1s"}, fraction="50%"),
+                        "fallback", python="/py", expire_at=0, files=_FILES, flow_slot=0)
+    with pytest.raises(FaultRefused):
+        network_actions(_spec(type="network-flap", parameters={"down": "1s", "up": "1s"}, interface="mgmt"),
+                        "fallback", python="/py", expire_at=0, files=_FILES)

@@ -69,10 +69,10 @@ def test_the_vm_is_a_lab_node_with_mgmt_and_data_and_real_netem(lab):
     assert accel["chosen"] in ("kvm", "tcg") and accel["reason"]
     out = lab.ssh("node02", "hostname; ip -br -4 addr show mgmt; ip -br -4 addr show data; "
                             "modprobe sch_netem && echo netem-ok; "
-                            "python3 -c 'import grayctl.faulthelpers.faultctl as f; print(f.__file__)'")
+                            "python3 -c 'import grayctl.faults.node.faultctl as f; print(f.__file__)'")
     assert out.splitlines()[0] == "node02"
     assert "10.240.0.3/24" in out and "10.240.64.3/24" in out and "netem-ok" in out
-    assert "/opt/grayctl/grayctl/faulthelpers/faultctl.py" in out  # the controller's grayctl, shared
+    assert "/opt/grayctl/grayctl/faults/node/faultctl.py" in out  # the controller's grayctl, shared
     rtts, _ = lab.ping("node01", "node02", count=20)
     assert len(rtts) >= 18  # the data network joins the netns node and the VM
 

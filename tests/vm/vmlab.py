@@ -19,7 +19,8 @@ from pathlib import Path
 
 import yaml
 
-from grayctl.faulthelpers.probe import netns_socket
+from grayctl.faults.node.probe import netns_socket
+from grayctl.faults.spec import to_spec
 from grayctl.paths import PROJECT_ROOT
 
 MGMT, DATA = "10.240.0.0/24", "10.240.64.0/24"
@@ -62,9 +63,10 @@ class VmLab:
 
     def fault(self, state: str, fid: str, ftype: str, params: dict, *, target: str = "node02", check: bool = True,
               **extra) -> subprocess.CompletedProcess[str]:
-        ev = {"fault_state": state, "fault_id": fid, "fault_type": ftype, "fault_parameters": params,
-              "fault_expire_after_s": 300, "fault_service": "svc", "fault_record_dir": str(self.tmp / "records"),
-              **extra}
+        # extra: the spec's fields with the playbook's old prefix (fault_peers=..., fault_backend=...)
+        spec = {k.removeprefix("fault_"): v for k, v in {"service": "svc", **extra}.items()}
+        ev = {"fault_state": state, "fault_record_dir": str(self.tmp / "records"),
+              "fault_spec": to_spec(fid, ftype, params, expire_after_s=300, **spec)}
         evf = self.tmp / f"{fid}-{state}.json"
         evf.write_text(json.dumps(ev))
         return self.playbook("fault.yml", "--limit", target, "-e", f"@{evf}", check=check)

@@ -27,9 +27,7 @@ NODE_SIDE = (
     "grayctl.workload.__main__",  # ... and its command line (its schedule and records are read here too)
     "grayctl.exporters",          # cgroup and qdisc exporters
     "grayctl.observer",           # the health checker
-    # the fault executor and its helpers ...
-    "grayctl.faulthelpers", "grayctl.faultspec", "grayctl.tc",                 # ... as flat modules
-    "grayctl.faults.node", "grayctl.faults.backends", "grayctl.faults.tc",     # ... in grayctl/faults/
+    "grayctl.faults.node", "grayctl.faults.backends", "grayctl.faults.tc",     # the fault executor and its helpers
 )
 
 # The contracts between the two halves: the controller writes them, the node validates them. The
@@ -43,18 +41,14 @@ CONTRACTS = (
 PLAN = "grayctl.plan"
 PLAN_MUST_NOT_IMPORT = (
     "grayctl.run",       # the run: its steps, timeline, cleanup and playbook driver
-    "grayctl.runner",    # the playbook driver, before it moved into grayctl/run/
     "subprocess",
     "ansible_runner",
 )
-DRIVERS = ("ansible_runner", "grayctl.run", "grayctl.runner")  # none of them loaded by `import grayctl.plan`
+DRIVERS = ("ansible_runner", "grayctl.run")  # none of them loaded by `import grayctl.plan`
 
 # Imports allowed for now, each with what ends it. Keyed by (importer, imported module): once the
 # imported module is gone the entry allows nothing, and the rule holds as written.
-FOR_NOW = {
-    ("grayctl.plan.build", "grayctl.faultspec"):
-        "node_fault_id moves into the fault catalog's spec (grayctl.faults.spec) with grayctl/faults/",
-}
+FOR_NOW: dict[tuple[str, str], str] = {}
 
 
 # -- reading the imports -----------------------------------------------------------------------------
@@ -132,14 +126,10 @@ def is_node_side(module: str) -> bool:
 # -- the rules -----------------------------------------------------------------------------------------
 
 def test_the_rules_name_modules_that_exist():
-    """A rule about a module that is not there can never fail: each entry names at least one module
-    of today's tree (NODE_SIDE lists the fault executor's two layouts, one of which is enough)."""
+    """A rule about a module that is not there can never fail: each entry names a module of today's tree."""
     gone = [p for p in (*NODE_SIDE, *CONTRACTS, PLAN) if _within(p, tuple(MODULES)) is None
             and not any(m.startswith(p + ".") for m in MODULES)]
-    layouts = {"grayctl.faulthelpers", "grayctl.faultspec", "grayctl.tc",
-               "grayctl.faults.node", "grayctl.faults.backends", "grayctl.faults.tc"}
-    assert not set(gone) - layouts, f"rules about modules that do not exist: {gone}"
-    assert not layouts <= set(gone), "neither layout of the fault executor exists"
+    assert not gone, f"rules about modules that do not exist: {gone}"
     assert len(IMPORTS) > 100  # the walk found the imports at all
 
 

@@ -29,6 +29,7 @@ pytestmark = [
 ]
 
 PY = sys.executable  # the controller's interpreter (nodes run the lab's node runtime instead)
+PLAYBOOK = str(Path(PY).with_name("ansible-playbook"))  # the same venv, whatever PATH says
 SERVICE_PORT = 9110
 
 
@@ -55,11 +56,14 @@ def lab(tmp_path_factory):
         _run([PY, "-m", "grayctl", "lab", "up", "--lab", str(lab_file)], env)
         yield state
     finally:
+        # Each teardown step on its own: a failing one must not leave the lab (and its range) behind.
         inv = str(defn.inventory_path)
-        if state["stand_in"]:
-            _ssh(state, state["stand_in"][0], f"kill {state['stand_in'][1]}", check=False)
-        _run(["ansible-playbook", "-i", inv, "playbooks/monitor.yml", "-e", "monitor_state=absent"], env, check=False)
-        _run([PY, "-m", "grayctl", "lab", "down", "--lab", str(lab_file)], env, check=False)
+        try:
+            if state["stand_in"]:
+                _ssh(state, state["stand_in"][0], f"kill {state['stand_in'][1]}", check=False)
+            _run([PLAYBOOK, "-i", inv, "playbooks/monitor.yml", "-e", "monitor_state=absent"], env, check=False)
+        finally:
+            _run([PY, "-m", "grayctl", "lab", "down", "--lab", str(lab_file)], env, check=False)
 
 
 def _inventory(state) -> dict:
@@ -99,9 +103,10 @@ def test_monitor_scrapes_every_layer_and_absent_leaves_the_nodes_clean(lab):
     monitor = next(iter(inv_doc["all"]["children"]["monitor"]["hosts"]))
     app = next(iter(inv_doc["all"]["children"]["app"]["hosts"]))
     app_vars = hosts[app]
+    node_python = inv_doc["all"]["children"]["lab_nodes"]["vars"]["grayctl_python"]  # the lab's node runtime
     # stand-in service replica: a second grayctl exporter in the app node (real /metrics over mgmt)
     out = _ssh(lab, app_vars["grayctl_mgmt_ip"],
-               f"setsid {app_vars['grayctl_python']} -m grayctl.exporters --listen {app_vars['grayctl_mgmt_ip']}:{SERVICE_PORT} "
+               f"setsid {node_python} -m grayctl.exporters --listen {app_vars['grayctl_mgmt_ip']}:{SERVICE_PORT} "
                "</dev/null >/dev/null 2>&1 & echo $!")
     lab["stand_in"] = (app_vars["grayctl_mgmt_ip"], int(out.strip()))
     services = [{"service": "stand-in", "replica": 0, "node": app, "mgmt_ip": app_vars["grayctl_mgmt_ip"],
@@ -110,7 +115,7 @@ def test_monitor_scrapes_every_layer_and_absent_leaves_the_nodes_clean(lab):
     extra.write_text(json.dumps({"monitor_services": services, "monitor_run_id": "t1"}))
 
     t_start = time.time()
-    _run(["ansible-playbook", "-i", inv, "playbooks/monitor.yml", "-e", f"@{extra}"], env)
+    _run([PLAYBOOK, "-i", inv, "playbooks/monitor.yml", "-e", f"@{extra}"], env)
     url = f"http://{hosts[monitor]['grayctl_mgmt_ip']}:9090"
     targets = _get(url + "/api/v1/targets?state=active")["data"]["activeTargets"]
     jobs = {}
@@ -144,12 +149,12 @@ def test_monitor_scrapes_every_layer_and_absent_leaves_the_nodes_clean(lab):
     _ssh(lab, lab["stand_in"][0], f"kill {lab['stand_in'][1]}")
     lab["stand_in"] = None
     keep = lab["tmp"] / "tsdb"
-    _run(["ansible-playbook", "-i", inv, "playbooks/monitor.yml", "-e", "monitor_state=absent",
+    _run([PLAYBOOK, "-i", inv, "playbooks/monitor.yml", "-e", "monitor_state=absent",
           "-e", "monitor_run_id=t1", "-e", "monitor_keep_tsdb=true",
           "-e", f"monitor_tsdb_dest={keep}"], env)
     assert (keep / monitor / "tsdb" / "t1" / "grayctl-queries.json").is_file()
     time.sleep(1)
-    _run(["ansible-playbook", "-i", inv, "playbooks/baseline.yml"], env)
+    _run([PLAYBOOK, "-i", inv, "playbooks/baseline.yml"], env)
     ps = subprocess.run(["ps", "-eo", "args"], capture_output=True, text=True).stdout
     for line in ps.splitlines():
         assert str(lab["defn"].lab_dir) + "/nodes" not in line or "sshd" in line, line

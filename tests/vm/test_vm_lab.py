@@ -115,6 +115,7 @@ def test_netem_latency_with_jitter_and_correlation_scoped_to_one_peer(lab, base)
     assert _added(lab, base, count=50)[0] < 5
 
 
+@pytest.mark.slow  # netem's other parameters: the default tier keeps delay/jitter/peers (CI budget)
 def test_netem_loss_drops_its_share(lab, base):
     lab.fault("present", "vloss", "network-loss", {"percent": "20%", "correlation": "0%"}, fault_backend="netem")
     _, _, lost = _added(lab, base, count=400)
@@ -123,6 +124,7 @@ def test_netem_loss_drops_its_share(lab, base):
     assert 0.12 < lost < 0.30, lost
 
 
+@pytest.mark.slow
 def test_netem_bandwidth_limits_a_tcp_transfer_from_the_vm(lab):
     free = lab.throughput_mbit("node02", "node01")
     lab.fault("present", "vbw", "network-bandwidth", {"rate": "10mbit", "burst": "32KiB", "limit": "256KiB"},

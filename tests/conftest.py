@@ -19,9 +19,10 @@ def pytest_runtest_protocol(item: pytest.Item, nextitem: pytest.Item | None):
     tier = parts[1] if len(parts) > 2 and parts[0] == "tests" else parts[0]
     t0 = time.monotonic()
     yield
-    _spent[tier] += time.monotonic() - t0
+    spent = time.monotonic() - t0
+    _spent[tier] += spent
     _counts[tier] += 1
-    _files[item.nodeid.split("::")[0]] += time.monotonic() - t0
+    _files[item.nodeid.split("::")[0]] += spent
 
 
 def pytest_terminal_summary(terminalreporter, exitstatus, config) -> None:

@@ -29,7 +29,7 @@ from pathlib import Path
 from typing import Any
 
 from grayctl.errors import InputError, Problem
-from grayctl.labnode import LabNode
+from grayctl.lab.node import LabNode
 from grayctl.paths import INVENTORIES_DIR
 from grayctl.source import Checker, ValueProblem, load_yaml_document, parse_choice
 from grayctl.units import UnitError, parse_size
@@ -194,10 +194,10 @@ def _default_roles(names: list[str]) -> dict[str, set[str]]:
 
 def load_lab(name_or_path: str = "local") -> LabDefinition:
     """A lab by name (``inventories/<name>/lab.yml``) or by path to its lab.yml; a lab grayctl does
-    not make is an Ansible inventory instead (grayctl/physical.py), by path or as the name of an
+    not make is an Ansible inventory instead (grayctl/lab/physical.py), by path or as the name of an
     inventories/ directory that holds hosts.yml and no lab.yml."""
     path = _locate(name_or_path)
-    from grayctl.physical import is_inventory, load_physical_lab
+    from grayctl.lab.physical import is_inventory, load_physical_lab
 
     if is_inventory(path):
         return load_physical_lab(path)  # type: ignore[return-value]  # the same surface for plan/run/lab

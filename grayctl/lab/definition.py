@@ -14,7 +14,7 @@ A lab definition is a small YAML file, ``inventories/<name>/lab.yml`` (schema in
 
 ``load_lab`` reads and validates it into a ``LabDefinition`` (pure data); errors are
 ``InputError``s naming file, line and field. The netns provider's module
-(``roles/netns_lab/library/grayctl_netns_lab.py``) resolves the same file on its own, since it
+(``plugins/modules/grayctl_netns_lab.py``, via module_utils/labdef.py) resolves the same file on its own, since it
 must stay self-contained; ``tests/unit/test_labdef.py`` keeps the two in step.
 """
 

@@ -36,7 +36,7 @@ from machine import describe, write_section
 
 from grayctl.deploy import minimal_plan, run_deploy, run_load
 from grayctl.errors import GrayctlError
-from grayctl.labdef import load_lab
+from grayctl.lab.definition import load_lab
 
 TOPOLOGIES = ("gen1-monolith", "gen2-coarse", "gen3-disaggregated")
 RATES = (10, 25, 50, 75, 100, 150, 200, 300, 400, 600)
@@ -86,7 +86,7 @@ def main() -> int:
         "networks": {"management": "10.218.0.0/24", "data": "10.218.64.0/24"},
         "limits": {"cpu": "100%", "memory": "256MiB"}}))
     lab = load_lab(str(lab_file))
-    from grayctl.lab import run_lab_down, run_lab_up
+    from grayctl.lab.lifecycle import run_lab_down, run_lab_up
 
     results: dict = {"machine": describe(), "capacity": {}, "cost": {}, "trial_s": args.trial}
     started = time.monotonic()

@@ -235,7 +235,7 @@ def main() -> int:
         part = partition(lab)
     finally:
         lab.grayctl("lab", "down", check=False)
-        from grayctl.labdef import load_lab
+        from grayctl.lab.definition import load_lab
 
         left = leftovers(lab, load_lab(str(lab.file)).lab_id)
         shutil.rmtree(tmp, ignore_errors=True)

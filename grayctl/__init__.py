@@ -6,7 +6,7 @@ Map of the package (one module per domain concept):
   source      safe YAML loading that keeps line/column positions
   experiment  the experiment file: models, defaults, validation
   topology    the topology file: logical app, decomposition, placement
-  labdef      the lab definition (nodes, networks, limits)
+  lab/        the lab definition and its providers (netns, qemu, physical) behind one seam
   plan        experiment + topology + lab -> ordered steps (pure data)
   runner      playbooks through ansible-runner, as events
   cli/        one module per command or command group

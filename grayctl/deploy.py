@@ -24,7 +24,7 @@ import yaml
 
 from grayctl.errors import StepFailed
 from grayctl.experiment import validate_experiment
-from grayctl.labdef import LabDefinition
+from grayctl.lab.definition import LabDefinition
 from grayctl.plan import Plan, build_plan
 from grayctl.run.ansible import run_playbook
 from grayctl.source import load_yaml_text

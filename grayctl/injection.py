@@ -25,7 +25,7 @@ from typing import Any, Self
 
 from grayctl.errors import GrayctlError, InputError, Interrupted, Problem
 from grayctl.experiment import load_experiment
-from grayctl.labdef import LabDefinition
+from grayctl.lab.definition import LabDefinition
 from grayctl.plan import build_plan
 from grayctl.run.ansible import run_playbook
 

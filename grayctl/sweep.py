@@ -185,7 +185,7 @@ def load_sweep(path: str | Path, *, validate_cells: bool = True) -> Sweep:
 def _validate_cells(sweep: Sweep, ck: Checker) -> None:
     """Every cell must be a valid experiment: report each bad one at its axis values."""
     from grayctl.errors import GrayctlError
-    from grayctl.labdef import load_lab
+    from grayctl.lab.definition import load_lab
     from grayctl.plan import build_plan
 
     for cell in sweep.cells:
@@ -377,7 +377,7 @@ def run_sweep(path: str | Path, *, out_dir: Path = Path("sweeps"), shard: tuple[
               lab_ref: str | None = None, on_event: Any = None, verbose: bool = False,
               on_run: Callable[[Todo, Any], None] | None = None, dry_run: bool = False) -> SweepRecord:
     """Run every (cell, repetition) of the sweep (or of this shard) that is not already complete."""
-    from grayctl.labdef import load_lab
+    from grayctl.lab.definition import load_lab
     from grayctl.run.cleanup import interruptible
     from grayctl.run.flow import run_once
 

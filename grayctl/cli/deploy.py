@@ -27,8 +27,8 @@ def _verbose() -> bool:
 def deploy(topology: str, lab_name: str, seed: int) -> None:
     """Deploy TOPOLOGY's services onto the lab and wait until every replica is healthy."""
     from grayctl.deploy import minimal_plan, run_deploy
-    from grayctl.lab import ensure_root
-    from grayctl.labdef import load_lab
+    from grayctl.lab.definition import load_lab
+    from grayctl.lab.lifecycle import ensure_root
 
     ensure_root("deploy")
     plan = minimal_plan(topology, load_lab(lab_name), workload={"seed": seed})
@@ -47,8 +47,8 @@ def deploy(topology: str, lab_name: str, seed: int) -> None:
 def undeploy(topology: str, lab_name: str) -> None:
     """Stop every service replica on the lab's nodes and remove their files."""
     from grayctl.deploy import minimal_plan, run_deploy
-    from grayctl.lab import ensure_root
-    from grayctl.labdef import load_lab
+    from grayctl.lab.definition import load_lab
+    from grayctl.lab.lifecycle import ensure_root
 
     ensure_root("undeploy")
     rec = run_deploy(minimal_plan(topology, load_lab(lab_name)), state="absent", verbose=_verbose())
@@ -78,8 +78,8 @@ def load(topology: str, lab_name: str, rate: str, duration: str, seed: int, arri
     """
     from grayctl.deploy import minimal_plan, run_load
     from grayctl.errors import InputError, Problem, StepFailed
-    from grayctl.lab import ensure_root
-    from grayctl.labdef import load_lab
+    from grayctl.lab.definition import load_lab
+    from grayctl.lab.lifecycle import ensure_root
     from grayctl.units import UnitError, parse_duration
 
     ensure_root("load")

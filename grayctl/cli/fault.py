@@ -39,8 +39,8 @@ def inject(experiment: str, fault_ids: tuple[str, ...], duration: float | None, 
            expire_margin: float, lab_name: str) -> None:
     """Inject EXPERIMENT's faults at once, hold them, revert and verify."""
     from grayctl.injection import run_inject
-    from grayctl.lab import ensure_root
-    from grayctl.labdef import load_lab
+    from grayctl.lab.definition import load_lab
+    from grayctl.lab.lifecycle import ensure_root
 
     ensure_root("fault inject")
 
@@ -63,8 +63,8 @@ def inject(experiment: str, fault_ids: tuple[str, ...], duration: float | None, 
 def revert(all_: bool, lab_name: str) -> None:
     """Revert every fault recorded on the lab's nodes and verify each node's state."""
     from grayctl.injection import run_revert_all
-    from grayctl.lab import ensure_root
-    from grayctl.labdef import load_lab
+    from grayctl.lab.definition import load_lab
+    from grayctl.lab.lifecycle import ensure_root
 
     ensure_root("fault revert")
     results = run_revert_all(load_lab(lab_name), verbose=_verbose())
@@ -76,7 +76,7 @@ def revert(all_: bool, lab_name: str) -> None:
 @click.option("--json", "as_json", is_flag=True, help="Print the records as JSON.")
 def list_(lab_name: str, as_json: bool) -> None:
     """List the fault records fetched to the controller (injection.json of each inject)."""
-    from grayctl.labdef import load_lab
+    from grayctl.lab.definition import load_lab
 
     root = load_lab(lab_name).lab_dir / "faults"
     found = sorted(root.glob("*/injection.json")) if root.is_dir() else []

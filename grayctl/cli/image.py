@@ -1,4 +1,4 @@
-"""``grayctl image build|ls|show`` — golden VM images for the qemu provider (grayctl.image)."""
+"""``grayctl image build|ls|show`` — golden VM images for the qemu provider (grayctl.lab.image)."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import json
 
 import click
 
-from grayctl.image import DEFAULT_IMAGE, find_image, image_inputs, list_images, read_record, run_image_build
+from grayctl.lab.image import DEFAULT_IMAGE, find_image, image_inputs, list_images, read_record, run_image_build
 
 
 def _verbose() -> bool:

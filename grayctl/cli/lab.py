@@ -1,6 +1,6 @@
 """``grayctl lab bootstrap|up|status|reset|down|doctor`` — the local lab's lifecycle.
 
-Parses options, calls ``grayctl.lab`` and renders; every command but ``--help`` needs root.
+Parses options, calls ``grayctl.lab.lifecycle`` and renders; every command but ``--help`` needs root.
 """
 
 from __future__ import annotations
@@ -11,7 +11,8 @@ import textwrap
 import click
 
 from grayctl.errors import DriftError, LabError
-from grayctl.lab import (
+from grayctl.lab.definition import load_lab
+from grayctl.lab.lifecycle import (
     DoctorReport,
     LabRecord,
     run_lab_bootstrap,
@@ -21,7 +22,6 @@ from grayctl.lab import (
     run_lab_status,
     run_lab_up,
 )
-from grayctl.labdef import load_lab
 
 _lab_option = click.option("--lab", "lab_name", default="local", show_default=True, metavar="NAME_OR_PATH",
                            help="A lab name (inventories/<name>/lab.yml), a path to a lab.yml, or an Ansible "

@@ -20,7 +20,7 @@ if TYPE_CHECKING:
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
 def plan(file: str, lab_ref: str | None, sets: tuple[str, ...], as_json: bool) -> None:
     """Print the resolved experiment and the ordered steps it would run (touches no host)."""
-    from grayctl.labdef import load_lab
+    from grayctl.lab.definition import load_lab
     from grayctl.overrides import load_experiment_with, parse_overrides
     from grayctl.plan import build_plan
 

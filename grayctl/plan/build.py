@@ -15,7 +15,8 @@ from __future__ import annotations
 from grayctl.errors import InputError, Problem
 from grayctl.experiment import Experiment, Fault
 from grayctl.faults.spec import node_fault_id, to_spec
-from grayctl.labdef import LabDefinition
+from grayctl.lab.definition import LabDefinition
+from grayctl.lab.provider import provider_for
 from grayctl.plan.model import FaultTarget, Plan, Replica, Step, teardown_path
 from grayctl.plan.services import deploy_extravars, undeploy_extravars, workload_extravars
 
@@ -134,13 +135,11 @@ def _steps(experiment: Experiment, lab: LabDefinition, replicas: tuple[Replica, 
     sched = experiment.schedule
     total = sched.total_s
     deploy, monitor, workload = (next(p for p in parts if p.name == n) for n in ("deploy", "monitor", "workload"))
-    lab_vars = {"netns_lab_state": "reset", "netns_lab_definition": str(lab.source)} \
-        if lab.provider == "netns" else {}
-    # A physical lab (an inventory) reimages each node through its own backend (grayctl_reimage).
-    reimage = Step("reimage", "prepare", "reimage.yml", "lab_nodes", {},
-                   why="every node back to its golden image through its backend, then SSH") \
-        if lab.provider == "physical" else Step("reimage", "prepare", "lab_reset.yml", "localhost", lab_vars,
-                                                why="every node back to the golden baseline")
+    # The provider says how: a netns reset (lab_reset.yml), a physical lab's backends (reimage.yml).
+    provider = provider_for(lab)
+    lab_vars = provider.reset_vars(lab)
+    reimage = Step("reimage", "prepare", provider.reimage.playbook, provider.reimage.hosts, lab_vars,
+                   why=provider.reimage.why)
     steps = [
         reimage,
         Step("verify-baseline", "prepare", "baseline.yml", "lab_nodes", {"baseline_mode": "verify"},

@@ -14,7 +14,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from grayctl.experiment import Experiment, Fault
-from grayctl.labdef import LabDefinition
+from grayctl.lab.definition import LabDefinition
+from grayctl.lab.provider import provider_for
 from grayctl.paths import PLAYBOOKS_DIR
 
 __all__ = ["FaultTarget", "Plan", "Replica", "Step", "teardown_path"]
@@ -119,4 +120,4 @@ def teardown_path(lab: LabDefinition) -> str:
     """How a run ends on ``lab``: ``reset`` where a reset is cheap and kills every process of every node
     (netns namespaces: the reset is the undeploy, and it verifies the baseline), else ``undeploy``
     (teardown.yml, then a baseline verify) — physical hosts and VMs have no such reset."""
-    return "reset" if lab.provider == "netns" and not getattr(lab, "vm_nodes", ()) else "undeploy"
+    return "reset" if provider_for(lab).capabilities.teardown_by_reset else "undeploy"

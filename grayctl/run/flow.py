@@ -44,8 +44,8 @@ from pathlib import Path
 from typing import Any
 
 from grayctl.errors import ChecksFailed, GrayctlError, Interrupted, LabError
-from grayctl.lab import ensure_root
-from grayctl.labdef import load_lab
+from grayctl.lab.definition import load_lab
+from grayctl.lab.lifecycle import ensure_root
 from grayctl.overrides import Override, load_experiment_with
 from grayctl.plan import Plan, build_plan
 from grayctl.run import steps

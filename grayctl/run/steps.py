@@ -23,7 +23,8 @@ from pathlib import Path
 
 from grayctl.clock import load_offsets
 from grayctl.errors import DriftError
-from grayctl.lab import ensure_root, run_lab_reset
+from grayctl.lab.lifecycle import ensure_root, run_lab_reset
+from grayctl.lab.provider import provider_for
 from grayctl.metrics import collect_run_metrics
 from grayctl.plan.services import WORKLOAD_METRICS_PORT
 from grayctl.run.context import Run
@@ -45,7 +46,7 @@ def reusable_reset(r: Run) -> float | None:
     prev = r.fresh_from
     if prev is None or prev.teardown_path != "reset" or prev.clean_at is None or r.accept_drift:
         return None
-    if not (prev.verify_clean or {}).get("ok") or r.lab.provider == "physical":
+    if not (prev.verify_clean or {}).get("ok") or not provider_for(r.lab).capabilities.reset_reusable:
         return None
     age = time.time() - prev.clean_at
     return age if 0 <= age <= FRESH_S else None

@@ -3,7 +3,7 @@
 
 The netns and qemu lab modules both start from ``resolve_lab``: the lab's name and id, its home,
 the node names, the two networks and each node's addresses, and which nodes are VMs. Each adds its
-own part of the plan. grayctl/labdef.py validates the same file on the controller first (with
+own part of the plan. grayctl/lab/definition.py validates the same file on the controller first (with
 line numbers); tests/unit/test_labdef.py keeps the three in step.
 """
 

@@ -9,7 +9,7 @@ started at once, so a 16-node lab comes up in well under a second of module time
 Map of this module:
 
 - ``resolve``         the lab definition (a dict, as in ``lab.yml``) -> a plan: names,
-                      addresses, paths, limits. Mirrors ``grayctl/labdef.py``; a unit test keeps
+                      addresses, paths, limits. Mirrors ``grayctl/lab/definition.py``; a unit test keeps
                       the two in step.
 - ``Host``            what this machine offers: tools, cgroup layout, routes, mounts.
 - ``Record``          the lab state file. Every resource is appended (and the file atomically
@@ -134,7 +134,7 @@ class LabFailure(Exception):
 
 
 # ---------------------------------------------------------------------------
-# The definition -> the plan (kept in step with grayctl/labdef.py by tests/unit/test_labdef.py)
+# The definition -> the plan (kept in step with grayctl/lab/definition.py by tests/unit/test_labdef.py)
 
 GROUP_RE = re.compile(r"\A[a-z][a-z0-9_]{0,31}\Z")
 RESERVED_GROUPS = {"all", "ungrouped", "lab_nodes"}

@@ -16,7 +16,7 @@ This module gives each VM node (``providers.qemu`` in the lab definition):
 Map of this module:
 
 - ``resolve``       the lab definition -> the VM plan (names, addresses, taps, paths); mirrors
-                    grayctl/labdef.py and the netns module (tests/unit/test_labdef.py keeps them in step).
+                    grayctl/lab/definition.py and the netns module (tests/unit/test_labdef.py keeps them in step).
 - ``probe_accel``   KVM if a guest kernel really runs under it within a bound, else TCG; recorded.
 - ``Record``        ``<lab_dir>/qemu.json``: every resource appended before it is created, dropped
                     once verifiably gone, so removal after a crash works from the record alone.
@@ -144,7 +144,7 @@ class LabFailure(Exception):
 
 
 # ---------------------------------------------------------------------------
-# The definition -> the VM plan (in step with grayctl/labdef.py and the netns module)
+# The definition -> the VM plan (in step with grayctl/lab/definition.py and the netns module)
 
 
 def memory_mib(text):

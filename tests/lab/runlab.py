@@ -14,7 +14,7 @@ from pathlib import Path
 
 import yaml
 
-from grayctl.labdef import load_lab
+from grayctl.lab.definition import load_lab
 from grayctl.paths import PROJECT_ROOT
 
 

@@ -20,7 +20,7 @@ import pyarrow.parquet as pq
 import pytest
 import yaml
 
-from grayctl.labdef import load_lab
+from grayctl.lab.definition import load_lab
 from grayctl.paths import PROJECT_ROOT
 
 pytestmark = [

@@ -19,7 +19,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from grayctl.labdef import load_lab
+from grayctl.lab.definition import load_lab
 from grayctl.metrics import collect_run_metrics, query_range_chunked
 from grayctl.paths import PROJECT_ROOT
 

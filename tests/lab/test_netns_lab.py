@@ -23,7 +23,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from grayctl.labdef import load_lab
+from grayctl.lab.definition import load_lab
 from grayctl.node_runtime import RUNTIME_ROOT
 from grayctl.paths import PROJECT_ROOT
 

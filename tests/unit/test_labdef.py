@@ -12,7 +12,7 @@ import pytest
 import yaml
 
 from grayctl.errors import InputError
-from grayctl.labdef import LabDefinition, load_lab
+from grayctl.lab.definition import LabDefinition, load_lab
 from grayctl.paths import COLLECTIONS_DIR
 
 

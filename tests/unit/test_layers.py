@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import grayctl
+from grayctl.lab.provider import PROVIDERS, Provider, provider_for
 
 PACKAGE = Path(grayctl.__file__).resolve().parent
 
@@ -45,6 +46,11 @@ PLAN_MUST_NOT_IMPORT = (
     "ansible_runner",
 )
 DRIVERS = ("ansible_runner", "grayctl.run")  # none of them loaded by `import grayctl.plan`
+
+# The lab's providers sit behind one seam (grayctl.lab.provider): outside grayctl.lab, code asks
+# ``provider_for(lab)`` what a lab can do and never imports a provider's module or tests its name.
+LAB = "grayctl.lab"
+PROVIDER_MODULES = tuple(sorted({v.partition(":")[0] for v in PROVIDERS.values()}))
 
 # Imports allowed for now, each with what ends it. Keyed by (importer, imported module): once the
 # imported module is gone the entry allows nothing, and the rule holds as written.
@@ -127,7 +133,7 @@ def is_node_side(module: str) -> bool:
 
 def test_the_rules_name_modules_that_exist():
     """A rule about a module that is not there can never fail: each entry names a module of today's tree."""
-    gone = [p for p in (*NODE_SIDE, *CONTRACTS, PLAN) if _within(p, tuple(MODULES)) is None
+    gone = [p for p in (*NODE_SIDE, *CONTRACTS, PLAN, LAB, *PROVIDER_MODULES) if _within(p, tuple(MODULES)) is None
             and not any(m.startswith(p + ".") for m in MODULES)]
     assert not gone, f"rules about modules that do not exist: {gone}"
     assert len(IMPORTS) > 100  # the walk found the imports at all
@@ -201,6 +207,48 @@ def test_each_allowance_is_in_use_while_its_module_exists():
     made = {(i.source, i.target) for i in IMPORTS}
     stale = [k for k in FOR_NOW if k[1] in MODULES and k not in made]
     assert not stale, f"FOR_NOW entries no longer needed: {stale}"
+
+
+def test_only_the_lab_package_imports_a_provider_module():
+    bad = [i for i in IMPORTS if _within(i.target, PROVIDER_MODULES) and not _within(i.source, (LAB,))]
+    assert not bad, ("code outside grayctl.lab imports a lab provider; ask grayctl.lab.provider.provider_for(lab) "
+                     "instead:\n" + "\n".join(map(str, bad)))
+
+
+def _provider_name_tests(source: str, where: str) -> list[str]:
+    """``x.provider == "netns"`` and the like: a provider check by name, not through the seam."""
+    out = []
+    for node in ast.walk(ast.parse(source, where)):
+        if isinstance(node, ast.Compare):
+            sides = [node.left, *node.comparators]
+            named = any(isinstance(n, ast.Attribute) and n.attr == "provider" for n in sides)
+            literal = any(isinstance(n, ast.Constant) and isinstance(n.value, str)
+                          or isinstance(n, (ast.Tuple, ast.List, ast.Set)) for n in sides)
+            if named and literal:
+                out.append(f"{where}:{node.lineno}: {ast.unparse(node)}")
+    return out
+
+
+def test_outside_the_lab_package_no_code_tests_a_provider_by_name():
+    bad = [hit for m, path in MODULES.items() if not _within(m, (LAB,))
+           for hit in _provider_name_tests(path.read_text(), str(path.relative_to(PACKAGE.parent)))]
+    assert not bad, "provider checks belong behind grayctl.lab.provider (a capability):\n" + "\n".join(bad)
+
+
+def test_the_provider_check_finds_what_it_looks_for():
+    """The rule above can fail: the checks the plan and the run used to make are found, a print is not."""
+    assert _provider_name_tests('lab.provider == "physical"', "x.py") == ["x.py:1: lab.provider == 'physical'"]
+    assert len(_provider_name_tests('r.lab.provider in ("netns", "qemu")', "x.py")) == 1
+    assert _provider_name_tests('print(lab.provider, lab.name == "x")', "x.py") == []
+
+
+def test_every_registered_provider_is_a_whole_provider():
+    """Each PROVIDERS entry loads, implements every method of the seam, and is what provider_for picks."""
+    for name, where in PROVIDERS.items():
+        module, _, cls = where.partition(":")
+        provider = getattr(__import__(module, fromlist=[cls]), cls)()  # TypeError if a method is missing
+        assert isinstance(provider, Provider) and provider.name == name
+        assert provider.reimage.playbook and provider.capabilities is not None
 
 
 def test_the_classification_reads_as_written():

@@ -1,4 +1,4 @@
-"""A lab given as an Ansible inventory (grayctl/physical.py): read through Ansible, planned with
+"""A lab given as an Ansible inventory (grayctl/lab/physical.py): read through Ansible, planned with
 the reimage backends' playbook. No host is touched (Ansible's debug runs on the controller)."""
 
 from __future__ import annotations
@@ -10,9 +10,9 @@ from pathlib import Path
 import pytest
 
 from grayctl.errors import InputError, LabError
-from grayctl.labdef import _locate, load_lab
+from grayctl.lab.definition import _locate, load_lab
+from grayctl.lab.physical import PhysicalLab, is_inventory
 from grayctl.paths import PROJECT_ROOT
-from grayctl.physical import PhysicalLab, is_inventory
 
 EXAMPLE = PROJECT_ROOT / "inventories" / "example-physical" / "hosts.yml"
 
@@ -74,7 +74,7 @@ def test_plan_on_a_physical_lab_reimages_through_reimage_yml(example: PhysicalLa
 
 
 def test_lab_up_and_down_refuse_an_inventory(example: PhysicalLab) -> None:
-    from grayctl.lab import run_lab_down, run_lab_up
+    from grayctl.lab.lifecycle import run_lab_down, run_lab_up
 
     for fn in (run_lab_up, run_lab_down):
         with pytest.raises(LabError, match="does not create or remove"):

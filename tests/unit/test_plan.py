@@ -11,7 +11,7 @@ import pytest
 
 from grayctl.errors import InputError
 from grayctl.experiment import load_experiment
-from grayctl.labdef import load_lab
+from grayctl.lab.definition import load_lab
 from grayctl.plan import build_plan
 
 ROOT = Path(__file__).resolve().parents[2]

@@ -6,7 +6,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from grayctl.experiment import load_experiment
-from grayctl.labdef import load_lab
+from grayctl.lab.definition import load_lab
 from grayctl.run.context import Run
 
 SEED = Path(__file__).resolve().parents[2] / "experiments" / "seed.yaml"

@@ -71,7 +71,7 @@ def test_three_tier_has_three_services_and_two_request_types() -> None:
 
 def test_co_located_replicas_get_ports_of_their_own_and_the_fault_covers_them_all() -> None:
     from grayctl.experiment import load_experiment
-    from grayctl.labdef import load_lab
+    from grayctl.lab.definition import load_lab
     from grayctl.plan import build_plan
 
     api = load_topology("three-tier").services["api"]

@@ -5,7 +5,7 @@ from __future__ import annotations
 from click.testing import CliRunner
 
 from grayctl.cli import cli
-from grayctl.image import image_inputs
+from grayctl.lab.image import image_inputs
 
 
 def test_the_cache_key_depends_on_the_inputs_only() -> None:
@@ -25,6 +25,6 @@ def test_bad_image_options_are_bad_input() -> None:
 
 
 def test_showing_an_image_that_was_never_built_says_how_to_build_it(tmp_path, monkeypatch) -> None:
-    monkeypatch.setattr("grayctl.image.IMAGE_CACHE", tmp_path)
+    monkeypatch.setattr("grayctl.lab.image.IMAGE_CACHE", tmp_path)
     result = CliRunner().invoke(cli, ["image", "show", "nosuch"], obj={})
     assert result.exit_code == 3 and "grayctl image build --name nosuch" in result.output

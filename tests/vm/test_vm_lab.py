@@ -56,7 +56,7 @@ def lab(image, tmp_path_factory) -> VmLab:
         # namespaces with their rules and cgroups - a minute saved in the tier's budget
         down = vl.grayctl("lab", "down", check=False)
         assert down.returncode == 0, down.stderr
-        from grayctl.labdef import load_lab
+        from grayctl.lab.definition import load_lab
 
         assert leftovers(vl, load_lab(str(vl.file)).lab_id) == []
 

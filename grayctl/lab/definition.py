@@ -14,7 +14,7 @@ A lab definition is a small YAML file, ``inventories/<name>/lab.yml`` (schema in
 
 ``load_lab`` reads and validates it into a ``LabDefinition`` (pure data); errors are
 ``InputError``s naming file, line and field. The netns provider's module
-(``roles/netns_lab/library/grayctl_netns_lab.py``) resolves the same file on its own, since it
+(``plugins/modules/grayctl_netns_lab.py``, via module_utils/labdef.py) resolves the same file on its own, since it
 must stay self-contained; ``tests/unit/test_labdef.py`` keeps the two in step.
 """
 
@@ -29,7 +29,7 @@ from pathlib import Path
 from typing import Any
 
 from grayctl.errors import InputError, Problem
-from grayctl.labnode import LabNode
+from grayctl.lab.node import LabNode
 from grayctl.paths import INVENTORIES_DIR
 from grayctl.source import Checker, ValueProblem, load_yaml_document, parse_choice
 from grayctl.units import UnitError, parse_size
@@ -194,10 +194,10 @@ def _default_roles(names: list[str]) -> dict[str, set[str]]:
 
 def load_lab(name_or_path: str = "local") -> LabDefinition:
     """A lab by name (``inventories/<name>/lab.yml``) or by path to its lab.yml; a lab grayctl does
-    not make is an Ansible inventory instead (grayctl/physical.py), by path or as the name of an
+    not make is an Ansible inventory instead (grayctl/lab/physical.py), by path or as the name of an
     inventories/ directory that holds hosts.yml and no lab.yml."""
     path = _locate(name_or_path)
-    from grayctl.physical import is_inventory, load_physical_lab
+    from grayctl.lab.physical import is_inventory, load_physical_lab
 
     if is_inventory(path):
         return load_physical_lab(path)  # type: ignore[return-value]  # the same surface for plan/run/lab

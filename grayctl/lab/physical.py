@@ -10,9 +10,11 @@ name of a directory under ``inventories/`` that holds ``hosts.yml`` and no ``lab
                                          ``debug`` per host so grayctl_* variables are rendered by
                                          the inventory's own templating (group_vars, vaults)
 
-``PhysicalLab`` has the surface of ``LabDefinition`` that plan.py, run.py and lab.py use (name,
-provider, nodes, lab_dir, inventory_path, source). Its reimage is playbooks/reimage.yml, which
-runs each node's backend (``grayctl_reimage``); docs/reimage.md.
+``PhysicalLab`` has the surface of ``LabDefinition`` that the plan, the run and the lifecycle use
+(name, provider, nodes, lab_dir, inventory_path, source). ``PhysicalProvider`` is its side of the
+provider seam: grayctl neither creates nor removes these machines, so ``up`` and ``down`` refuse;
+the reset is playbooks/reimage.yml, which runs each node's backend (``grayctl_reimage``, one role
+each: docs/reimage.md), then the baseline verify and the node runtime.
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ import json
 import shutil
 import subprocess
 import sys
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -28,11 +31,15 @@ from typing import Any
 import yaml
 
 from grayctl.errors import InputError, LabError, Problem
-from grayctl.labnode import LabNode
+from grayctl.lab.baseline import drift_lines, golden_complete, run_baseline, verify
+from grayctl.lab.node import LabNode
+from grayctl.lab.provider import Capabilities, Provider, ReimageStep
+from grayctl.lab.records import DoctorReport, LabRecord, NodeStatus
 
-__all__ = ["PhysicalLab", "is_inventory", "load_physical_lab"]
+__all__ = ["PhysicalLab", "PhysicalProvider", "is_inventory", "load_physical_lab"]
 
 PROVIDER = "physical"
+REIMAGE_PLAYBOOK = "reimage.yml"  # each node's backend (roles/reimage)
 REQUIRED = ("grayctl_lab", "grayctl_lab_dir", "grayctl_mgmt_ip", "grayctl_data_ip", "grayctl_state_dir")
 # Rendered per host by Ansible (one ad-hoc debug): what grayctl needs of each node.
 _PROBE = ('{"msg": "{{ {\\"lab\\": grayctl_lab | default(\\"\\"), \\"lab_dir\\": grayctl_lab_dir | default(\\"\\"), '
@@ -153,3 +160,79 @@ def load_physical_lab(path: str | Path, *, verbose: bool = False) -> PhysicalLab
     name, lab_dir = next(iter(labs))
     return PhysicalLab(name=name, inventory_path=path, lab_dir=Path(lab_dir), nodes=tuple(nodes), reimage=reimage,
                        source=path)
+
+
+class PhysicalProvider(Provider):
+    name = PROVIDER
+    capabilities = Capabilities(creates_nodes=False, reset_reimages=True, teardown_by_reset=False,
+                                reset_reusable=False, host_kernel=False)
+    reimage = ReimageStep(REIMAGE_PLAYBOOK, "lab_nodes", "every node back to its golden image through its backend, "
+                                                          "then SSH")
+
+    def _record(self, lab: PhysicalLab) -> LabRecord:
+        """A physical lab as it stands: up, its nodes from the inventory (no netns)."""
+        return LabRecord(lab=lab.name, lab_dir=str(lab.lab_dir), status="up", inventory=str(lab.inventory_path),
+                         nodes=[NodeStatus(n.name, list(n.roles), n.mgmt_ip, n.data_ip, "") for n in lab.nodes])
+
+    def _refuse(self, lab: PhysicalLab, what: str) -> LabRecord:
+        raise LabError(f"lab {lab.name} is an inventory of machines grayctl does not create or remove: "
+                       f"'lab {what}' does not apply",
+                       hint=f"reimage with 'grayctl lab reset --lab {lab.inventory_path}'; record golden baselines "
+                            f"with ansible-playbook -i {lab.inventory_path} playbooks/baseline.yml -e baseline_mode=record")
+
+    def up(self, lab: PhysicalLab, nodes: int | None, *, verbose: bool) -> LabRecord:
+        return self._refuse(lab, "up")
+
+    def down(self, lab: PhysicalLab, *, verbose: bool) -> LabRecord:
+        return self._refuse(lab, "down")
+
+    def status(self, lab: PhysicalLab, *, verbose: bool) -> LabRecord:
+        return self._record(lab)
+
+    def reset(self, lab: PhysicalLab, *, verbose: bool, accept_drift: bool) -> LabRecord:
+        """reimage.yml over the lab's inventory (a failure names host, backend and step: StepFailed),
+        then baseline verify. Golden records are never written here: record them right after imaging
+        (docs/reimage.md), so a reimage that did not work cannot bless itself."""
+        from grayctl.run.ansible import run_playbook
+
+        record = self._record(lab)
+        t0 = time.monotonic()
+        run_playbook(REIMAGE_PLAYBOOK, inventory=lab.inventory_path, verbose=verbose)
+        record.changed = True
+        record.cleaned = {n.name: [f"reimaged ({lab.reimage.get(n.name, '?')})"] for n in lab.nodes}
+        record.seconds["reimage"] = round(time.monotonic() - t0, 2)
+        if not golden_complete(lab):
+            missing = [n for n in lab.node_names if not (lab.lab_dir / "baseline" / "golden" / f"{n}.json").is_file()]
+            raise LabError(f"no golden baseline for {', '.join(missing)} in {lab.lab_dir / 'baseline' / 'golden'}",
+                           hint=f"right after imaging: ansible-playbook -i {lab.inventory_path} playbooks/baseline.yml "
+                                "-e baseline_mode=record")
+        t1 = time.monotonic()
+        record.drift = verify(lab, verbose, accept_drift, "after reimage")
+        record.baseline = "drift accepted" if record.drift else "verified"
+        record.seconds["verify"] = round(time.monotonic() - t1, 2)
+        t2 = time.monotonic()
+        self._install_node_runtime(lab, verbose)
+        record.seconds["runtime"] = round(time.monotonic() - t2, 2)
+        return record
+
+    def _install_node_runtime(self, lab: PhysicalLab, verbose: bool) -> None:
+        """A reimaged physical node has no grayctl: the node_runtime role installs this one from a
+        bundle (package files + wheels), after the verify, as software the run deploys."""
+        from grayctl.node_runtime import BUNDLE_CACHE, build_bundle
+        from grayctl.run.ansible import run_playbook
+
+        bundle = build_bundle(BUNDLE_CACHE)
+        run_playbook("node_runtime.yml", inventory=lab.inventory_path, extravars={"node_runtime_bundle": str(bundle)},
+                     verbose=verbose)
+
+    def doctor(self, lab: PhysicalLab, *, verbose: bool) -> DoctorReport:
+        # grayctl made none of its resources: only drift can be checked
+        doctor = DoctorReport(lab=lab.name, status="up", missing=[], left_behind=[], unrecorded=[],
+                              sshd_not_listening=[], drift=[])
+        if golden_complete(lab):
+            doctor.drift = drift_lines(run_baseline(lab, "verify", verbose, check=False))
+        else:
+            doctor.notes.append("no golden baseline for every node: record one right after imaging "
+                                "(playbooks/baseline.yml -e baseline_mode=record)")
+        doctor.notes.append("fault backend not checked: each node's executor probes its own kernel when it applies one")
+        return doctor

@@ -118,13 +118,16 @@ def node_fault_id(experiment_id: str) -> str:
 def to_spec(fault_id: str, fault_type: str, parameters: Mapping[str, Any], *, expire_after_s: float,
             name: str | None = None, service: str = "", target_service: str = "", interface: str | None = None,
             peers: Iterable[str] = (), peer_services: Iterable[str] = (), ports: Iterable[int] = (),
-            scope: Mapping[str, Any] | None = None, backend: str = "auto") -> dict[str, Any]:
+            scope: Mapping[str, Any] | None = None, backend: str = "auto", realisation: str = "",
+            widened: bool = False) -> dict[str, Any]:
     """The node-facing spec of a fault (``parameters``: canonical strings). Network fields only for
     network faults: other families take no interface, peers or flow fraction on the node."""
     ft = CATALOG[fault_type]
     spec: dict[str, Any] = {"id": fault_id, "name": name or fault_id, "type": fault_type, "family": ft.family,
                             "parameters": dict(parameters), "service": service, "target_service": target_service,
                             "expire_after_s": expire_after_s}
+    if realisation:  # the plan's words; the node records them with the backend it chose
+        spec.update(realisation=realisation, widened=widened)
     if ft.is_network:
         scope = scope or {}
         spec.update(interface=interface, peers=list(peers), peer_services=list(peer_services), ports=list(ports),

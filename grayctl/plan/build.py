@@ -166,7 +166,7 @@ def _steps(experiment: Experiment, lab: LabDefinition, replicas: tuple[Replica, 
                                       target_service=f.target_service, interface=ft.interface,
                                       peers=ft.peer_addresses, peer_services=ft.peers,
                                       ports=ft.ports if shared else (), scope=f.scope.to_dict(), backend=f.backend,
-                                      realisation=ft.realisation, widened=ft.widened)}
+                                      realisation=ft.realisation, widened=ft.widened, effect="require")}
         hosts = ":".join(ft.nodes)
         steps.append(Step(f"inject:{f.id}", "run", "fault.yml", hosts, {"fault_state": "present", **spec},
                           f.start_s, f.end_s, why=f"{f.type}: {ft.realisation}"))

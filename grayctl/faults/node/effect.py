@@ -18,6 +18,7 @@ Polls until evidence or the deadline: a fault that acts is verified in well unde
 
 from __future__ import annotations
 
+import json
 import re
 import subprocess
 import time
@@ -69,7 +70,6 @@ def _moving(how: str, read: Callable[[], int], deadline: float) -> dict[str, Any
 
 def _helper_counters(stats: Path) -> int:
     try:
-        import json
         data = json.loads(stats.read_text())
     except (OSError, ValueError):
         return 0

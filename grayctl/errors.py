@@ -111,6 +111,17 @@ class StepFailed(GrayctlError):
     title = "step failed"
 
 
+# The words faultctl's answer carries when an apply shows no effect (grayctl.faults.node.faultctl).
+NO_EFFECT_MARK = "shows no effect within"
+
+
+class FaultNoEffect(StepFailed):
+    """A fault was applied but its effect was not seen on the host, so its step failed (it was reverted)."""
+
+    exit_code = 8
+    title = "fault showed no effect"
+
+
 class DriftError(GrayctlError):
     """A node differs from its golden baseline."""
 

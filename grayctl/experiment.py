@@ -22,6 +22,7 @@ from typing import Any
 
 from grayctl.errors import InputError, Problem
 from grayctl.faults.catalog import BACKENDS, CATALOG, FAULT_TYPES, SCOPE_PARAMS
+from grayctl.faults.realise import realisation_problem, target_kind
 from grayctl.faults.validate import parse_param, to_plain, validate_parameters
 from grayctl.source import (
     Checker,
@@ -135,6 +136,7 @@ class Scope:
     peers: tuple[str, ...] | str  # "all" or service/component names
     direction: str | None  # None for non-network faults
     fraction: Percent
+    widen: str | None = None  # "process": a fault on a component inside a shared process hits all of it
 
     def to_dict(self) -> dict[str, Any]:
         out: dict[str, Any] = {}
@@ -142,6 +144,8 @@ class Scope:
             out["peers"] = self.peers if self.peers == "all" else list(self.peers)
             out["direction"] = self.direction
         out["fraction"] = self.fraction.canonical()
+        if self.widen is not None:
+            out["widen"] = self.widen
         return out
 
 
@@ -453,6 +457,13 @@ class _ExperimentValidator:
             if params is not None and topology is not None and ftype == "network-partition":
                 self._check_peers(params.get("peers"), path + ("parameters", "peers"), topology, target)
         scope = self._scope(m.get("scope"), path + ("scope",), ftype, topology, target) if ftype else None
+        if ftype and target and service and scope is not None and topology is not None:
+            # Where the target lives decides how the fault is realised; refuse here, with the line,
+            # what would otherwise be widened silently to the whole process.
+            why = realisation_problem(ftype, target_kind(topology.is_network_hop(target)), scope.widen,
+                                      target=target, service=service, topology=topology.name)
+            if why:
+                ck.problem(path + ("target_service",), why[0], expected=why[1])
         offset = ck.field(m, path, "offset", _nonneg_duration(), parse_duration(DEFAULTS["fault"]["offset"]))
         backend = ck.field(m, path, "backend", parse_choice(BACKENDS, "backend"), DEFAULTS["fault"]["backend"])
         if ftype is not None and backend not in (None, "auto") and not CATALOG[ftype].is_network:
@@ -521,7 +532,7 @@ class _ExperimentValidator:
                     ck.problem(path + (key,), f"scope.{key} is not used by {ftype}: {why}", at_key=True,
                                expected="scope fields: " + ", ".join(allowed))
             raw = {k: v for k, v in raw.items() if k not in ("peers", "direction") or k in allowed}
-        m = ck.mapping(raw, path, allowed=allowed, what="a scope {peers, direction, fraction}")
+        m = ck.mapping(raw, path, allowed=allowed, what="a scope {peers, direction, fraction, widen}")
         if m is None:
             return None
         specs = {p.name: p for p in SCOPE_PARAMS}
@@ -531,12 +542,13 @@ class _ExperimentValidator:
                 continue
             spec = specs[key]
             values[key] = ck.field(m, path, key, lambda v, s=spec: parse_param(s, v), spec.default)
+        widen = ck.field(m, path, "widen", lambda v: parse_param(specs["widen"], v), None) if "widen" in m else None
         if "peers" in allowed and topology is not None and values.get("peers") not in (None, "all"):
             self._check_peers(values["peers"], path + ("peers",), topology, target)
-        if any(values.get(k) is None for k in allowed):
+        if any(values.get(k) is None for k in allowed if k != "widen") or ("widen" in m and widen is None):
             return None
         peers = values.get("peers", "all")
-        return Scope(peers if peers == "all" else tuple(peers), values.get("direction"), values["fraction"])
+        return Scope(peers if peers == "all" else tuple(peers), values.get("direction"), values["fraction"], widen)
 
     # -- metrics, slo, checks ------------------------------------------------------------
     def _metrics(self, raw: Any) -> Metrics:

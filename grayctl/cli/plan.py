@@ -65,6 +65,7 @@ def render(p: Plan) -> str:
         out.append(f"fault {ft.fault.id}: {ft.fault.type} on {ft.service} -> "
                    f"{','.join(ft.nodes)} {ft.interface or ''} ports {list(ft.ports)} "
                    f"from {ft.fault.start_s:g}s to {ft.fault.end_s:g}s, backend {ft.fault.backend}")
+        out.append(f"  realised as: {ft.realisation}")
     out += ["", "steps:"]
     width = max(len(s.name) for s in p.steps)
     for i, s in enumerate(p.steps, 1):

@@ -69,6 +69,7 @@ class FaultWindow:
     start_ns: int
     end_ns: int
     reverted: bool  # False: no host end time; the window runs to the end of the run
+    realisation: str = ""  # how it was realised on the host (grayctl.faults.realise), as injection.json says
 
 
 def _fault_id(rec: dict[str, Any]) -> str:
@@ -90,7 +91,8 @@ def fault_windows(injections: list[dict[str, Any]], run_end_ns: int) -> list[Fau
         first = recs[0]
         out.append(FaultWindow(fid, str(first.get("type", "")),
                                str(first.get("target_service") or first.get("service") or first.get("target") or ""),
-                               min(int(r["start_ns"]) for r in recs), end, reverted))
+                               min(int(r["start_ns"]) for r in recs), end, reverted,
+                               str(first.get("realisation") or "")))
     return sorted(out, key=lambda w: (w.start_ns, w.id))
 
 
@@ -209,6 +211,7 @@ def make_labels(*, run_start_ns: int, run_end_ns: int, phases: list[tuple[str, f
     ids: list[list[str]] = [[] for _ in range(n)]
     types: list[list[str]] = [[] for _ in range(n)]
     targets: list[list[str]] = [[] for _ in range(n)]
+    hows: list[list[str]] = [[] for _ in range(n)]
     for w in windows:
         ov = np.clip(np.minimum(starts + NS, w.end_ns) - np.maximum(starts, w.start_ns), 0, NS) / NS
         frac = np.maximum(frac, ov)
@@ -217,6 +220,7 @@ def make_labels(*, run_start_ns: int, run_end_ns: int, phases: list[tuple[str, f
             types[i].append(w.type)
             if w.target not in targets[i]:
                 targets[i].append(w.target)
+            hows[i].append(w.realisation)
 
     base = next(((s, e) for p, s, e in phases if p == "baseline"), (0.0, 0.0))
     slo_info = derive_slo(requests, slo, (run_start_ns + int(base[0] * NS), run_start_ns + int(base[1] * NS)))
@@ -237,6 +241,8 @@ def make_labels(*, run_start_ns: int, run_end_ns: int, phases: list[tuple[str, f
         "fault_ids": pd.array([",".join(x) for x in ids], dtype="string"),
         "fault_types": pd.array([",".join(x) for x in types], dtype="string"),
         "fault_targets": pd.array([",".join(x) for x in targets], dtype="string"),
+        # one per fault id, in fault_ids' order; "; " since a realisation string holds commas
+        "fault_realisations": pd.array(["; ".join(x) for x in hows], dtype="string"),
         "user_requests": user["user_requests"].to_numpy(),
         "user_p99_seconds": user["user_p99_seconds"].to_numpy(),
         "user_error_rate": user["user_error_rate"].to_numpy(),

@@ -38,6 +38,7 @@ __all__ = [
     "QUANTITY_PARSERS",
     "SCOPE_PARAMS",
     "SIGNALS",
+    "WIDEN_CHOICES",
     "FaultType",
     "Param",
     "types_of",
@@ -46,6 +47,7 @@ __all__ = [
 FAMILIES = ("network", "resource", "process")
 DIRECTIONS = ("egress", "ingress", "both")
 BACKENDS = ("auto", "netem", "fallback")  # what an experiment may ask for (network faults)
+WIDEN_CHOICES = ("process",)  # scope.widen: what a fault on a component may be widened to, on request
 SIGNALS = ("KILL", "TERM", "INT", "QUIT", "HUP", "ABRT", "USR1", "USR2")
 # The one parser of each quantity kind (grayctl.units), for the experiment and the node alike.
 QUANTITY_PARSERS: dict[str, Callable[[Any], Any]] = {
@@ -119,8 +121,17 @@ class FaultType:
     backends: tuple[str, ...]  # what can realise it: netem, fallback (network); stress-ng; signals
     export: Mapping[str, str]  # its name in other datasets' vocabularies, e.g. {"rcaeval": "delay"}
     check: Check | None = None
-    scope_fields: tuple[str, ...] = ("peers", "direction", "fraction")
+    scope_fields: tuple[str, ...] = ("peers", "direction", "fraction", "widen")
     refused: Mapping[str, str] = field(default_factory=dict)  # backend -> why it cannot realise this type
+    # How it is realised on a target that is a service with its own network hop ("service") or a
+    # component inside a shared process ("component"): host | refused (a later runtime realisation
+    # of in-process faults becomes a third value). grayctl.faults.realise reads it.
+    realisation: Mapping[str, str] = field(default_factory=lambda: {"service": "host", "component": "refused"})
+    in_process_refusal: str = ""  # why a host realisation would not be faithful on a component
+
+    def __post_init__(self) -> None:
+        if not self.in_process_refusal:
+            object.__setattr__(self, "in_process_refusal", _IN_PROCESS_REFUSAL[self.family])
 
     @property
     def param_map(self) -> dict[str, Param]:
@@ -133,6 +144,14 @@ class FaultType:
     @property
     def is_network(self) -> bool:
         return self.family == "network"
+
+
+_IN_PROCESS_REFUSAL = {
+    "network": "its calls are in-process, so there is no packet to act on (the host would delay the whole "
+               "service's traffic)",
+    "resource": "stress on the host loads the whole process and node, not that component's handlers",
+    "process": "a signal stops or kills the whole process, every component in it",
+}
 
 
 def _d(text: str) -> Duration:
@@ -250,26 +269,26 @@ CATALOG: dict[str, FaultType] = {
         FaultType("network-partition", "network", "Drop all traffic between the target and its peers.", (
             Param("peers", "names", "Services cut off from the target, or 'all'.", default="all"),
             Param("direction", "choice", "Which way traffic is dropped.", default="both", choices=DIRECTIONS),
-        ), _NETWORK, {"rcaeval": "socket"}, _check_partition, scope_fields=("fraction",)),
+        ), _NETWORK, {"rcaeval": "socket"}, _check_partition, scope_fields=("fraction", "widen")),
         FaultType("network-flap", "network", "Take the target's data link down and up on a cycle (ip link set down/up).", (
             Param("down", "duration", "How long the link stays down each cycle.", required=True, min=0.0,
                   min_exclusive=True, max=_MAX_DELAY),
             Param("up", "duration", "How long the link stays up between downs.", required=True, min=0.0,
                   min_exclusive=True),
-        ), _NETWORK, {"rcaeval": "flap"}, scope_fields=("fraction",)),
+        ), _NETWORK, {"rcaeval": "flap"}, scope_fields=("fraction", "widen")),
         FaultType("cpu-stress", "resource", "Burn CPU inside the target node's limits (stress-ng --cpu).", (
             Param("workers", "int", "Number of CPU workers.", default=1, min=1, max=1024),
             Param("load", "percent", "Load per worker.", default=_p("100%"), min=0.0, min_exclusive=True),
-        ), ("stress-ng",), {"rcaeval": "cpu"}, scope_fields=("fraction",)),
+        ), ("stress-ng",), {"rcaeval": "cpu"}, scope_fields=("fraction", "widen")),
         FaultType("memory-stress", "resource", "Allocate and touch memory inside the target node's limits (stress-ng --vm).", (
             Param("bytes", "size", "Memory to hold.", min=1, max=1024**4),
             Param("percent", "percent", "Memory to hold, as a share of the node's memory limit.", min=0.0, min_exclusive=True),
             Param("workers", "int", "Number of VM workers sharing the amount.", default=1, min=1, max=64),
-        ), ("stress-ng",), {"rcaeval": "mem"}, _check_memory, scope_fields=("fraction",)),
+        ), ("stress-ng",), {"rcaeval": "mem"}, _check_memory, scope_fields=("fraction", "widen")),
         FaultType("disk-io-stress", "resource", "Write and sync files in the node's state directory (stress-ng --hdd).", (
             Param("workers", "int", "Number of I/O workers.", default=1, min=1, max=64),
             Param("bytes", "size", "Bytes each worker writes per cycle.", default=_s("256MiB"), min=4096, max=1024**4),
-        ), ("stress-ng",), {"rcaeval": "disk"}, scope_fields=("fraction",)),
+        ), ("stress-ng",), {"rcaeval": "disk"}, scope_fields=("fraction", "widen")),
         FaultType("process-pause", "process", "SIGSTOP/SIGCONT the target service's processes: one pause or a stutter.", (
             Param("duration", "duration", "One pause this long at the start of the window (default: the whole window).",
                   min=0.0, min_exclusive=True),
@@ -277,11 +296,11 @@ CATALOG: dict[str, FaultType] = {
                 Param("pause", "duration", "How long each pause lasts.", required=True, min=0.0, min_exclusive=True),
                 Param("every", "duration", "Period of the pauses.", required=True, min=0.0, min_exclusive=True),
             )),
-        ), ("signals",), {"rcaeval": "pause"}, _check_pause, scope_fields=("fraction",)),
+        ), ("signals",), {"rcaeval": "pause"}, _check_pause, scope_fields=("fraction", "widen")),
         FaultType("process-kill", "process", "Kill the target service's processes, optionally restarting them.", (
             Param("signal", "choice", "Signal sent (name without SIG).", default="KILL", choices=SIGNALS),
             Param("restart", "bool", "Restart the service after the kill.", default=True),
-        ), ("signals",), {"rcaeval": "kill"}, scope_fields=("fraction",)),
+        ), ("signals",), {"rcaeval": "kill"}, scope_fields=("fraction", "widen")),
     ]
 }
 
@@ -292,6 +311,8 @@ SCOPE_PARAMS: tuple[Param, ...] = (
     Param("direction", "choice", "Traffic direction the fault applies to.", default="egress", choices=DIRECTIONS),
     Param("fraction", "percent", "Share of the target's replicas (or flows, for network faults) affected.",
           default=_p("100%"), min=0.0, min_exclusive=True),
+    Param("widen", "choice", "On a component inside a shared process: fault the whole process (recorded as "
+          "widened). Without it such a fault is refused.", choices=WIDEN_CHOICES),
 )
 
 

@@ -63,7 +63,11 @@ def to_markdown() -> str:
         exports = ", ".join(f"{_DATASETS.get(k, k)} `{v}`" for k, v in ft.export.items())
         out += [f"### `{ft.name}` ({ft.family})", "", ft.doc, "", *_table(ft.params, "parameter"), "",
                 f"Scope fields: {', '.join(f'`{s}`' for s in ft.scope_fields)}. Backends: {backends}.{refused} "
-                f"Exported as: {exports}.", ""]
+                f"Exported as: {exports}.", "",
+                f"Realised on a service with its own hop: {ft.realisation['service']}; on a component inside a "
+                f"shared process: {ft.realisation['component']}"
+                + (f" ({ft.in_process_refusal}; `scope.widen: process` faults the whole process)"
+                   if ft.realisation["component"] == "refused" else "") + ".", ""]
     out += ["### `scope` (common to all types)", "", *_table(SCOPE_PARAMS, "field"), "", _END]
     return "\n".join(out) + "\n"
 

@@ -51,6 +51,9 @@ __all__ = [
 FAULT_ID_RE = re.compile(r"\A[a-z0-9][a-z0-9_]{0,31}\Z")
 # Linux IFNAMSIZ is 16 including the NUL; stay within a quoting-free charset.
 IFNAME_RE = re.compile(r"\A[A-Za-z0-9_][A-Za-z0-9_.-]{0,14}\Z")
+# What the executor does with its effect evidence (grayctl.faults.node.effect): "require" fails the
+# apply (exit 6) without it, as the run's plan asks; "record" only records it (hand-written specs).
+EFFECT_MODES = ("require", "record")
 _SERVICE = re.compile(r"\A[a-z0-9][a-z0-9-]{0,62}\Z")
 _PATH = re.compile(r"\A/[A-Za-z0-9_./+-]{0,4095}\Z")
 Network = ipaddress.IPv4Network | ipaddress.IPv6Network
@@ -118,13 +121,16 @@ def node_fault_id(experiment_id: str) -> str:
 def to_spec(fault_id: str, fault_type: str, parameters: Mapping[str, Any], *, expire_after_s: float,
             name: str | None = None, service: str = "", target_service: str = "", interface: str | None = None,
             peers: Iterable[str] = (), peer_services: Iterable[str] = (), ports: Iterable[int] = (),
-            scope: Mapping[str, Any] | None = None, backend: str = "auto") -> dict[str, Any]:
+            scope: Mapping[str, Any] | None = None, backend: str = "auto", realisation: str = "",
+            widened: bool = False, effect: str = "record") -> dict[str, Any]:
     """The node-facing spec of a fault (``parameters``: canonical strings). Network fields only for
     network faults: other families take no interface, peers or flow fraction on the node."""
     ft = CATALOG[fault_type]
     spec: dict[str, Any] = {"id": fault_id, "name": name or fault_id, "type": fault_type, "family": ft.family,
                             "parameters": dict(parameters), "service": service, "target_service": target_service,
-                            "expire_after_s": expire_after_s}
+                            "expire_after_s": expire_after_s, "effect": effect}
+    if realisation:  # the plan's words; the node records them with the backend it chose
+        spec.update(realisation=realisation, widened=widened)
     if ft.is_network:
         scope = scope or {}
         spec.update(interface=interface, peers=list(peers), peer_services=list(peer_services), ports=list(ports),
@@ -249,6 +255,8 @@ def load_spec(data: Mapping[str, Any]) -> Spec:
         expire = float(expire)
     if isinstance(expire, bool) or not isinstance(expire, (int, float)) or not 0 < expire <= 7 * 86400:
         raise FaultRefused(f"expire_after_s {expire!r} must be a number of seconds in (0, 604800]")
+    if data.get("effect", "record") not in EFFECT_MODES:
+        raise FaultRefused(f"effect {data.get('effect')!r} must be one of {', '.join(EFFECT_MODES)}")
     service = data.get("service") or ""
     if service and not _SERVICE.match(service):
         raise FaultRefused(f"service name {service!r} is invalid")

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 from grayctl.errors import InputError, Problem
 from grayctl.experiment import Experiment, Fault
+from grayctl.faults.realise import describe, realisation_problem, target_kind, widened
 from grayctl.faults.spec import node_fault_id, to_spec
 from grayctl.lab.definition import LabDefinition
 from grayctl.lab.provider import provider_for
@@ -71,15 +72,11 @@ def _fault_target(fault: Fault, experiment: Experiment, replicas: tuple[Replica,
     topo = experiment.topology
     service = fault.service
     network = fault.layer == NETWORK_LAYER
-    if network and not topo.is_network_hop(fault.target_service):
-        # Refuse rather than inject something else silently: in this decomposition the component's
-        # calls are in-process, so there is no packet to delay. (Issue 4 may add a mapped equivalent.)
-        raise InputError(_problem(
-            experiment,
-            f"{fault.target_service!r} runs in-process inside service {service!r} in topology "
-            f"{topo.name!r}, so a {fault.type} fault has no network hop to act on",
-            f"chaos_injections.{fault.id}.target_service",
-            f"the service {service!r} itself, or a process/cpu/memory fault"))
+    kind = target_kind(topo.is_network_hop(fault.target_service))
+    why = realisation_problem(fault.type, kind, fault.scope.widen, target=fault.target_service, service=service,
+                              topology=topo.name)
+    if why:  # load_experiment refuses it first, with the line; a guard for plans built another way
+        raise InputError(_problem(experiment, why[0], f"chaos_injections.{fault.id}.target_service", why[1]))
     mine = [r for r in replicas if r.service == service]
     peers: tuple[str, ...] = ()
     wanted = fault.parameters.get("peers") if fault.type == "network-partition" else (
@@ -102,8 +99,13 @@ def _fault_target(fault: Fault, experiment: Experiment, replicas: tuple[Replica,
                 f"a multiple of {100 / len(nodes):g}%"))
         nodes = nodes[:round(count)]
     peer_ips = tuple(dict.fromkeys(r.data_ip for r in replicas if r.service in peers))
-    return FaultTarget(fault, service, nodes, DATA_IFACE if network else None,
-                       tuple(sorted({r.port for r in mine})), peers, peer_ips)
+    iface = DATA_IFACE if network else None
+    wide = widened(kind, fault.scope.widen)
+    how = describe(fault.type, service=service, target_service=fault.target_service, nodes=nodes, widen=wide,
+                   interface=iface, direction=fault.scope.direction or fault.parameters.get("direction"),
+                   backend=fault.backend, peer_services=peers)
+    return FaultTarget(fault, service, nodes, iface, tuple(sorted({r.port for r in mine})), peers, peer_ips,
+                       how, wide)
 
 
 def _parts(experiment: Experiment, replicas: tuple[Replica, ...]) -> tuple[Step, ...]:
@@ -162,10 +164,11 @@ def _steps(experiment: Experiment, lab: LabDefinition, replicas: tuple[Replica, 
                                       expire_after_s=round(f.end_s - f.start_s + 30, 3), service=ft.service,
                                       target_service=f.target_service, interface=ft.interface,
                                       peers=ft.peer_addresses, peer_services=ft.peers,
-                                      ports=ft.ports if shared else (), scope=f.scope.to_dict(), backend=f.backend)}
+                                      ports=ft.ports if shared else (), scope=f.scope.to_dict(), backend=f.backend,
+                                      realisation=ft.realisation, widened=ft.widened, effect="require")}
         hosts = ":".join(ft.nodes)
         steps.append(Step(f"inject:{f.id}", "run", "fault.yml", hosts, {"fault_state": "present", **spec},
-                          f.start_s, f.end_s, why=f"{f.type} on {ft.service}"))
+                          f.start_s, f.end_s, why=f"{f.type}: {ft.realisation}"))
         steps.append(Step(f"revert:{f.id}", "run", "fault.yml", hosts, {"fault_state": "absent", **spec},
                           f.end_s, None, why="revert and verify the kernel state is back"))
     steps.append(Step("collect", "collect", "collect_run.yml", "lab_nodes",

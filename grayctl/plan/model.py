@@ -71,13 +71,16 @@ class FaultTarget:
     ports: tuple[int, ...]
     peers: tuple[str, ...]  # resolved peer services, empty = all
     peer_addresses: tuple[str, ...] = ()  # data IPs of the peer services' replicas
+    realisation: str = ""  # how it is realised (grayctl.faults.realise.describe); the node refines the backend
+    widened: bool = False  # scope.widen: process took a component's fault to its whole service
 
     def to_dict(self) -> dict[str, Any]:
         return {"id": self.fault.id, "type": self.fault.type, "target_service": self.fault.target_service,
                 "service": self.service, "nodes": list(self.nodes), "interface": self.interface,
                 "ports": list(self.ports), "peers": list(self.peers) or "all",
                 "peer_addresses": list(self.peer_addresses),
-                "window_s": [self.fault.start_s, self.fault.end_s], "backend": self.fault.backend}
+                "window_s": [self.fault.start_s, self.fault.end_s], "backend": self.fault.backend,
+                "realisation": self.realisation, "widened": self.widened}
 
 
 @dataclass(frozen=True)

@@ -25,7 +25,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from grayctl.errors import Interrupted, LabError, StepFailed
+from grayctl.errors import NO_EFFECT_MARK, FaultNoEffect, Interrupted, LabError, StepFailed
 from grayctl.paths import (ANSIBLE_CFG, COLLECTIONS_DIR, CONTROLLER_INVENTORY, PLAYBOOKS_DIR, PROJECT_ROOT, ROLES_DIR,
                            require_content)
 
@@ -260,7 +260,8 @@ def _run(
         shutil.rmtree(private_dir, ignore_errors=True)
 
     if check and not result.ok:
-        raise StepFailed(_failure_text(result), hint=_hint(result))
+        no_effect = any(NO_EFFECT_MARK in line for f in result.failures for line in (f.message, *f.detail))
+        raise (FaultNoEffect if no_effect else StepFailed)(_failure_text(result), hint=_hint(result))
     return result
 
 

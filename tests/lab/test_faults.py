@@ -128,6 +128,46 @@ def test_latency_on_the_fallback_adds_the_delay_then_reverts_to_baseline(lab):
     lab.assert_baseline()
 
 
+def _pinging(lab: FaultLab) -> subprocess.Popen:
+    """Bounded background traffic node01 -> node02 over the data network (20 pings a second, 15 s)."""
+    return subprocess.Popen(["ip", "netns", "exec", lab.netns("node01"), "ping", "-n", "-q", "-i", "0.05",
+                             "-c", "300", NODE2_DATA], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+
+
+def test_a_latency_fault_with_traffic_is_verified_by_the_delayers_own_counters(lab):
+    ping = _pinging(lab)
+    try:
+        lab.fault("present", "eff", "network-latency", {"delay": "20ms"}, peers=[NODE2_DATA], effect="require")
+    finally:
+        ping.kill()
+        ping.wait()
+    rec = lab.record("eff")
+    assert rec["effect"]["verified"] is True, rec["effect"]
+    assert rec["effect"]["how"].startswith("fallback delayer counters")
+    assert rec["effect"]["evidence"]["after"] > rec["effect"]["evidence"]["before"]
+    lab.fault("absent", "eff", "network-latency", {})
+    lab.assert_baseline()
+
+
+def test_a_delay_scoped_to_a_peer_that_gets_no_traffic_shows_no_effect_and_fails_its_step(lab):
+    # NO_NODE_DATA is on the data network but no node holds it: nothing is sent there, so the
+    # delayer's counters cannot move. The run's spec requires the effect: the apply fails, in words.
+    ping = _pinging(lab)  # traffic elsewhere (to node02) must not count as this fault's effect
+    try:
+        proc = lab.fault("present", "noeff", "network-latency", {"delay": "20ms"}, peers=[NO_NODE_DATA],
+                         effect="require", check=False)
+    finally:
+        ping.kill()
+        ping.wait()
+    assert proc.returncode != 0
+    assert "shows no effect within 2 s of apply" in proc.stdout, proc.stdout[-3000:]
+    rec = lab.record("noeff")
+    assert rec["effect"]["verified"] is False and rec["status"] != "active"
+    assert rec["effect"]["evidence"]["after"] == rec["effect"]["evidence"]["before"]
+    assert rec["revert_verified"], rec  # reverted at once: nothing left behind
+    lab.assert_baseline()
+
+
 @pytest.mark.parametrize("peers,hit", [([NODE2_DATA], True), ([NO_NODE_DATA], False)])
 def test_loss_is_scoped_to_the_peer_addresses(lab, peers, hit):
     lab.fault("present", "loss", "network-loss", {"percent": "30%", "correlation": "0%"}, peers=peers)
@@ -402,6 +442,8 @@ def test_process_pause_stops_the_service_and_revert_continues_it(lab, service):
     lab.fault("present", "pz", "process-pause", {}, service="svc")
     time.sleep(0.3)
     assert _state(pid) == "T"
+    effect = lab.record("pz")["effect"]
+    assert effect["verified"] is True and effect["evidence"]["states"] == {str(pid): "T"}, effect
     lab.fault("absent", "pz", "process-pause", {}, service="svc")
     assert _state(pid) in "RS"
     assert lab.record("pz")["revert_verified"]

@@ -11,7 +11,7 @@ from grayctl.dataset.export import rcaeval_fault_name
 from grayctl.faults import CATALOG, FAULT_TYPES
 from grayctl.faults.catalog import FAMILIES, types_of
 from grayctl.faults.doc import DOC, render_doc
-from grayctl.faults.spec import FaultRefused, load_spec, resolve_parameters, to_spec
+from grayctl.faults.spec import EFFECT_MODES, FaultRefused, load_spec, resolve_parameters, to_spec
 from grayctl.units import Duration, Percent
 
 ROLE = Path(__file__).resolve().parents[2] / "roles" / "fault"
@@ -51,8 +51,10 @@ def _spec_options() -> dict:
 def test_the_roles_argument_spec_knows_the_families_and_every_field_the_plan_writes() -> None:
     options = _spec_options()
     assert tuple(options["family"]["choices"]) == FAMILIES
-    net = to_spec("f1", "network-latency", {"delay": "1ms"}, expire_after_s=9, interface="data")
+    net = to_spec("f1", "network-latency", {"delay": "1ms"}, expire_after_s=9, interface="data",
+                  realisation="host: netem egress on node01 data, peers all")
     assert set(net) | {"seed"} == set(options)
+    assert tuple(options["effect"]["choices"]) == EFFECT_MODES
 
 
 def test_the_node_fills_defaults_from_the_catalog_and_parses_with_units() -> None:

@@ -39,6 +39,7 @@ import re
 import select
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -50,7 +51,8 @@ from typing import Any
 
 from grayctl.faults.backends import Actions, network_actions, select_backend, stress_argv
 from grayctl.faults.catalog import CATALOG
-from grayctl.faults.node import steer
+from grayctl.faults.node import effect, steer
+from grayctl.faults.realise import describe
 from grayctl.faults.node.procs import (
     alive,
     fault_processes,
@@ -246,10 +248,19 @@ def apply_fault(store: Store, raw: dict[str, Any], *, not_before_ns: int | None 
             "start_ns": start_ns, "start_utc": start_utc, "expire_at": expire_at, "commands": [], "notes": [],
             "end_ns": None, "end_utc": None, "revert_verified": None,
             "called_ns": CALLED_NS, "scheduled_ns": not_before_ns,
+            "realisation": raw.get("realisation"), "widened": bool(raw.get("widened")),
         }
         store.write(rec)
     try:
         APPLY[spec.family](store, spec, rec, python, expire_at)
+        # Evidence that it acts, within effect.WINDOW_S of the apply; "require" (the run's plan)
+        # fails the step without it, "record" (a hand-written spec's default) only records it.
+        rec["effect"] = effect.verify(rec, store.path(fid, ".stats.json"))
+        store.write(rec)
+        if not rec["effect"]["verified"] and raw.get("effect", "record") == "require":
+            raise NoEffect(f"fault {fid} ({spec.type}) shows no effect within {effect.WINDOW_S:g} s of apply: "
+                           f"{rec['effect']['how']} did not hold (evidence {rec['effect']['evidence']}); "
+                           f"it was reverted")
     except Exception as exc:
         rec["status"] = "failed"
         rec["error"] = str(exc)
@@ -258,8 +269,18 @@ def apply_fault(store: Store, raw: dict[str, Any], *, not_before_ns: int | None 
         raise
     rec["status"] = "active"
     rec["applied_ns"], rec["applied_utc"] = _now()
+    if rec.get("realisation"):  # the plan's words, for this node and with the backend it chose
+        rec["realisation"] = describe(spec.type, service=spec.service, target_service=raw_target(spec),
+                                      nodes=[socket.gethostname()], widen=bool(rec.get("widened")),
+                                      interface=spec.interface, direction=spec.direction,
+                                      backend=rec.get("backend") or spec.backend,
+                                      peer_services=spec.raw.get("peer_services") or ())
     store.write(rec)
     return {"changed": True, "record": rec}
+
+
+class NoEffect(RuntimeError):
+    """An apply whose effect is not seen on the host (faultctl's exit code 6)."""
 
 
 def _check(rec: dict[str, Any], result: dict[str, Any]) -> None:
@@ -309,6 +330,10 @@ def _apply_network(store: Store, spec: Spec, rec: dict[str, Any], python: str, e
         _check(rec, {**_run(["nft", "-f", "-"], stdin=act.nft_script), "stdin": act.nft_script})
     for argv in act.commands:
         _check(rec, _run(argv))
+
+
+def raw_target(spec: Spec) -> str:
+    return str(spec.raw.get("target_service") or spec.service)
 
 
 def _free_flow_slot(store: Store, fid: str) -> int:
@@ -662,6 +687,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(json.dumps({"changed": False, "failed": True,
                           "msg": f"parameter {exc} is required by this fault type (grayctl plan writes the spec)"}))
         return 3
+    except NoEffect as exc:
+        print(json.dumps({"changed": True, "failed": True, "no_effect": True, "msg": str(exc)}))
+        return 6
     except RuntimeError as exc:
         print(json.dumps({"changed": True, "failed": True, "msg": str(exc)}))
         return 4

@@ -372,7 +372,8 @@ class Checker:
                              suggestion=near)
         for key in required:
             if key not in value and key not in suggested:  # a misspelt key already said it
-                self.problem(path, f"missing required field {key!r}", expected=f"a {key!r} field here")
+                # Named by the missing field's own path, placed at its parent (Positions falls back).
+                self.problem(path + (key,), f"missing required field {key!r}", expected=f"a {key!r} field here")
         return value
 
     def sequence(self, value: Any, path: FieldPath, *, what: str = "a list") -> list[Any] | None:
@@ -391,7 +392,7 @@ class Checker:
         if mapping is None or key not in mapping:
             if default is _MISSING:
                 if mapping is not None:
-                    self.problem(path, f"missing required field {key!r}")
+                    self.problem(path + (key,), f"missing required field {key!r}")
                 return None
             return default
         return self.convert(mapping[key], path + (key,), parse)

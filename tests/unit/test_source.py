@@ -127,4 +127,14 @@ def test_checker_suggests_close_keys_and_reports_missing_fields_at_the_parent() 
     by_msg = {p.message: p for p in ck.problems}
     assert by_msg["unknown field 'delya'"].suggestion == "delay"
     assert (by_msg["unknown field 'delya'"].line, by_msg["unknown field 'delya'"].column) == (2, 3)
-    assert by_msg["missing required field 'jitter'"].path == "outer"
+    assert by_msg["missing required field 'jitter'"].path == "outer.jitter"
+    assert by_msg["missing required field 'jitter'"].line == 2  # the parent mapping's
+
+
+def test_a_missing_top_level_field_is_named_by_its_path() -> None:
+    """Found by tests/unit/test_fuzz_loaders.py: 'missing required field' at the top level had no field path."""
+    data, pos = load_yaml_text("# an experiment\nname: x\n", "f.yaml")
+    ck = Checker("f.yaml", pos)
+    ck.mapping(data, (), allowed=("name", "topology"), required=("topology",))
+    ck.field(data, (), "base", str)
+    assert [(p.path, p.line) for p in ck.problems] == [("topology", 2), ("base", 2)]

@@ -84,6 +84,8 @@ def is_inventory(path: Path) -> bool:
         data = yaml.safe_load(text)
     except yaml.YAMLError:
         data = None
+    except RecursionError:  # nested deeper than PyYAML's recursion: no inventory; load_lab says where
+        return False
     if isinstance(data, dict):
         return "all" in data and "name" not in data
     return any(line.strip().startswith("[") for line in text.splitlines())

@@ -30,6 +30,16 @@ def test_inventories_and_lab_definitions_are_told_apart(tmp_path: Path) -> None:
     assert is_inventory(ini)
 
 
+def test_a_lab_file_nested_too_deeply_is_refused_with_its_line_not_a_traceback(tmp_path: Path) -> None:
+    """Found by tests/unit/test_fuzz_loaders.py: is_inventory's PyYAML read hit a RecursionError."""
+    lab = tmp_path / "lab.yml"
+    lab.write_text("name: deep\nnodes: " + "[" * 3000 + "]" * 3000 + "\n")
+    assert not is_inventory(lab)
+    with pytest.raises(InputError) as info:
+        load_lab(str(lab))
+    assert info.value.problems[0].line is not None and "nested too deeply" in info.value.problems[0].message
+
+
 @pytest.fixture(scope="module")
 def example() -> PhysicalLab:
     if shutil.which("ansible-inventory") is None and not Path(sys.executable).with_name("ansible-inventory").exists():

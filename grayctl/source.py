@@ -180,8 +180,49 @@ def load_yaml_document(path: str | Path) -> tuple[dict[str, Any], Positions]:
     return load_yaml_text(_read_text(p, display), display)
 
 
+def _deep_flow_at(text: str) -> tuple[int, int] | None:
+    """Where flow collections (``[``/``{``) first nest deeper than MAX_DEPTH, or None.
+
+    PyYAML's scanner keeps state per open flow level and rescans it on every token, so its time grows
+    with the square of the depth: a line of 3000 '[' took 6 s, a 1 MiB one would take hours. This
+    over-approximates (brackets inside plain scalars count too); no real file opens 64 of them at once.
+    """
+    if text.count("[") + text.count("{") <= MAX_DEPTH:
+        return None
+    depth, quote, line, col = 0, "", 1, 0
+    prev = "\n"
+    i, n = 0, len(text)
+    while i < n:
+        c = text[i]
+        col += 1
+        if c == "\n":
+            line, col = line + 1, 0
+            if quote == "#":
+                quote = ""
+        elif quote:
+            if quote == "'" and c == "'" or quote == '"' and c == '"':
+                quote = ""
+            elif quote == '"' and c == "\\":
+                i, col = i + 1, col + 1
+        elif c in "'\"" or c == "#" and prev in " \t\n":
+            quote = c
+        elif c in "[{":
+            depth += 1
+            if depth > MAX_DEPTH:
+                return line, col
+        elif c in "]}":
+            depth = max(0, depth - 1)
+        prev = c
+        i += 1
+    return None
+
+
 def load_yaml_text(text: str, display: str = "<input>") -> tuple[dict[str, Any], Positions]:
     """Like ``load_yaml_document`` for text already in memory (``display`` names it in messages)."""
+    deep = _deep_flow_at(text)
+    if deep is not None:
+        raise InputError(Problem("YAML nested too deeply ('[' and '{' inside each other)", file=display,
+                                 line=deep[0], column=deep[1], expected=f"at most {MAX_DEPTH} levels of nesting"))
     try:
         node = yaml.compose(text, Loader=yaml.SafeLoader)
     except yaml.MarkedYAMLError as err:

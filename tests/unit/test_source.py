@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from grayctl.errors import InputError
-from grayctl.source import MAX_FILE_BYTES, Checker, load_yaml_document, load_yaml_text
+from grayctl.source import MAX_DEPTH, MAX_FILE_BYTES, Checker, load_yaml_document, load_yaml_text
 
 
 def _err(text: str) -> InputError:
@@ -138,3 +138,15 @@ def test_a_missing_top_level_field_is_named_by_its_path() -> None:
     ck.mapping(data, (), allowed=("name", "topology"), required=("topology",))
     ck.field(data, (), "base", str)
     assert [(p.path, p.line) for p in ck.problems] == [("topology", 2), ("base", 2)]
+
+
+def test_deep_flow_nesting_is_refused_before_pyyaml_spends_quadratic_time() -> None:
+    """Found by tests/unit/test_fuzz_loaders.py: 3000 '[' on one line took PyYAML's scanner 6 s (square of
+    the depth); now refused at once at the bracket that goes past MAX_DEPTH."""
+    with pytest.raises(InputError) as info:
+        load_yaml_text("name: x\nnodes: " + "[" * 3000 + "]" * 3000 + "\n", "f.yaml")
+    (p,) = info.value.problems
+    assert (p.line, p.column) == (2, 8 + MAX_DEPTH) and "nested too deeply" in p.message
+    # Brackets in quotes and comments do not count; 60 levels are still read.
+    data, _ = load_yaml_text("a: '" + "[" * 100 + "'  # " + "{" * 100 + "\nb: " + "[" * 60 + "]" * 60 + "\n")
+    assert data["a"] == "[" * 100

@@ -88,6 +88,8 @@ def is_inventory(path: Path) -> bool:
         return False
     if isinstance(data, dict):
         return "all" in data and "name" not in data
+    if path.suffix in (".yml", ".yaml"):
+        return False  # a broken YAML file: load_lab names its line, ansible-inventory would not
     return any(line.strip().startswith("[") for line in text.splitlines())
 
 

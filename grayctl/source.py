@@ -85,6 +85,8 @@ def format_path(path: Iterable[str | int]) -> str:
     for part in path:
         if isinstance(part, int):
             out += f"[{part}]"
+        elif part == "":
+            out += '.""' if out else '""'  # an empty key is still a field the user can find
         else:
             out += f".{part}" if out else str(part)
     return out

@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from grayctl.errors import InputError
-from grayctl.source import MAX_DEPTH, MAX_FILE_BYTES, Checker, load_yaml_document, load_yaml_text
+from grayctl.source import MAX_DEPTH, MAX_FILE_BYTES, Checker, format_path, load_yaml_document, load_yaml_text
 
 
 def _err(text: str) -> InputError:
@@ -150,3 +150,13 @@ def test_deep_flow_nesting_is_refused_before_pyyaml_spends_quadratic_time() -> N
     # Brackets in quotes and comments do not count; 60 levels are still read.
     data, _ = load_yaml_text("a: '" + "[" * 100 + "'  # " + "{" * 100 + "\nb: " + "[" * 60 + "]" * 60 + "\n")
     assert data["a"] == "[" * 100
+
+
+def test_an_empty_key_is_a_field_path_too() -> None:
+    """Found by tests/unit/test_fuzz_loaders.py: an unknown key '' was reported with no field path."""
+    data, pos = load_yaml_text('name: x\n"": 1\n', "f.yaml")
+    ck = Checker("f.yaml", pos)
+    ck.mapping(data, (), allowed=("name",))
+    (p,) = ck.problems
+    assert (p.path, p.line) == ('""', 2)
+    assert format_path(("a", "", 0)) == 'a.""[0]'

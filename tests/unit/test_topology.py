@@ -289,6 +289,9 @@ def test_an_application_file_given_as_a_topology_says_what_it_is() -> None:
     with pytest.raises(InputError) as info:
         load_topology(ROOT / "topologies" / "apps" / "social-network.yaml")
     assert "application file" in info.value.problems[0].message
+    # Found by tests/unit/test_fuzz_loaders.py: it named no field; now the 'components' key.
+    p = info.value.problems[0]
+    assert p.path == "components" and p.line is not None and p.line > 1
 
 
 # -- graph --------------------------------------------------------------------------------

@@ -40,7 +40,7 @@ ROOT = Path(__file__).resolve().parents[2]
 CORPUS = ROOT / "tests" / "corpus"
 RSS_LIMIT = 64 * 1024**2  # growth of the peak resident set per document; files are < 1 MiB
 TIME_LIMIT_S = 20.0  # one load, on a loaded 2-core machine (a sweep validates each of its cells): a hang fails
-CI_EXAMPLES = 200
+CI_EXAMPLES = 150  # per loader: the five together stay under a minute on 2 cores
 
 # ---------------------------------------------------------------------------------------------
 # Documents as YAML text
@@ -598,3 +598,41 @@ def test_the_property_fails_on_a_problem_without_a_line(scratch: Path) -> None:
     broken = Loader("broken", [], refuse, LOADERS["lab"].place)
     with pytest.raises(AssertionError, match="without a line"):
         fuzz_one(broken, scratch, None, b"name: x\n")
+
+
+# ---------------------------------------------------------------------------------------------
+# What the fuzzer found, through the real command line: exit 2, file and line named, no traceback
+
+FOUND = [
+    # (what, command after "grayctl", {file name: text}, what the refusal must say)
+    ("a missing top-level field had no field path", ["validate", "{d}/exp.yaml"],
+     {"exp.yaml": "# no topology\nname: x\n"}, "exp.yaml:2:1: topology: missing required field 'topology'"),
+    ("a topology file included as the application named no field", ["validate", "{d}/topo.yaml"],
+     {"topo.yaml": "application: {from: apps/app.yaml}\ndecomposition: {web: [web]}\n"
+                   "placement: {web: {slots: [app1]}}\n",
+      "apps/app.yaml": "name: x\nplacement: {web: {slots: [app1]}}\n"},
+     "apps/app.yaml:2:1: placement: "),
+    ("3000 '[' took PyYAML 6 s", ["validate", "{d}/exp.yaml"],
+     {"exp.yaml": "topology: three-tier\nname: " + "[" * 3000 + "]" * 3000 + "\n"}, "exp.yaml:2:71: YAML nested too deeply"),
+    ("a deep lab file was a RecursionError traceback", ["plan", "{root}/experiments/seed.yaml", "--lab", "{d}/lab.yml"],
+     {"lab.yml": "name: deep\nnodes: " + "[" * 3000 + "]" * 3000 + "\n"}, "lab.yml:2:72: YAML nested too deeply"),
+    ("a broken lab.yml went to ansible-inventory", ["plan", "{root}/experiments/seed.yaml", "--lab", "{d}/lab.yml"],
+     {"lab.yml": "name: x\n[lab_nodes]\n  bad: indent\n"}, "lab.yml:3:"),
+]
+
+
+@pytest.mark.parametrize("what,args,files,says", FOUND, ids=[f[0] for f in FOUND])
+def test_what_the_fuzzer_found_is_refused_with_exit_2_through_the_cli(
+        tmp_path: Path, what: str, args: list[str], files: dict[str, str], says: str) -> None:
+    import subprocess
+    import sys
+
+    for name, text in files.items():
+        (tmp_path / name).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / name).write_text(text)
+    argv = [a.format(d=tmp_path, root=ROOT) for a in args]
+    proc = subprocess.run([sys.executable, "-m", "grayctl", *argv], capture_output=True, text=True, timeout=120,
+                          cwd=tmp_path)
+    assert proc.returncode == 2, f"{what}: exit {proc.returncode}\n{proc.stderr}"
+    assert "Traceback" not in proc.stderr + proc.stdout
+    assert says in proc.stderr, f"{what}: expected {says!r} in:\n{proc.stderr}"

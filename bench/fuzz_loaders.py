@@ -12,6 +12,7 @@ Writes its section of docs/benchmarks.md through machine.write_section.
 from __future__ import annotations
 
 import argparse
+import datetime
 import multiprocessing
 import sys
 import tempfile
@@ -42,9 +43,14 @@ class Tally:
     rss_start: int = 0
     rss_end: int = 0
     seconds: float = 0.0
+    cut: bool = False  # stopped by --until before its count
 
 
-def run_loader(name: str, docs: int, keep: Path) -> Tally:
+class OutOfTime(Exception):
+    """The run's time budget is spent: stop generating, report what was done."""
+
+
+def run_loader(name: str, docs: int, keep: Path, stop_at: float | None = None) -> Tally:
     """One loader's run, in its own process (a pool worker) and its own scratch tree."""
     loader = fz.LOADERS[name]
     tally = Tally()
@@ -59,6 +65,8 @@ def run_loader(name: str, docs: int, keep: Path) -> Tally:
     @given(doc=loader.documents())
     def one(doc: tuple[Path | None, bytes]) -> None:
         source, data = doc
+        if stop_at is not None and time.time() > stop_at:
+            raise OutOfTime
         tally.docs += 1
         if tally.docs % 1000 == 0:  # partial figures, in case a long run is cut short
             print(f"  {name}: {tally.docs} docs, {tally.accepted} accepted, {tally.refused} refused, "
@@ -80,7 +88,10 @@ def run_loader(name: str, docs: int, keep: Path) -> Tally:
         if out.seconds > tally.slowest:
             tally.slowest, tally.slowest_doc = out.seconds, f"{len(data)} bytes from {source.name if source else 'random'}"
 
-    one()
+    try:
+        one()
+    except OutOfTime:
+        tally.cut = True
     tally.seconds = time.monotonic() - t0
     tally.rss_end = fz._rss()[0]
     tmp.cleanup()
@@ -99,14 +110,21 @@ def main() -> int:
     ap.add_argument("--docs", type=int, default=10_000, help="documents per loader (default 10000)")
     ap.add_argument("--only", default="", help="comma-separated loaders (default: all)")
     ap.add_argument("--jobs", type=int, default=2, help="loaders run at once, one process each (default 2)")
+    ap.add_argument("--until", default=None, metavar="HH:MM",
+                    help="stop generating at this UTC time and report what was done (marked as cut short)")
     ap.add_argument("--no-write", action="store_true", help="do not write docs/benchmarks.md")
     args = ap.parse_args()
     names = [n for n in fz.LOADERS if not args.only or n in args.only.split(",")]
     keep = Path(tempfile.mkdtemp(prefix="fuzz-findings-"))
+    stop_at = None
+    if args.until:
+        hh, mm = map(int, args.until.split(":"))
+        now = datetime.datetime.now(datetime.timezone.utc)
+        stop_at = now.replace(hour=hh, minute=mm, second=0, microsecond=0).timestamp()
     t0 = time.monotonic()
     # fork: each worker inherits the imported strategies; one process per loader keeps RSS figures apart.
     with multiprocessing.get_context("fork").Pool(args.jobs, maxtasksperchild=1) as pool:
-        pending = {n: pool.apply_async(run_loader, (n, args.docs, keep)) for n in names}
+        pending = {n: pool.apply_async(run_loader, (n, args.docs, keep, stop_at)) for n in names}
         rows = []
         for name, res in pending.items():
             t = res.get()
@@ -141,10 +159,12 @@ def main() -> int:
             "|---|---:|---:|---:|---:|---:|---:|---:|---:|",
         ]
         for name, t in rows:
-            lines.append(f"| {name} | {t.docs} | {t.accepted} | {t.refused} | {len(t.failures)} | "
+            lines.append(f"| {name} | {t.docs}{' (cut short)' if t.cut else ''} | {t.accepted} | {t.refused} | {len(t.failures)} | "
                          f"{t.slowest * 1000:.0f} ms | {t.rss_growth / 2**20:.1f} MiB | "
                          f"{t.rss_start / 2**20:.0f} → {t.rss_end / 2**20:.0f} MiB | {t.seconds / 60:.1f} min |")
-        lines += ["", f"Wall time {wall / 60:.1f} min."]
+        lines += ["", f"Wall time {wall / 60:.1f} min" + (f"; stopped at {args.until} UTC (--until), before "
+                                                          f"{args.docs} documents per loader." if any(t.cut for _, t in rows)
+                                                          else ".")]
         write_section("fuzz-loaders", "\n".join(lines))
     return 1 if total_failures else 0
 

@@ -57,6 +57,7 @@ MAX_NODES = 20_000  # expanded YAML nodes per document (aliases count each time 
 MAX_DEPTH = 64  # nesting depth of mappings/lists
 
 FieldPath = tuple[str | int, ...]
+_SURROGATE = re.compile("[\ud800-\udfff]")
 T = TypeVar("T")
 
 _STR = "tag:yaml.org,2002:str"
@@ -298,12 +299,19 @@ class _Builder:
         finally:
             self._active.discard(id(node))
 
+    def _surrogate(self, node: Any, path: FieldPath) -> InputError:
+        # A "\ud800" escape: no UTF-8 for it, so no message could even print it.
+        return self.fail(node, "a lone surrogate escape (\\ud800-\\udfff) is not a character",
+                         path=format_path(path) or "(top level)", expected="text of real Unicode characters")
+
     def _bad_tag(self, node: Any, path: FieldPath) -> InputError:
         return self.fail(node, f"unsupported YAML tag {node.tag!r}", path=format_path(path) or None,
                          expected="plain YAML: strings, numbers, booleans, lists and mappings (no tags)")
 
     def _scalar(self, node: Any, path: FieldPath) -> Any:
         tag = node.tag
+        if _SURROGATE.search(node.value):
+            raise self._surrogate(node, path)
         if tag == _STR or tag == _TIMESTAMP:
             return str(node.value)
         if tag == _NULL:
@@ -316,7 +324,10 @@ class _Builder:
             except ValueError:
                 raise self.fail(node, f"not an integer: {node.value!r}", path=format_path(path) or None) from None
         if tag == _FLOAT:
-            return self._scalars.construct_yaml_float(node)
+            try:
+                return self._scalars.construct_yaml_float(node)
+            except ValueError:  # '!!float y'
+                raise self.fail(node, f"not a number: {node.value!r}", path=format_path(path) or None) from None
         if tag == _MERGE:
             raise self.fail(node, "merge keys ('<<') are not supported",
                             path=format_path(path) or None, expected="write the keys out in full")
@@ -336,6 +347,8 @@ class _Builder:
                                 path=format_path(path) or None,
                                 expected="a plain name as key (quote it if it looks like a number or yes/no)")
             key = key_node.value
+            if _SURROGATE.search(key):
+                raise self._surrogate(key_node, path)
             if key in first_seen:
                 first = first_seen[key].start_mark
                 raise self.fail(key_node, f"duplicate key {key!r} (first defined at line {first.line + 1})",

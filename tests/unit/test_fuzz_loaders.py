@@ -46,8 +46,13 @@ CI_EXAMPLES = 150  # per loader: the five together stay under a minute on 2 core
 # Documents as YAML text
 
 
-class Raw(str):
-    """A scalar or fragment written verbatim (unquoted), so YAML's resolver sees it: yes, ~, 0x10, 1e400."""
+@dataclass(frozen=True)
+class Raw:
+    """A scalar or fragment written verbatim (unquoted), so YAML's resolver sees it: yes, ~, 0x10, 1e400.
+
+    Not a str subclass: hypothesis (6.170) replays drawn str values as choices and fails on a subclass."""
+
+    text: str
 
 
 @dataclass(frozen=True)
@@ -71,7 +76,7 @@ class _Emitter:
 
     def scalar(self, v: Any, flow: bool = False) -> str:
         if isinstance(v, Raw):
-            return str(v)
+            return v.text
         if v is None:
             return "null"
         if isinstance(v, bool):
@@ -90,7 +95,7 @@ class _Emitter:
 
     def key(self, k: Any) -> str:
         if isinstance(k, Raw):
-            return str(k)
+            return k.text
         if isinstance(k, str) and re.fullmatch(r"[A-Za-z_][A-Za-z0-9_.-]*", k):
             return k
         return self.scalar(k)

@@ -160,3 +160,18 @@ def test_an_empty_key_is_a_field_path_too() -> None:
     (p,) = ck.problems
     assert (p.path, p.line) == ('""', 2)
     assert format_path(("a", "", 0)) == 'a.""[0]'
+
+
+@pytest.mark.parametrize("text,says", [
+    ('application:\n  "\\ud800": 1\n', "lone surrogate"),
+    ('application: "a\\udfffb"\n', "lone surrogate"),
+    ("application: !!float y\n", "not a number: 'y'"),
+])
+def test_scalars_python_cannot_print_or_convert_are_refused_at_their_line(text: str, says: str) -> None:
+    """Found by tests/unit/test_fuzz_loaders.py: a surrogate escape made the message unprintable (the CLI's
+    UnicodeEncodeError), and '!!float y' was a ValueError traceback."""
+    with pytest.raises(InputError) as info:
+        load_yaml_text(text, "f.yaml")
+    (p,) = info.value.problems
+    assert says in p.message and p.line is not None and p.path == "application"
+    info.value.render().encode("utf-8")

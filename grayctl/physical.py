@@ -80,6 +80,10 @@ def is_inventory(path: Path) -> bool:
         text = path.read_text(errors="replace")
     except OSError:
         return False
+    from grayctl.source import _deep_flow_at
+
+    if _deep_flow_at(text) is not None:  # PyYAML would spend the square of the depth: load_lab refuses it
+        return False
     try:
         data = yaml.safe_load(text)
     except yaml.YAMLError:

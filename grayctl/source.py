@@ -57,6 +57,7 @@ MAX_NODES = 20_000  # expanded YAML nodes per document (aliases count each time 
 MAX_DEPTH = 64  # nesting depth of mappings/lists
 
 FieldPath = tuple[str | int, ...]
+_SURROGATE = re.compile("[\ud800-\udfff]")
 T = TypeVar("T")
 
 _STR = "tag:yaml.org,2002:str"
@@ -85,6 +86,8 @@ def format_path(path: Iterable[str | int]) -> str:
     for part in path:
         if isinstance(part, int):
             out += f"[{part}]"
+        elif part == "":
+            out += '.""' if out else '""'  # an empty key is still a field the user can find
         else:
             out += f".{part}" if out else str(part)
     return out
@@ -180,8 +183,49 @@ def load_yaml_document(path: str | Path) -> tuple[dict[str, Any], Positions]:
     return load_yaml_text(_read_text(p, display), display)
 
 
+def _deep_flow_at(text: str) -> tuple[int, int] | None:
+    """Where flow collections (``[``/``{``) first nest deeper than MAX_DEPTH, or None.
+
+    PyYAML's scanner keeps state per open flow level and rescans it on every token, so its time grows
+    with the square of the depth: a line of 3000 '[' took 6 s, a 1 MiB one would take hours. This
+    over-approximates (brackets inside plain scalars count too); no real file opens 64 of them at once.
+    """
+    if text.count("[") + text.count("{") <= MAX_DEPTH:
+        return None
+    depth, quote, line, col = 0, "", 1, 0
+    prev = "\n"
+    i, n = 0, len(text)
+    while i < n:
+        c = text[i]
+        col += 1
+        if c == "\n":
+            line, col = line + 1, 0
+            if quote == "#":
+                quote = ""
+        elif quote:
+            if quote == "'" and c == "'" or quote == '"' and c == '"':
+                quote = ""
+            elif quote == '"' and c == "\\":
+                i, col = i + 1, col + 1
+        elif c in "'\"" or c == "#" and prev in " \t\n":
+            quote = c
+        elif c in "[{":
+            depth += 1
+            if depth > MAX_DEPTH:
+                return line, col
+        elif c in "]}":
+            depth = max(0, depth - 1)
+        prev = c
+        i += 1
+    return None
+
+
 def load_yaml_text(text: str, display: str = "<input>") -> tuple[dict[str, Any], Positions]:
     """Like ``load_yaml_document`` for text already in memory (``display`` names it in messages)."""
+    deep = _deep_flow_at(text)
+    if deep is not None:
+        raise InputError(Problem("YAML nested too deeply ('[' and '{' inside each other)", file=display,
+                                 line=deep[0], column=deep[1], expected=f"at most {MAX_DEPTH} levels of nesting"))
     try:
         node = yaml.compose(text, Loader=yaml.SafeLoader)
     except yaml.MarkedYAMLError as err:
@@ -255,12 +299,19 @@ class _Builder:
         finally:
             self._active.discard(id(node))
 
+    def _surrogate(self, node: Any, path: FieldPath) -> InputError:
+        # A "\ud800" escape: no UTF-8 for it, so no message could even print it.
+        return self.fail(node, "a lone surrogate escape (\\ud800-\\udfff) is not a character",
+                         path=format_path(path) or "(top level)", expected="text of real Unicode characters")
+
     def _bad_tag(self, node: Any, path: FieldPath) -> InputError:
         return self.fail(node, f"unsupported YAML tag {node.tag!r}", path=format_path(path) or None,
                          expected="plain YAML: strings, numbers, booleans, lists and mappings (no tags)")
 
     def _scalar(self, node: Any, path: FieldPath) -> Any:
         tag = node.tag
+        if _SURROGATE.search(node.value):
+            raise self._surrogate(node, path)
         if tag == _STR or tag == _TIMESTAMP:
             return str(node.value)
         if tag == _NULL:
@@ -273,7 +324,10 @@ class _Builder:
             except ValueError:
                 raise self.fail(node, f"not an integer: {node.value!r}", path=format_path(path) or None) from None
         if tag == _FLOAT:
-            return self._scalars.construct_yaml_float(node)
+            try:
+                return self._scalars.construct_yaml_float(node)
+            except ValueError:  # '!!float y'
+                raise self.fail(node, f"not a number: {node.value!r}", path=format_path(path) or None) from None
         if tag == _MERGE:
             raise self.fail(node, "merge keys ('<<') are not supported",
                             path=format_path(path) or None, expected="write the keys out in full")
@@ -293,6 +347,8 @@ class _Builder:
                                 path=format_path(path) or None,
                                 expected="a plain name as key (quote it if it looks like a number or yes/no)")
             key = key_node.value
+            if _SURROGATE.search(key):
+                raise self._surrogate(key_node, path)
             if key in first_seen:
                 first = first_seen[key].start_mark
                 raise self.fail(key_node, f"duplicate key {key!r} (first defined at line {first.line + 1})",
@@ -372,7 +428,8 @@ class Checker:
                              suggestion=near)
         for key in required:
             if key not in value and key not in suggested:  # a misspelt key already said it
-                self.problem(path, f"missing required field {key!r}", expected=f"a {key!r} field here")
+                # Named by the missing field's own path, placed at its parent (Positions falls back).
+                self.problem(path + (key,), f"missing required field {key!r}", expected=f"a {key!r} field here")
         return value
 
     def sequence(self, value: Any, path: FieldPath, *, what: str = "a list") -> list[Any] | None:
@@ -391,7 +448,7 @@ class Checker:
         if mapping is None or key not in mapping:
             if default is _MISSING:
                 if mapping is not None:
-                    self.problem(path, f"missing required field {key!r}")
+                    self.problem(path + (key,), f"missing required field {key!r}")
                 return None
             return default
         return self.convert(mapping[key], path + (key,), parse)

@@ -87,12 +87,20 @@ def is_inventory(path: Path) -> bool:
         text = path.read_text(errors="replace")
     except OSError:
         return False
+    from grayctl.source import _deep_flow_at
+
+    if _deep_flow_at(text) is not None:  # PyYAML would spend the square of the depth: load_lab refuses it
+        return False
     try:
         data = yaml.safe_load(text)
     except yaml.YAMLError:
         data = None
+    except RecursionError:  # nested deeper than PyYAML's recursion: no inventory; load_lab says where
+        return False
     if isinstance(data, dict):
         return "all" in data and "name" not in data
+    if path.suffix in (".yml", ".yaml"):
+        return False  # a broken YAML file: load_lab names its line, ansible-inventory would not
     return any(line.strip().startswith("[") for line in text.splitlines())
 
 

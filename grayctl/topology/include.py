@@ -90,8 +90,9 @@ def load_application(ck: Checker, app_raw: dict[str, Any], file: str, path: Path
                        "deep (which also rules out include cycles)", at_key=True,
                        expected="components and requests written out in this file")
         return AppFile(target, shown, app_ck, None)
-    if any(k in data for k in ("decomposition", "placement", "application")):
-        app_ck.problem((), f"{shown} is a topology file, not an application file",
+    topo_keys = [k for k in data if k in ("decomposition", "placement", "application")]
+    if topo_keys:
+        app_ck.problem((topo_keys[0],), f"{shown} is a topology file, not an application file", at_key=True,
                        expected="a file with components and requests (and optional name, "
                                 "description, defaults)")
         return AppFile(target, shown, app_ck, None)

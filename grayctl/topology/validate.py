@@ -124,11 +124,10 @@ class _TopologyValidator:
     def run(self) -> Topology:
         ck = self.topo_ck
         if isinstance(self.data, dict) and "application" not in self.data and "components" in self.data:
-            raise InputError(Problem(
-                "this is an application file (components and requests), not a topology",
-                file=self.file, line=1, column=1,
-                expected="a topology that includes it: application: {from: <this file>}, plus decomposition "
-                         "and placement"))
+            ck.problem(("components",), "this is an application file (components and requests), not a topology",
+                       at_key=True, expected="a topology that includes it: application: {from: <this file>}, "
+                                             "plus decomposition and placement")
+            ck.raise_if_problems()
         top = ck.mapping(self.data, (), allowed=("name", "description", "defaults", "application",
                                                  "decomposition", "placement", "ports"),
                          required=("application", "decomposition", "placement"))

@@ -120,7 +120,7 @@ def test_every_problem_is_reported_not_just_the_first(tmp_path: Path) -> None:
 def test_missing_field_is_reported_at_the_parent_mapping(tmp_path: Path) -> None:
     (p,) = _problems("topology: three-tier\nchaos_injection:\n  type: process-kill\n", tmp_path)
     assert p.message == "missing required field 'target_service'"
-    assert (p.line, p.path) == (3, "chaos_injection")
+    assert (p.line, p.path) == (3, "chaos_injection.target_service")
 
 
 def test_a_fault_without_duration_runs_to_the_end_of_the_phase(tmp_path: Path) -> None:

@@ -30,6 +30,33 @@ def test_inventories_and_lab_definitions_are_told_apart(tmp_path: Path) -> None:
     assert is_inventory(ini)
 
 
+def test_a_lab_file_nested_too_deeply_is_refused_with_its_line_not_a_traceback(tmp_path: Path) -> None:
+    """Found by tests/unit/test_fuzz_loaders.py: is_inventory's PyYAML read hit a RecursionError."""
+    lab = tmp_path / "lab.yml"
+    lab.write_text("name: deep\nnodes: " + "[" * 3000 + "]" * 3000 + "\n")
+    assert not is_inventory(lab)
+    # The bench found the same as a top-level list: PyYAML's scan alone ran past 20 s on a loaded machine.
+    lab.write_text("- " + "[" * 20000 + "]" * 20000 + "\n")
+    assert not is_inventory(lab)
+    with pytest.raises(InputError) as info:
+        load_lab(str(lab))
+    assert info.value.problems[0].line is not None and "nested too deeply" in info.value.problems[0].message
+
+
+def test_a_broken_yaml_lab_file_is_not_taken_for_an_ini_inventory(tmp_path: Path) -> None:
+    """Found by tests/unit/test_fuzz_loaders.py: a lab.yml with a syntax error and a line starting with '['
+    went to ansible-inventory (seconds, and an error with no line) instead of the YAML error at its line."""
+    lab = tmp_path / "lab.yml"
+    lab.write_text("name: x\nnodes: 3\n[lab_nodes]\n  bad: indent\n")
+    assert not is_inventory(lab)
+    with pytest.raises(InputError) as info:
+        load_lab(str(lab))
+    assert info.value.problems[0].line is not None and "YAML" in info.value.problems[0].message
+    ini = tmp_path / "hosts"
+    ini.write_text("[lab_nodes]\nnode1 ansible_host=192.0.2.1\n")
+    assert is_inventory(ini)
+
+
 @pytest.fixture(scope="module")
 def example() -> PhysicalLab:
     if shutil.which("ansible-inventory") is None and not Path(sys.executable).with_name("ansible-inventory").exists():

@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from grayctl.errors import InputError
-from grayctl.source import MAX_FILE_BYTES, Checker, load_yaml_document, load_yaml_text
+from grayctl.source import MAX_DEPTH, MAX_FILE_BYTES, Checker, format_path, load_yaml_document, load_yaml_text
 
 
 def _err(text: str) -> InputError:
@@ -127,4 +127,51 @@ def test_checker_suggests_close_keys_and_reports_missing_fields_at_the_parent() 
     by_msg = {p.message: p for p in ck.problems}
     assert by_msg["unknown field 'delya'"].suggestion == "delay"
     assert (by_msg["unknown field 'delya'"].line, by_msg["unknown field 'delya'"].column) == (2, 3)
-    assert by_msg["missing required field 'jitter'"].path == "outer"
+    assert by_msg["missing required field 'jitter'"].path == "outer.jitter"
+    assert by_msg["missing required field 'jitter'"].line == 2  # the parent mapping's
+
+
+def test_a_missing_top_level_field_is_named_by_its_path() -> None:
+    """Found by tests/unit/test_fuzz_loaders.py: 'missing required field' at the top level had no field path."""
+    data, pos = load_yaml_text("# an experiment\nname: x\n", "f.yaml")
+    ck = Checker("f.yaml", pos)
+    ck.mapping(data, (), allowed=("name", "topology"), required=("topology",))
+    ck.field(data, (), "base", str)
+    assert [(p.path, p.line) for p in ck.problems] == [("topology", 2), ("base", 2)]
+
+
+def test_deep_flow_nesting_is_refused_before_pyyaml_spends_quadratic_time() -> None:
+    """Found by tests/unit/test_fuzz_loaders.py: 3000 '[' on one line took PyYAML's scanner 6 s (square of
+    the depth); now refused at once at the bracket that goes past MAX_DEPTH."""
+    with pytest.raises(InputError) as info:
+        load_yaml_text("name: x\nnodes: " + "[" * 3000 + "]" * 3000 + "\n", "f.yaml")
+    (p,) = info.value.problems
+    assert (p.line, p.column) == (2, 8 + MAX_DEPTH) and "nested too deeply" in p.message
+    # Brackets in quotes and comments do not count; 60 levels are still read.
+    data, _ = load_yaml_text("a: '" + "[" * 100 + "'  # " + "{" * 100 + "\nb: " + "[" * 60 + "]" * 60 + "\n")
+    assert data["a"] == "[" * 100
+
+
+def test_an_empty_key_is_a_field_path_too() -> None:
+    """Found by tests/unit/test_fuzz_loaders.py: an unknown key '' was reported with no field path."""
+    data, pos = load_yaml_text('name: x\n"": 1\n', "f.yaml")
+    ck = Checker("f.yaml", pos)
+    ck.mapping(data, (), allowed=("name",))
+    (p,) = ck.problems
+    assert (p.path, p.line) == ('""', 2)
+    assert format_path(("a", "", 0)) == 'a.""[0]'
+
+
+@pytest.mark.parametrize("text,says", [
+    ('application:\n  "\\ud800": 1\n', "lone surrogate"),
+    ('application: "a\\udfffb"\n', "lone surrogate"),
+    ("application: !!float y\n", "not a number: 'y'"),
+])
+def test_scalars_python_cannot_print_or_convert_are_refused_at_their_line(text: str, says: str) -> None:
+    """Found by tests/unit/test_fuzz_loaders.py: a surrogate escape made the message unprintable (the CLI's
+    UnicodeEncodeError), and '!!float y' was a ValueError traceback."""
+    with pytest.raises(InputError) as info:
+        load_yaml_text(text, "f.yaml")
+    (p,) = info.value.problems
+    assert says in p.message and p.line is not None and p.path == "application"
+    info.value.render().encode("utf-8")

@@ -245,6 +245,22 @@ def test_a_yaml_syntax_error_in_the_application_file_is_reported_there(tmp_path:
     assert "YAML syntax error" in info.value.problems[1].message
 
 
+def test_a_topology_file_included_as_the_application_is_refused_at_its_topology_key(tmp_path: Path) -> None:
+    """Found by tests/unit/test_fuzz_loaders.py: the refusal in the included file named no field."""
+    (tmp_path / "apps").mkdir()
+    (tmp_path / "apps" / "app.yaml").write_text("# not an app\nname: x\nplacement: {web: {slots: [app1]}}\n")
+    topo = _write(tmp_path, """\
+        application: {from: apps/app.yaml}
+        decomposition: {web: [web]}
+        placement: {web: {slots: [app1]}}
+        """)
+    with pytest.raises(InputError) as info:
+        load_topology(topo)
+    (app,) = [p for p in info.value.problems if Path(p.file or "").name == "app.yaml"]
+    assert "is a topology file, not an application file" in app.message
+    assert (app.line, app.path) == (3, "placement")
+
+
 def test_a_symbolic_link_out_of_the_topology_directory_is_refused(tmp_path: Path) -> None:
     outside = tmp_path / "outside.yaml"
     outside.write_text("components: {web: {endpoints: {page: {}}}}\nrequests: {p: {entry: web.page, mix: 100%}}\n")
@@ -273,6 +289,9 @@ def test_an_application_file_given_as_a_topology_says_what_it_is() -> None:
     with pytest.raises(InputError) as info:
         load_topology(ROOT / "topologies" / "apps" / "social-network.yaml")
     assert "application file" in info.value.problems[0].message
+    # Found by tests/unit/test_fuzz_loaders.py: it named no field; now the 'components' key.
+    p = info.value.problems[0]
+    assert p.path == "components" and p.line is not None and p.line > 1
 
 
 # -- graph --------------------------------------------------------------------------------

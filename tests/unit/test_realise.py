@@ -11,7 +11,7 @@ from grayctl.errors import InputError
 from grayctl.experiment import load_experiment
 from grayctl.faults.catalog import CATALOG
 from grayctl.faults.realise import TARGET_KINDS
-from grayctl.labdef import load_lab
+from grayctl.lab.definition import load_lab
 from grayctl.plan import build_plan
 
 PARAMS = {

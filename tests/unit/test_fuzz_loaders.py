@@ -407,7 +407,7 @@ def _load_sweep(path: Path, cli: Path) -> Any:
 
 
 def _load_lab(path: Path, cli: Path) -> Any:
-    from grayctl.labdef import load_lab
+    from grayctl.lab.definition import load_lab
 
     return load_lab(str(cli))
 

@@ -9,7 +9,8 @@ down::
 
 It waits for the first of:
 
-  * the wall clock reaching ``--at`` (the fault window's end plus a margin) -> "expired":
+  * ``--at`` (the fault window's end plus a margin, Unix time, converted once at start to the
+    monotonic clock so a step of the node's clock changes nothing) -> "expired":
     the helper (if any) gets SIGTERM, then SIGKILL after ``--grace``;
   * the helper exiting for any reason, SIGKILL included -> "helper-exited" (watched through a
     pidfd, so there is no polling delay and no PID-reuse race);
@@ -39,7 +40,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 from grayctl.faults.node import steer
-from grayctl.faults.node.args import duration_ns
+from grayctl.faults.node.args import duration_ns, monotonic_deadline
 
 __all__ = ["wait_for_trigger", "stop_helper", "main"]
 
@@ -55,16 +56,16 @@ def _open_pidfd(pid: int) -> int | None:
         return None  # already gone
 
 
-def wait_for_trigger(at: float, pidfd: int | None, wake_r: int, stop: list[str]) -> str:
-    """Block until expiry, helper exit or a signal; return the reason."""
+def wait_for_trigger(deadline: float, pidfd: int | None, wake_r: int, stop: list[str]) -> str:
+    """Block until ``deadline`` (``time.monotonic()``), helper exit or a signal; return the reason."""
     while True:
         if stop:
             return stop[0]
-        left = at - time.time()
+        left = deadline - time.monotonic()
         if left <= 0:
             return "expired"
         fds = [wake_r] + ([pidfd] if pidfd is not None else [])
-        # Wake at least every second: the wall clock can be stepped while we wait.
+        # Wake at least every second to check the signal list.
         ready, _, _ = select.select(fds, [], [], min(left, 1.0))
         if pidfd is not None and pidfd in ready:
             return "helper-exited"
@@ -117,6 +118,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.pidfile:
         args.pidfile.write_text(f"{os.getpid()}\n")
     started = _utc()
+    deadline = monotonic_deadline(args.at)  # a clock step from here on changes nothing
     pidfd = _open_pidfd(args.pid) if args.pid else None
     stop: list[str] = []
     wake_r, wake_w = os.pipe()
@@ -125,7 +127,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     signal.set_wakeup_fd(wake_w)
     for s in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
         signal.signal(s, lambda n, _f: stop.append("cancelled"))
-    reason = "helper-exited" if (args.pid and pidfd is None) else wait_for_trigger(args.at, pidfd, wake_r, stop)
+    reason = "helper-exited" if (args.pid and pidfd is None) else wait_for_trigger(deadline, pidfd, wake_r, stop)
     triggered = _utc()
     helper = stop_helper(args.pid, pidfd, args.grace / 1e9) if reason != "helper-exited" else "exited"
     removed: list[str] = []

@@ -24,7 +24,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from grayctl.faults.node.args import duration_ns
+from grayctl.faults.node.args import duration_ns, monotonic_deadline
 from grayctl.faults.spec import validate_ifname
 
 __all__ = ["main"]
@@ -75,6 +75,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                              "exit_reason": None}
     _write(args.stats, stats)
     reason = "expired"
+    expire_at = monotonic_deadline(args.expire_at)  # a clock step changes nothing from here on
     try:
         state = "down"
         while True:
@@ -85,15 +86,15 @@ def main(argv: Sequence[str] | None = None) -> int:
             if event["rc"] != 0:
                 reason = f"ip link set {state} failed: {event['stderr']}"
                 break
-            until = time.time() + (args.down if state == "down" else args.up) / 1e9
-            while not stop and time.time() < min(until, args.expire_at):
-                select.select([wake_r], [], [], max(0.0, min(until, args.expire_at) - time.time()))
+            until = time.monotonic() + (args.down if state == "down" else args.up) / 1e9
+            while not stop and time.monotonic() < min(until, expire_at):
+                select.select([wake_r], [], [], max(0.0, min(until, expire_at) - time.monotonic()))
                 if stop:
                     break
             if stop:
                 reason = f"signal {stop[0]}"
                 break
-            if time.time() >= args.expire_at:
+            if time.monotonic() >= expire_at:
                 break
             state = "up" if state == "down" else "down"
     finally:

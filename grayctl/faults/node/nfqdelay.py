@@ -48,7 +48,7 @@ from pathlib import Path
 from typing import Any
 
 from grayctl.faults.node import steer
-from grayctl.faults.node.args import duration_ns, percent
+from grayctl.faults.node.args import duration_ns, monotonic_deadline, percent
 from grayctl.faults.node.delaymodel import DISTRIBUTIONS, ORDERS, DelayModel, DelaySpec
 
 __all__ = ["Stats", "Delayer", "flow_key", "main"]
@@ -149,7 +149,8 @@ class Delayer:
         self.queue = queue
         self.model = model
         self.limit = limit
-        self.expire_at = expire_at
+        # Monotonic from here on: a step of the node's clock does not move the fault's end.
+        self.expire_at = None if expire_at is None else monotonic_deadline(expire_at)
         self.fault_id = fault_id
         self.stats_path = stats_path
         self.stats_interval = stats_interval
@@ -239,7 +240,7 @@ class Delayer:
                 if self._heap:
                     timeout = min(timeout, max(0.0, (self._heap[0][0] - now_ns) / 1e9))
                 if self.expire_at is not None:
-                    left = self.expire_at - time.time()
+                    left = self.expire_at - time.monotonic()
                     if left <= 0:
                         self.request_stop("expired")
                         break

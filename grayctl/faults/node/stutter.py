@@ -25,7 +25,7 @@ import time
 from collections.abc import Sequence
 from pathlib import Path
 
-from grayctl.faults.node.args import duration_ns
+from grayctl.faults.node.args import duration_ns, monotonic_deadline
 
 __all__ = ["main"]
 
@@ -59,27 +59,29 @@ def main(argv: Sequence[str] | None = None) -> int:
     log: list[list] = []
     reason = "expired"
 
+    at = monotonic_deadline(args.at)  # a clock step changes nothing from here on
+
     def sleep_until(t: float) -> bool:
         while not stop:
-            left = t - time.time()
+            left = t - time.monotonic()
             if left <= 0:
                 return True
             time.sleep(min(left, 0.05))
         return False
 
     try:
-        start = time.time()
+        start = time.monotonic()
         k = 0
-        while not stop and time.time() < args.at:
+        while not stop and time.monotonic() < at:
             period_start = start + k * (args.every or 0) / 1e9
             if not sleep_until(period_start):
                 break
             _signal_all(args.pgid, signal.SIGSTOP, log)
-            end = args.at if args.pause is None else min(args.at, period_start + args.pause / 1e9)
+            end = at if args.pause is None else min(at, period_start + args.pause / 1e9)
             sleep_until(end)
             _signal_all(args.pgid, signal.SIGCONT, log)
             if args.every is None:
-                sleep_until(args.at)  # one pause: hold the fault (nothing stopped) until the end
+                sleep_until(at)  # one pause: hold the fault (nothing stopped) until the end
                 break
             k += 1
         if stop:

@@ -26,7 +26,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from grayctl.faults.node.procs import alive, group_members, proc_state
+from grayctl.faults.node.procs import alive, group_members, own_cgroups, proc_state
 
 __all__ = ["WINDOW_S", "cgroup_evidence", "nft_packets", "qdisc_sent_packets", "verify"]
 
@@ -86,12 +86,7 @@ def _link_down(dev: str) -> bool:
 def cgroup_evidence() -> dict[str, Any]:
     """This process's cgroup CPU figures (v2 cpu.stat + cpu.pressure, or v1 cpu.stat/cpuacct.usage)."""
     out: dict[str, Any] = {}
-    try:
-        lines = Path("/proc/self/cgroup").read_text().splitlines()
-    except OSError:
-        return out
-    for line in lines:
-        _, controllers, path = line.split(":", 2)
+    for _, controllers, path in own_cgroups():
         if controllers == "":  # v2
             base = Path("/sys/fs/cgroup") / path.lstrip("/")
             files = {"cpu.stat": base / "cpu.stat", "cpu.pressure": base / "cpu.pressure"}

@@ -212,14 +212,18 @@ def restart_service(t: dict[str, Any]) -> dict[str, Any]:
     return {"dir": str(d), "pid": proc.pid, "restarted_ns": ns, "restarted_utc": utc}
 
 
-def memory_limit() -> int | None:
-    """The memory limit of this process's cgroup (the node's): v2 memory.max, else v1 limit_in_bytes."""
+def own_cgroups() -> list[tuple[str, str, str]]:
+    """This process's cgroups as /proc/self/cgroup lists them: (hierarchy id, controllers, path); none if unreadable."""
     try:
         lines = Path("/proc/self/cgroup").read_text().splitlines()
     except OSError:
-        return None
-    for line in lines:
-        hid, ctrls, path = line.split(":", 2)
+        return []
+    return [(hid, ctrls, path) for hid, ctrls, path in (line.split(":", 2) for line in lines)]
+
+
+def memory_limit() -> int | None:
+    """The memory limit of this process's cgroup (the node's): v2 memory.max, else v1 limit_in_bytes."""
+    for hid, ctrls, path in own_cgroups():
         candidates = []
         if hid == "0":
             candidates += [Path("/sys/fs/cgroup") / path.lstrip("/") / "memory.max",

@@ -515,8 +515,14 @@ def _node_clean(lab: FaultLab) -> bool:
 
 
 def test_revert_at_the_end_of_the_window(lab):
-    proc = _inject_in_background(lab, "--duration", "2")
-    out, err = proc.communicate(timeout=120)
+    # `fault inject` writes run specs (effect: require): the delay needs traffic to show its effect.
+    ping = _pinging(lab)
+    try:
+        proc = _inject_in_background(lab, "--duration", "2")
+        out, err = proc.communicate(timeout=120)
+    finally:
+        ping.kill()
+        ping.wait()
     assert proc.returncode == 0, err
     assert "verified clean" in out
     assert _node_clean(lab)

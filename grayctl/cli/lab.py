@@ -132,11 +132,20 @@ def reset(lab_name: str, accept_drift: bool, as_json: bool) -> None:
 @_json_option
 def down(lab_name: str, as_json: bool) -> None:
     """Remove everything the lab made (from its record, in reverse order)."""
-    record = run_lab_down(load_lab(lab_name), verbose=_verbose())
+    definition = load_lab(lab_name)
+    record = run_lab_down(definition, verbose=_verbose())
     if as_json:
         click.echo(json.dumps(record.to_dict(), indent=2))
         return
+    unrecorded = record.report.get("unrecorded") or []
     if not record.removed:
+        if unrecorded:
+            # Typically a lab brought up under another GRAYCTL_LAB_HOME (a killed test run's): down
+            # touches only what its record holds, so say where it looked instead of "nothing to remove".
+            raise LabError(f"lab {record.lab}: its record (under {definition.lab_dir}) holds nothing to remove, but these carry the lab's "
+                           f"names and were left alone: {', '.join(unrecorded)}",
+                           hint="run `grayctl lab down` with the GRAYCTL_LAB_HOME (or `home:`) the lab was "
+                                "brought up with; `grayctl lab doctor` lists them too")
         click.echo(f"lab {record.lab}: nothing recorded, nothing to remove")
         return
     counts: dict[str, int] = {}
@@ -144,7 +153,6 @@ def down(lab_name: str, as_json: bool) -> None:
         counts[r["kind"]] = counts.get(r["kind"], 0) + 1
     summary = ", ".join(f"{n} {k}" for k, n in counts.items())
     click.echo(f"lab {record.lab} down: removed {len(record.removed)} resources ({summary}) ({_timing(record)})")
-    unrecorded = record.report.get("unrecorded") or []
     if unrecorded:
         click.echo("not in the record, so left alone: " + ", ".join(unrecorded))
 

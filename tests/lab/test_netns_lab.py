@@ -286,6 +286,14 @@ def test_down_leaves_nothing_behind(own_lab) -> None:
     lab.ssh("10.214.128.2", "(setsid sleep 1000 </dev/null >/dev/null 2>&1 &)")
     during = leftovers(lab, before, snapshot())
     assert during.get("netns") and during.get("cgroups") and during.get("processes")  # the comparison sees a lab
+    # down under another lab home (as after a killed test run) finds no record: it says what it left, and where it looked
+    elsewhere = lab.dir.parent.parent / "elsewhere"
+    stray = subprocess.run([sys.executable, "-m", "grayctl", "lab", "down", "--lab", str(lab.file)],
+                           env={**lab.env, "GRAYCTL_LAB_HOME": str(elsewhere)}, capture_output=True, text=True,
+                           cwd=PROJECT_ROOT, timeout=300)
+    assert stray.returncode == 3, stray.stdout + stray.stderr
+    assert f"netns:gc-{lab.name}-node01" in stray.stderr and str(elsewhere) in stray.stderr, stray.stderr
+    assert lab.ssh("10.214.128.2", "hostname").strip() == "node01"  # nothing of the lab was touched
     proc = lab.grayctl("lab", "down")
     assert "removed" in proc.stdout
     assert wait_clean(lab, before) == {}

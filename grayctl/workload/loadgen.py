@@ -262,6 +262,11 @@ class _Generator:
         self.mono0 = 0
         self.records: RequestRecords | None = None
         self.stopped_at_ns: int | None = None
+        # A request still unlaunched ``timeout`` after the window is dropped, never sent: its user would
+        # have given up, and a generator far behind must still end (and write its records) on time.
+        self.launch_deadline_ns = int((cfg.duration + cfg.timeout) * 1e9)
+        self.dropped = 0
+        self.cpu_samples: list[tuple[int, int]] = []  # (offset ns, this process's CPU ns), about once a second
         # Plain lists: indexing one is several times cheaper than a numpy array element.
         self.offsets = schedule.offsets_ns.tolist()
         self.types = schedule.types.tolist()
@@ -285,9 +290,14 @@ class _Generator:
         timer = _PreciseTimer.create(asyncio.get_running_loop())
         i = 0
         burst = 0
+        deadline = self.launch_deadline_ns
         try:
             while i < n:
                 now = clock() - mono0
+                if now > deadline:
+                    self.dropped = n - i
+                    self.log(f"{self.dropped} requests not launched by {deadline / 1e9:g} s: dropped (the generator fell behind)")
+                    return
                 due = offsets[i]
                 if now < due:
                     burst = 0
@@ -312,6 +322,14 @@ class _Generator:
         finally:
             if timer is not None:
                 timer.close()
+
+    async def _sample_cpu(self) -> None:
+        """This process's CPU time at each whole second of the run: the generator's own load, per second."""
+        clock, cpu = time.perf_counter_ns, time.process_time_ns
+        while True:
+            now = clock() - self.mono0
+            self.cpu_samples.append((now, cpu()))
+            await asyncio.sleep((1_000_000_000 - now % 1_000_000_000) / 1e9)
 
     def _spawn(self, i: int) -> None:
         self.in_flight += 1
@@ -427,6 +445,7 @@ class _Generator:
             self.metrics.start_time = epoch0 / 1e9
             started = time.time()
             dispatcher = asyncio.get_running_loop().create_task(self._dispatch())
+            sampler = asyncio.get_running_loop().create_task(self._sample_cpu())
             stopper = asyncio.get_running_loop().create_task(self.stop.wait())
             await asyncio.wait({dispatcher, stopper}, return_when=asyncio.FIRST_COMPLETED)
             if not dispatcher.done():
@@ -443,6 +462,8 @@ class _Generator:
                     task.cancel()
                 if pending:
                     await asyncio.gather(*pending, return_exceptions=True)
+            sampler.cancel()
+            self.cpu_samples.append((self.now(), time.process_time_ns()))
             ended = time.time()
         finally:
             gc.unfreeze()
@@ -491,7 +512,8 @@ async def run_workload(
             loop.remove_signal_handler(sig)
     assert gen.records is not None
     interrupted = received[0] if received else ("stop" if gen.stopped_at_ns is not None else None)
-    summary = summarize_run(cfg, schedule, gen.records, stopped_at_ns=gen.stopped_at_ns, interrupted=interrupted)
+    summary = summarize_run(cfg, schedule, gen.records, stopped_at_ns=gen.stopped_at_ns, interrupted=interrupted,
+                            dropped=gen.dropped, cpu_samples=gen.cpu_samples)
     summary.update(times)
     if cfg.records_path:
         write_records(gen.records, cfg.records_path)
@@ -513,8 +535,11 @@ def summarize_run(
     *,
     stopped_at_ns: int | None = None,
     interrupted: str | None = None,
+    dropped: int = 0,
+    cpu_samples: list[tuple[int, int]] | None = None,
 ) -> dict[str, Any]:
-    """Target vs achieved rate, send error, latency summaries, and the validity verdict.
+    """Target vs achieved rate, send error, latency summaries, the generator's health per second, and
+    the validity verdict.
 
     Achieved rate = requests sent / the span they took, where the span is the schedule's
     window (``duration``, or up to the stop) or, if the generator was still launching
@@ -543,6 +568,8 @@ def summarize_run(
         )
     if send_p99_ms > b.send_error_p99_ms:
         reasons.append(f"send-error p99 {send_p99_ms:.3f} ms exceeds the {b.send_error_p99_ms:g} ms bound")
+    if dropped:
+        reasons.append(f"{dropped} scheduled requests dropped: still unlaunched {cfg.timeout:g} s after the window")
     if interrupted:
         reasons.append(f"stopped early ({interrupted}) after {window_ns / 1e9:.3f} s: {sent} of {len(schedule)} scheduled requests sent")
 
@@ -581,7 +608,10 @@ def summarize_run(
         "achieved_rate": round(achieved_rate, 4),
         "rate_error_pct": round(rate_error_pct, 4),
         "sent": sent,
+        "dropped": dropped,
+        "late": int((send_err > b.send_error_p99_ms * 1e6).sum()),
         "send_error_ms": summarize_latency(send_err) | {"p99_exact": round(send_p99_ms, 4)},
+        "per_second": health_per_second(cfg, schedule, records, cpu_samples or [], stopped_at_ns),
         "latency_ms": {
             "corrected": summarize_latency(c["latency_corrected"]),
             "uncorrected": summarize_latency(c["latency_uncorrected"]),
@@ -591,6 +621,60 @@ def summarize_run(
         "by_type": by_type,
         "keep_up_bound": vars(cfg.keep_up_bound).copy(),
         "pid": os.getpid(),
+    }
+
+
+def health_per_second(cfg: WorkloadConfig, schedule: Schedule, records: RequestRecords,
+                      cpu_samples: list[tuple[int, int]], stopped_at_ns: int | None = None) -> dict[str, Any]:
+    """The generator's health per UTC second of intended send time (the labels' seconds).
+
+    ``intended`` counts the schedule's requests of the second (up to a stop), ``sent`` those launched,
+    ``dropped`` the rest; ``late`` those sent later than the keep-up bound's send error; lateness
+    p50/p99 (ms) over the sent ones; ``cpu`` the generator's CPU in that second, in cores (from
+    samples of its CPU time about once a second, each interval's share by overlap).
+    """
+    epoch = records.epoch_ns
+    offsets = schedule.offsets_ns
+    if stopped_at_ns is not None:
+        offsets = offsets[: schedule.count_before(stopped_at_ns + 1)]
+    end_ns = int(cfg.duration * 1e9) if stopped_at_ns is None else stopped_at_ns
+    first = epoch // 1_000_000_000
+    n = max(1, -(-(epoch + end_ns) // 1_000_000_000) - first)
+    sec_all = (epoch + offsets) // 1_000_000_000 - first
+    intended = np.bincount(sec_all, minlength=n)[:n]
+    m = min(records.launched, len(offsets))
+    c = records.columns()
+    err = c["send_error"][:m]
+    sec = sec_all[:m]
+    sent = np.bincount(sec, minlength=n)[:n]
+    late = np.bincount(sec, weights=err > cfg.keep_up_bound.send_error_p99_ms * 1e6, minlength=n)[:n]
+    p50 = np.full(n, np.nan)
+    p99 = np.full(n, np.nan)
+    if m:
+        bounds = np.searchsorted(sec, np.arange(n + 1))  # sec is sorted: the schedule is
+        for k in np.flatnonzero(sent):
+            e = err[bounds[k]:bounds[k + 1]]
+            p50[k], p99[k] = np.percentile(e, [50, 99]) / 1e6
+    cpu = np.zeros(n)
+    for (t0, c0), (t1, c1) in zip(cpu_samples, cpu_samples[1:]):
+        if t1 <= t0:
+            continue
+        a, b = (epoch + t0) / 1e9 - first, (epoch + t1) / 1e9 - first
+        for k in range(max(0, int(a)), min(n, int(np.ceil(b)))):
+            cpu[k] += (c1 - c0) / 1e9 * (min(b, k + 1) - max(a, k)) / (b - a)
+
+    def col(a: np.ndarray, nd: int = 3) -> list[Any]:
+        return [None if np.isnan(v) else round(float(v), nd) for v in a]
+
+    return {
+        "first_s": int(first),
+        "intended": intended.astype(int).tolist(),
+        "sent": sent.astype(int).tolist(),
+        "dropped": (intended - sent).astype(int).tolist(),
+        "late": late.astype(int).tolist(),
+        "lateness_p50_ms": col(p50),
+        "lateness_p99_ms": col(p99),
+        "cpu": col(cpu),
     }
 
 

@@ -16,6 +16,7 @@ import socket
 import subprocess
 import sys
 import time
+import urllib.request
 from pathlib import Path
 
 import aiohttp
@@ -34,6 +35,7 @@ import asyncio, socket, sys, time
 from aiohttp import web
 
 hits = {"stall": 0}
+stamps = []
 
 async def fast(request):
     return web.Response(body=b"ok")
@@ -55,9 +57,15 @@ async def stall(request):
         time.sleep(0.5)  # blocks the whole event loop, like a GC pause or a stuck thread
     return web.Response(body=b"ok")
 
+async def stamp(request):
+    stamps.append(time.time_ns())  # when the request reached the server, on the wall clock
+    return web.Response(body=b"ok")
+async def stamps_(request):
+    return web.json_response(stamps)
 async def main():
     app = web.Application()
-    for path, h in (("/fast", fast), ("/slow", slow), ("/delay", delay), ("/err", err), ("/stall", stall)):
+    for path, h in (("/fast", fast), ("/slow", slow), ("/delay", delay), ("/err", err), ("/stall", stall),
+                    ("/stamp", stamp), ("/stamps", stamps_)):
         app.router.add_route("*", path, h)
     runner = web.AppRunner(app, access_log=None)
     await runner.setup()
@@ -326,8 +334,43 @@ def test_sigterm_stops_sending_and_still_writes_records(server, tmp_path):
     assert "cancelled" not in s["errors"]
 
 
-def test_start_at_anchors_the_schedule_on_the_wall_clock(server):
+def test_start_at_anchors_the_schedule_on_the_wall_clock(fresh_server):
     # a generous lead: under load the generator's set-up alone can take a few hundred ms
     start = round(time.time() + 1.5, 1)
-    result = run(config({"fast": server.url("/fast")}, rate=20.0, duration=0.2, start_at=start))
+    result = run(config({"stamp": fresh_server.url("/stamp")}, rate=20.0, duration=0.5, start_at=start))
     assert result.records.epoch_ns == int(round(start * 1e9))
+    # When the requests really went out: the server's own wall clock saw every one of them, none
+    # before the start, and spread over the window (10 sends 50 ms apart), not bunched at its end.
+    with urllib.request.urlopen(fresh_server.url("/stamps"), timeout=5) as resp:
+        seen = (np.array(json.loads(resp.read())) - int(start * 1e9)) / 1e9
+    assert len(seen) == 10 == result.summary["sent"]
+    assert seen.min() >= 0 and seen.min() < 0.25
+    assert 0.3 < seen.max() - seen.min() < 0.7
+    # and the records' send times agree with what the server saw, to within the loopback's hop
+    actual = (result.records.columns()["actual"]) / 1e9
+    assert np.all(np.abs(np.sort(seen) - actual) < 0.1)
+
+
+def test_a_generator_far_behind_drops_what_it_could_not_send_in_time_and_says_so(server):
+    # One request in flight, 200 ms each: 5/s at most, 40/s asked for over 1 s. A request still
+    # unlaunched 0.5 s (the timeout) after the window is dropped: the generator ends, records kept.
+    result = run(config({"slow": server.url("/slow")}, rate=40.0, duration=1.0, timeout=0.5, max_in_flight=1))
+    s = result.summary
+    assert s["valid"] is False and "dropped" in s["reason"]
+    assert s["dropped"] > 0 and s["sent"] + s["dropped"] == s["schedule"]["scheduled"] == 40
+    assert result.records.launched == s["sent"]
+    ps = s["per_second"]
+    assert sum(ps["intended"]) == 40 and sum(ps["sent"]) == s["sent"] and sum(ps["dropped"]) == s["dropped"]
+    assert sum(ps["late"]) == s["late"] > 0
+
+
+def test_health_per_second_adds_up_to_the_run(server):
+    result = run(config({"fast": server.url("/fast")}, rate=50.0, duration=2.0))
+    s = result.summary
+    ps = s["per_second"]
+    assert s["dropped"] == 0 and sum(ps["dropped"]) == 0
+    assert 2 <= len(ps["intended"]) <= 3 and sum(ps["intended"]) == sum(ps["sent"]) == s["sent"] == 100
+    assert ps["first_s"] == result.records.epoch_ns // 1_000_000_000
+    assert all(v is None or v >= 0 for v in ps["lateness_p99_ms"])
+    # the generator did spend CPU, and at most a core's worth in any second (one thread)
+    assert sum(ps["cpu"]) > 0 and max(ps["cpu"]) <= 1.2

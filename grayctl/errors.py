@@ -11,8 +11,10 @@ Exit codes (docs/exit-codes.md):
   3  lab/environment problem: not root, missing tool, lab not up, address clash
   4  a step failed on a host (Ansible reported failure or unreachable)
   5  baseline drift: a node does not match its golden baseline
-  7  a steady-state check marked fail_run failed (the dataset is complete)
   6  dataset problem: a run directory is incomplete, corrupted or not a dataset
+  7  a steady-state check marked fail_run failed (the dataset is complete)
+  8  a fault was applied but had no effect on the host (FaultNoEffect)
+  9  the load generator fell behind its schedule: the dataset is marked invalid-load (LoadInvalid)
   130 interrupted (Ctrl-C / SIGTERM), after cleanup
 """
 
@@ -141,6 +143,14 @@ class ChecksFailed(GrayctlError):
 
     exit_code = 7
     title = "hypothesis failed"
+
+
+class LoadInvalid(GrayctlError):
+    """The load generator fell behind its schedule (grayctl.dataset.load_validity): the dataset is whole but
+    marked ``invalid-load``, since its latencies and labels include a lagging instrument."""
+
+    exit_code = 9
+    title = "load generator fell behind"
 
 
 class Interrupted(GrayctlError):

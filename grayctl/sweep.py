@@ -270,6 +270,7 @@ def run_figures(dataset: str | Path) -> dict[str, Any]:
     import numpy as np
 
     from grayctl.dataset import load
+    from grayctl.dataset.labels import user_latency_ns
 
     ds = load(dataset)
     times = ds.manifest.get("times") or {}
@@ -278,7 +279,7 @@ def run_figures(dataset: str | Path) -> dict[str, Any]:
     out: dict[str, Any] = {"requests": len(req)}
     if len(req) and start:
         t = req["intended_ns"].astype("int64").to_numpy() - start
-        lat = req["latency_corrected_ns"].to_numpy(dtype=float) / 1e6
+        lat = user_latency_ns(req) / 1e6
         for ph in times.get("phases") or []:
             if ph["phase"] not in ("baseline", "fault"):
                 continue

@@ -37,7 +37,8 @@ class RunEnded(GrayctlError):
     def __init__(self, message: str, exit_code: int, hint: str | None = None) -> None:
         super().__init__(message, hint=hint)
         self.exit_code = exit_code
-        self.title = {130: "interrupted", 5: "baseline drift", 4: "step failed", 7: "hypothesis failed"}.get(
+        self.title = {130: "interrupted", 5: "baseline drift", 4: "step failed", 7: "hypothesis failed",
+                      9: "load generator fell behind"}.get(
             exit_code, "run failed")
 
 
@@ -54,10 +55,13 @@ class RunEnded(GrayctlError):
 @click.option("--keep", is_flag=True, help="Leave the topology (and Prometheus) deployed for inspection.")
 @click.option("--accept-drift", is_flag=True,
               help="Run on nodes that differ from their golden baseline; the deviation goes into manifest.json.")
+@click.option("--allow-invalid-load", is_flag=True,
+              help="Keep a run whose load generator fell behind as complete (manifest load.allowed_invalid) "
+                   "instead of invalid-load with exit 9.")
 @click.option("--json", "as_json", is_flag=True, help="Events as JSON lines on stdout, nothing else.")
 @click.option("--quiet", "-q", is_flag=True, help="Only the result lines.")
 def run(experiment: str, lab_name: str | None, out_dir: Path, sets: tuple[str, ...], repetitions: int | None,
-        keep: bool, accept_drift: bool, as_json: bool, quiet: bool) -> None:
+        keep: bool, accept_drift: bool, allow_invalid_load: bool, as_json: bool, quiet: bool) -> None:
     """Run EXPERIMENT on the lab: reset, deploy, load, inject, collect, assemble, tear down.
 
     Ctrl-C or SIGTERM stop cleanly: faults reverted, services stopped, the lab reset, and what was
@@ -68,7 +72,8 @@ def run(experiment: str, lab_name: str | None, out_dir: Path, sets: tuple[str, .
 
     records = run_experiment(experiment, lab_ref=lab_name, out_dir=out_dir, overrides=parse_overrides(sets),
                              repetitions=repetitions, keep=keep, on_event=handlers(as_json, quiet),
-                             verbose=_verbose(), accept_drift=accept_drift)
+                             verbose=_verbose(), accept_drift=accept_drift,
+                             allow_invalid_load=allow_invalid_load)
     worst = None
     for rec in records:
         if not as_json:
@@ -79,6 +84,18 @@ def run(experiment: str, lab_name: str | None, out_dir: Path, sets: tuple[str, .
         raise RunEnded(f"run {worst.run_id}: {worst.error}", worst.exit_code, worst.hint)
 
 
+def render_load(load: dict) -> str:
+    """One line on the load generator: its rates and lateness, and loudly when it fell behind."""
+    if load.get("valid") is None:
+        return f"load: NOT JUDGED ({load.get('reason')})"
+    figures = (f"achieved {load.get('achieved_rate')}/s of {load.get('scheduled_rate')}/s scheduled, "
+               f"send lateness p99 {load.get('send_lateness_p99_ms')} ms, {load.get('dropped') or 0} dropped")
+    if load["valid"]:
+        return f"load: kept to its schedule ({figures})"
+    kept = " (kept as complete: --allow-invalid-load)" if load.get("allowed_invalid") else ""
+    return f"load: INVALID — the generator fell behind{kept}: {load.get('reason')} ({figures})"
+
+
 def render_record(rec) -> str:
     """The lines a person needs after a run: status, dataset, report, records."""
     lines = [f"run {rec.run_id}: {rec.status} in {rec.seconds:.0f}s (schedule {rec.schedule_s:.0f}s)"]
@@ -87,6 +104,8 @@ def render_record(rec) -> str:
     if rec.report:
         lines.append(f"  report:  {rec.report}")
     lines.append(f"  logs:    {rec.records_dir}")
+    if rec.load:
+        lines.append("  " + render_load(rec.load))
     for c in rec.checks:
         lines.append(f"  check {c['name']} ({c['phase']}): {c['verdict']}"
                      + (f" ({c['value']:.4g})" if isinstance(c.get("value"), float) else ""))

@@ -25,6 +25,7 @@ import yaml
 
 from grayctl.dataset.card import render_card
 from grayctl.dataset.labels import NS, make_labels
+from grayctl.dataset.load_validity import load_block
 from grayctl.dataset.tables import make_features, normalise_metrics, to_table
 from grayctl.dataset.writer import DatasetWriter, utc_iso
 from grayctl.units import parse_duration
@@ -128,7 +129,8 @@ def assemble_run(run_dir: str | Path, *, experiment: Any, plan: Any, requests_df
                  injections: list[dict[str, Any]], fingerprints: dict[str, dict[str, Any]],
                  clock: dict[str, Any], versions: dict[str, Any], status: str = "complete",
                  run_id: str | None = None, seeds: dict[str, Any] | None = None,
-                 report: bool = True, writer: DatasetWriter | None = None) -> dict[str, Any]:
+                 report: bool = True, writer: DatasetWriter | None = None,
+                 load: dict[str, Any] | None = None, allow_invalid_load: bool = False) -> dict[str, Any]:
     """Write the run directory; return the final manifest.
 
     ``writer``: the run's own writer of ``run_dir``, begun when the run started; it is begun again
@@ -138,6 +140,9 @@ def assemble_run(run_dir: str | Path, *, experiment: Any, plan: Any, requests_df
     ``clock``: ``{"start_ns": run start (schedule offset 0, UTC epoch ns), "end_ns": run end (optional),
     "offsets": {node: {...}} (optional)}``. ``status``: how the run itself ended — "complete", or
     "failed" (the data is whole but the run did not go as planned; the manifest says so).
+    ``load``: the load generator's summary; when it judged itself invalid the dataset's status is
+    ``invalid-load`` (its latencies and SLO labels include a lagging instrument), unless
+    ``allow_invalid_load`` (then ``load.allowed_invalid`` says so).
     """
     t0 = time.perf_counter()
     run_dir = Path(run_dir)
@@ -173,6 +178,7 @@ def assemble_run(run_dir: str | Path, *, experiment: Any, plan: Any, requests_df
                     "node": r.get("node"), "start_utc": r.get("start_utc"), "end_utc": r.get("end_utc"),
                     "revert_verified": r.get("revert_verified")} for r in inj],
         "baseline": {"fingerprints_sha256": fp_hash, "nodes": nodes},
+        "load": load_block(load, allowed=allow_invalid_load),
     }
     w = writer if writer is not None else DatasetWriter(run_dir, manifest)
     w.begin(manifest)
@@ -182,7 +188,7 @@ def assemble_run(run_dir: str | Path, *, experiment: Any, plan: Any, requests_df
     w.write_json("injection.json", inj)
 
     labels, slo = make_labels(run_start_ns=start_ns, run_end_ns=end_ns, phases=phases, injections=inj,
-                              requests=requests, observer=observer_df, slo=exp.get("slo") or {})
+                              requests=requests, observer=observer_df, slo=exp.get("slo") or {}, load=load)
     manifest["slo"] = slo
     manifest["labels"] = _label_counts(labels)
     w.write_parquet("labels.parquet", to_table(labels, ("ts",)))
@@ -211,7 +217,10 @@ def assemble_run(run_dir: str | Path, *, experiment: Any, plan: Any, requests_df
                                injections=inj, tables={"labels": labels, "metrics": metrics, **written})
         w.write_text("report.html", render_report(ds))
     manifest["assembly_seconds"] = round(time.perf_counter() - t0, 3)
-    return w.finish("complete" if status == "complete" else "failed")
+    if status == "complete" and load is not None and manifest["load"]["valid"] is False \
+            and not allow_invalid_load:
+        status = "invalid-load"
+    return w.finish(status if status in ("complete", "invalid-load") else "failed")
 
 
 def _label_counts(labels: pd.DataFrame) -> dict[str, Any]:
@@ -222,6 +231,7 @@ def _label_counts(labels: pd.DataFrame) -> dict[str, Any]:
             "healthy_observed": int(labels["healthy_observed"].fillna(False).astype(bool).sum()),
             "observer_unknown": int(labels["healthy_observed"].isna().sum()),
             "gray": int(labels["gray"].sum()),
-            "gray_during_fault": int((labels["gray"] & labels["fault_active"]).sum())}
+            "gray_during_fault": int((labels["gray"] & labels["fault_active"]).sum()),
+            "load_not_ok": int((labels["load_ok"] == False).sum())}  # noqa: E712 - nullable: null is unknown
 
 

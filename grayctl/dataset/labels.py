@@ -3,7 +3,9 @@
 Map:
   second_index(start_ns, end_ns) -> DatetimeIndex     every second [floor(start), ceil(end)), UTC, ns
   fault_windows(injections, run_end_ns) -> [FaultWindow]   one window per fault id (union over nodes)
-  user_per_second(requests, index) -> DataFrame        requests, p99 (corrected latency), error rate
+  user_latency_ns(requests) -> ndarray                  what a user waited: reply - intended send, minus
+                                                       the generator's own send lateness
+  user_per_second(requests, index) -> DataFrame        requests, p99 (user latency), error rate
   derive_slo(requests, slo, baseline_ns) -> dict       the thresholds used, and where they came from
   observer_per_second(observer, index) -> Series       all checks green that second (nullable)
   observer_from_metrics(long_df) -> DataFrame          observer verdicts out of the collector's long table
@@ -18,7 +20,14 @@ Definitions (docs/dataset-format.md, "Labels"):
   - SLO, when "auto" (the default): latency threshold = max(2 x baseline p99, baseline p99 + 50 ms);
     error threshold = baseline error rate + 1 percentage point. Baseline p99 and error rate are
     pooled over every request of the baseline phase (not a median of per-second values).
-  - ``slo_violation``: that second's p99 of corrected latency > latency threshold, or its error
+  - User latency = ``latency_corrected_ns - send_error_ns``: from the moment the generator sent the
+    request (its own lateness is the instrument's, not the service's) to the reply. The generator
+    never waits for the system before sending (open loop; a full connection pool queues *after* the
+    send and counts), so this still counts what coordinated omission would hide. Only its
+    ``max_in_flight`` cap can hold a send back for the system; a run where it did is late beyond
+    the keep-up bound, and so invalid (``load``). The generator's health per second is in the
+    ``load_*`` columns (grayctl.dataset.load_validity); ``load_ok`` false marks a second it fell behind in.
+  - ``slo_violation``: that second's p99 of user latency > latency threshold, or its error
     rate > error threshold. Seconds without requests never violate.
   - ``healthy_observed``: every health-check verdict the observer recorded in that second was
     healthy; null (unknown) when it recorded none. ``gray`` = slo_violation and healthy_observed.
@@ -32,6 +41,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from grayctl.dataset.load_validity import load_per_second
 from grayctl.units import parse_duration, parse_percent
 
 __all__ = [
@@ -42,6 +52,7 @@ __all__ = [
     "make_labels",
     "observer_per_second",
     "second_index",
+    "user_latency_ns",
     "user_per_second",
 ]
 
@@ -108,8 +119,18 @@ def _is_error(requests: pd.DataFrame) -> np.ndarray:
     return requests["error_kind"].notna().to_numpy()
 
 
+def user_latency_ns(requests: pd.DataFrame) -> np.ndarray:
+    """Per request, what its user waited (float ns): corrected latency less the generator's own send
+    lateness (see the module's definitions). Every figure of user latency (labels, report, sweeps)
+    is this one."""
+    lat = requests["latency_corrected_ns"].to_numpy(dtype=np.float64)
+    if "send_error_ns" in requests:
+        lat = lat - np.clip(requests["send_error_ns"].to_numpy(dtype=np.float64), 0, None)
+    return lat
+
+
 def user_per_second(requests: pd.DataFrame, index: pd.DatetimeIndex) -> pd.DataFrame:
-    """Per second of ``index``: request count, p99 of corrected latency (s), error rate (0..1)."""
+    """Per second of ``index``: request count, p99 of user latency (s), error rate (0..1)."""
     first = int(index[0].value)
     n = len(index)
     if requests.empty:
@@ -118,7 +139,7 @@ def user_per_second(requests: pd.DataFrame, index: pd.DatetimeIndex) -> pd.DataF
     sec = (_ns(requests["intended_ns"]) - first) // NS
     keep = (sec >= 0) & (sec < n)
     df = pd.DataFrame({"sec": sec[keep],
-                       "lat": requests["latency_corrected_ns"].to_numpy(dtype=np.float64)[keep] / 1e9,
+                       "lat": user_latency_ns(requests)[keep] / 1e9,
                        "err": _is_error(requests)[keep]})
     g = df.groupby("sec")
     counts = np.zeros(n, np.int32)
@@ -138,7 +159,7 @@ def derive_slo(requests: pd.DataFrame, slo: dict[str, Any], baseline_ns: tuple[i
     t = _ns(requests["intended_ns"]) if not requests.empty else np.zeros(0, np.int64)
     base = requests[(t >= baseline_ns[0]) & (t < baseline_ns[1])] if not requests.empty else requests
     n = len(base)
-    b_p99 = float(np.percentile(base["latency_corrected_ns"].to_numpy() / 1e9, 99)) if n else None
+    b_p99 = float(np.percentile(user_latency_ns(base) / 1e9, 99)) if n else None
     b_err = float(_is_error(base).mean()) if n else None
     out: dict[str, Any] = {"rule": SLO_RULE, "baseline_requests": n,
                            "baseline_p99_seconds": b_p99, "baseline_error_rate": b_err}
@@ -201,8 +222,10 @@ def _phase_labels(index: pd.DatetimeIndex, run_start_ns: int, phases: list[tuple
 
 def make_labels(*, run_start_ns: int, run_end_ns: int, phases: list[tuple[str, float, float]],
                 injections: list[dict[str, Any]], requests: pd.DataFrame, observer: pd.DataFrame | None,
-                slo: dict[str, Any]) -> tuple[pd.DataFrame, dict[str, Any]]:
-    """The labels table (one row per second of the run) and the SLO thresholds it used."""
+                slo: dict[str, Any], load: dict[str, Any] | None = None) -> tuple[pd.DataFrame, dict[str, Any]]:
+    """The labels table (one row per second of the run) and the SLO thresholds it used.
+
+    ``load``: the generator's summary (its ``per_second`` health becomes the ``load_*`` columns)."""
     index = second_index(run_start_ns, run_end_ns)
     starts = index.asi8
     n = len(index)
@@ -253,5 +276,6 @@ def make_labels(*, run_start_ns: int, run_end_ns: int, phases: list[tuple[str, f
         "gray": slo_v & healthy.fillna(False).to_numpy(dtype=bool),
     })
     labels["healthy_observed"] = labels["healthy_observed"].astype("boolean")
+    labels = pd.concat([labels, load_per_second(load, index)], axis=1)
     slo_info["fault_windows"] = [w.__dict__ for w in windows]
     return labels, slo_info

@@ -42,7 +42,8 @@ def verify_dataset(path: str | Path) -> list[str]:
     status = manifest.get("status")
     if status != "complete":
         extra = f" (run status: {manifest.get('run_status')})" if status == "failed" else \
-            " — assembly did not finish (crashed or interrupted)"
+            f" — the load generator fell behind: {(manifest.get('load') or {}).get('reason')}" \
+            if status == "invalid-load" else " — assembly did not finish (crashed or interrupted)"
         problems.append(f"status is {status!r}, not 'complete'{extra}")
     files: dict[str, dict] = manifest.get("files") or {}
     for name, meta in files.items():

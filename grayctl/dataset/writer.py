@@ -12,7 +12,8 @@ Protocol (what a reader can rely on):
      over ``<name>`` (rename is atomic within one filesystem), and its sha256/bytes/rows recorded.
   3. ``finish()`` re-checks every recorded file on disk, then rewrites ``manifest.json`` (itself
      via temp + rename) with ``status: "complete"`` (or ``"failed"`` for a run that failed but
-     whose data is whole) and the file table. No data file is written after it.
+     whose data is whole, ``"invalid-load"`` for one whose load generator fell behind) and the file
+     table. No data file is written after it.
   4. ``amend(**fields)`` (after ``begin()`` or ``finish()``, until ``seal()``) rewrites the manifest
      with the run's late facts — its teardown, checks, how it ended — the same way. The file table
      and the format are the writer's alone, and a status can only be lowered to ``"incomplete"``
@@ -36,7 +37,11 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-__all__ = ["FORMAT", "MANIFEST", "TMP_PREFIX", "DatasetWriter", "sha256_file", "utc_iso"]
+__all__ = ["FINAL_STATUSES", "FORMAT", "MANIFEST", "TMP_PREFIX", "DatasetWriter", "sha256_file", "utc_iso"]
+
+# What finish() may write: whole data; "invalid-load": whole, but its load generator fell behind
+# (grayctl.dataset.load_validity), so its latencies and labels do not mean what they say.
+FINAL_STATUSES = ("complete", "failed", "invalid-load")
 
 MANIFEST = "manifest.json"
 TMP_PREFIX = ".tmp-"
@@ -99,8 +104,8 @@ class DatasetWriter:
     def finish(self, status: str = "complete") -> dict[str, Any]:
         """Check every written file against its recorded hash, then write the final manifest."""
         self._require("begun", "finish()")
-        if status not in ("complete", "failed"):
-            raise ValueError(f"final status must be complete or failed, not {status!r}")
+        if status not in FINAL_STATUSES:
+            raise ValueError(f"final status must be one of {', '.join(FINAL_STATUSES)}, not {status!r}")
         for name, meta in self.files.items():
             p = self.dir / name
             if not p.is_file() or p.stat().st_size != meta["bytes"]:

@@ -1,7 +1,8 @@
 """The report's figures, drawn with matplotlib's Agg backend and returned as inline SVG text.
 
 Map:
-  latency_throughput(per_s, windows, gray) -> svg      p50/p90/p99 and throughput, fault windows shaded
+  latency_throughput(per_s, windows, gray, slo_s, load) -> svg   p50/p90/p99, throughput, and the load
+                                                       generator's health strip; fault windows shaded
   errors(per_s_errors, windows, gray) -> svg           errors and timeouts per second, by kind
   heatmaps(panels, windows) -> svg | None              per-service CPU / queue depth over time
   label_ribbon(labels) -> svg                          phase, fault, SLO, observer, gray per second
@@ -55,9 +56,12 @@ def _shade(ax: plt.Axes, windows: list[tuple[float, float]], gray: np.ndarray | 
 
 
 def latency_throughput(per_s: pd.DataFrame, windows: list[tuple[float, float]], gray: np.ndarray,
-                       slo_s: float | None) -> str:
+                       slo_s: float | None, load: pd.DataFrame | None = None) -> str:
+    """``load``: the labels' ``load_*`` columns (one row per second, as ``per_s``), drawn as a strip
+    under the throughput: the generator's send lateness p99 and its drops, seconds it fell behind in red."""
     t = per_s["t_s"].to_numpy()
-    fig, (a1, a2) = plt.subplots(2, 1, figsize=(11, 5.6), sharex=True, gridspec_kw={"height_ratios": [3, 2]})
+    fig, (a1, a2, a3) = plt.subplots(3, 1, figsize=(11, 6.8), sharex=True,
+                                     gridspec_kw={"height_ratios": [3, 2, 1.1]})
     for col, c, lab in (("p50", P50, "p50"), ("p90", P90, "p90"), ("p99", P99, "p99")):
         a1.plot(t, per_s[col] * 1000, color=c, lw=1.4 if col == "p99" else 1.0, label=lab, drawstyle="steps-post")
     if slo_s:
@@ -71,11 +75,33 @@ def latency_throughput(per_s: pd.DataFrame, windows: list[tuple[float, float]], 
     a2.plot(t, per_s["ok"], color=OK, lw=1.3, label="succeeded / s", drawstyle="steps-post")
     _shade(a2, windows)
     a2.set_ylabel("requests / s")
-    a2.set_xlabel("seconds since run start")
     a2.legend(loc="upper left", bbox_to_anchor=(1.0, 1.0), fontsize=8, frameon=False)
     a2.set_ylim(bottom=0)
-    a2.set_xlim(t[0], t[-1] + 1)  # the run, not the fault: a fault reverted late is clipped to the run
+    _load_strip(a3, t, load)
+    a3.set_xlabel("seconds since run start")
+    a3.set_xlim(t[0], t[-1] + 1)  # the run, not the fault: a fault reverted late is clipped to the run
     return to_svg(fig)
+
+
+def _load_strip(ax: plt.Axes, t: np.ndarray, load: pd.DataFrame | None) -> None:
+    ax.set_title("Load generator: send lateness p99 per second (its own lag, not the service's)", loc="left",
+                 fontsize=9)
+    if load is None or "load_lateness_p99_ms" not in load or load["load_ok"].isna().all():
+        ax.text(0.5, 0.5, "the load generator reported no health for this run", transform=ax.transAxes,
+                ha="center", va="center", color=ERR)
+        ax.set_yticks([])
+        return
+    lat = load["load_lateness_p99_ms"].to_numpy(dtype=float)
+    ax.plot(t, np.maximum(lat, 1e-3), color="#6c757d", lw=1, drawstyle="steps-post", label="send lateness p99")
+    bad = (load["load_ok"] == False).fillna(False).to_numpy(dtype=bool)  # noqa: E712 - nullable column
+    for j, x in enumerate(t[bad]):
+        ax.axvspan(x, x + 1, color=ERR, alpha=0.35, lw=0, label="fell behind" if j == 0 else None)
+    dropped = load["load_dropped"].fillna(0).to_numpy(dtype=float)
+    if dropped.any():
+        ax.bar(t, dropped, width=1.0, align="edge", color=ERR, alpha=0.6, label="dropped / s")
+    ax.set_yscale("log")
+    ax.set_ylabel("ms (log)")
+    ax.legend(loc="upper left", bbox_to_anchor=(1.0, 1.0), fontsize=8, frameon=False)
 
 
 def errors(per_kind: pd.DataFrame, t: np.ndarray, windows: list[tuple[float, float]], gray: np.ndarray) -> str:

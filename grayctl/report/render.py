@@ -21,7 +21,7 @@ import matplotlib
 import numpy as np
 import pandas as pd
 
-from grayctl.dataset.labels import NS, fault_windows
+from grayctl.dataset.labels import NS, fault_windows, user_latency_ns
 from grayctl.metrics import QUERIES, rate_window
 from grayctl.report import plots
 from grayctl.report.checks import evaluate_checks
@@ -105,9 +105,9 @@ def _window(exp: dict[str, Any]) -> str:
 # The user-level series the report computes itself from the per-request records (exact, no histogram
 # buckets), and the metrics.parquet series (docs/metrics.md) that Prometheus recorded for the same thing.
 USER_SERIES = {
-    "p50 latency": ("requests.parquet: latency_corrected_ns, p50 of the requests sent in each second",
+    "p50 latency": ("requests.parquet: latency_corrected_ns - send_error_ns (user latency), p50 of the requests sent in each second",
                     ("user", "latency_p50_s", "all")),
-    "p99 latency": ("requests.parquet: latency_corrected_ns, p99 of the requests sent in each second",
+    "p99 latency": ("requests.parquet: latency_corrected_ns - send_error_ns (user latency), p99 of the requests sent in each second",
                     ("user", "latency_p99_s", "all")),
     "error rate": ("labels.parquet: user_error_rate (failed / sent, per second)", ("user", "error_rate", "all")),
     "succeeded / s": ("requests.parquet: rows without error_kind, per second", ("user", "request_rate", "all")),
@@ -122,7 +122,7 @@ def _per_second(requests: pd.DataFrame, index_ns: np.ndarray) -> tuple[pd.DataFr
         return base, pd.DataFrame(index=np.arange(n))
     sec = (_ns(requests["intended_ns"]) - index_ns[0]) // NS
     keep = (sec >= 0) & (sec < n)
-    lat = requests["latency_corrected_ns"].to_numpy(dtype=float)[keep] / 1e9
+    lat = user_latency_ns(requests)[keep] / 1e9
     kind = requests["error_kind"].astype("string").to_numpy(dtype=object, na_value=None)[keep]
     df = pd.DataFrame({"sec": sec[keep], "lat": lat, "kind": kind})
     g = df.groupby("sec")["lat"]
@@ -192,6 +192,14 @@ def fault_timing(ds: Any, start_ns: int, end_ns: int) -> list[dict[str, Any]]:
 def data_warnings(ds: Any, start_ns: int, end_ns: int) -> list[str]:
     """What makes this run's figures less trustworthy, said up front (a postmortem reader skips footnotes)."""
     out = []
+    load = ds.manifest.get("load") or {}
+    if load.get("valid") is False:
+        kept = " It was kept as complete on request (--allow-invalid-load)." if load.get("allowed_invalid") else ""
+        out.append(f"INVALID LOAD: the load generator fell behind its schedule ({load.get('reason')}). Its latencies "
+                   f"and SLO labels include a lagging instrument; the red seconds under the latency plot are "
+                   f"where.{kept}")
+    elif load.get("valid") is None and "load" in ds.manifest:
+        out.append(f"the load generator's validity is unknown: {load.get('reason')}.")
     dur = (end_ns - start_ns) / NS
     for t in fault_timing(ds, start_ns, end_ns):
         (ps, pe), (a, b), (la, lb) = t["planned"], t["actual"], t["lag"]
@@ -393,7 +401,7 @@ def summary_sentence(ds: Any, per_s: pd.DataFrame, labels: pd.DataFrame) -> tupl
         return (f"{m['experiment']['name']}: {fault_desc}",
                 "No fault was active during this run according to the host records (injection.json).")
     t = _ns(req["intended_ns"]) if not req.empty else np.zeros(0, np.int64)
-    lat = req["latency_corrected_ns"].to_numpy(dtype=float) / 1e9 if not req.empty else np.zeros(0)
+    lat = user_latency_ns(req) / 1e9 if not req.empty else np.zeros(0)
     fs = labels["ts"].astype("int64").to_numpy()[fault]
     in_fault = np.isin(t // NS * NS, fs)
     p99_f = float(np.percentile(lat[in_fault], 99)) if in_fault.any() else float("nan")
@@ -433,7 +441,8 @@ def render_report(ds: Any) -> str:
     seed = int((m.get("seeds") or {}).get("workload") or 0)
 
     figs: dict[str, str | None] = {
-        "latency": plots.latency_throughput(per_s, windows, gray, slo.get("latency_p99_seconds")),
+        "latency": plots.latency_throughput(per_s, windows, gray, slo.get("latency_p99_seconds"),
+                                            labels.filter(like="load_")),
         "errors": plots.errors(per_kind, t, windows, gray),
         "ribbon": plots.label_ribbon(labels),
     }
@@ -464,7 +473,7 @@ def render_report(ds: Any) -> str:
     head, para = summary_sentence(ds, per_s, labels)
     effects = _effect_rows(per_s, labels, metrics, seed, window)
     glossary = [
-        ("latency plot: p50, p90, p99", "requests.parquet: latency_corrected_ns by intended_ns second",
+        ("latency plot: p50, p90, p99", "requests.parquet: latency_corrected_ns - send_error_ns by intended_ns second",
          "user/all/latency_p99_s = " + (promql_of("user", "latency_p99_s", "all", window) or "")),
         ("latency plot: sent / s, succeeded / s", "requests.parquet: rows per intended_ns second (without error_kind)",
          "user/<type>/sent_rate, user/<type>/request_rate = " + (promql_of("user", "request_rate", "x", window) or "")),

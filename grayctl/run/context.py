@@ -37,6 +37,8 @@ class Run:
 
     # --accept-drift: run on nodes that differ from their golden baseline; the deviation is kept
     accept_drift: bool = False
+    # --allow-invalid-load: a run whose load generator fell behind is still complete (marked so)
+    allow_invalid_load: bool = False
     drift_accepted: dict[str, list[dict[str, Any]]] = {}
     # the previous repetition (or sweep run) on this lab, in this process: its end reset may be reused
     fresh_from: RunRecord | None = None

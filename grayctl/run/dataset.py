@@ -25,6 +25,7 @@ import pandas as pd
 from grayctl.dataset import load
 from grayctl.dataset.assemble import assemble_run
 from grayctl.dataset.labels import observer_from_metrics
+from grayctl.dataset.load_validity import load_block
 from grayctl.dataset.writer import DatasetWriter
 from grayctl.injection import load_records, to_injection_json
 from grayctl.report.checks import evaluate_checks as evaluate
@@ -75,7 +76,9 @@ def assemble(r: Run, status: str) -> None:
         versions={"ansible-runner": getattr(ansible_runner, "__version__", None) or _dist("ansible-runner"),
                   "ansible-core": _dist("ansible-core")},
         status="complete" if status == "complete" else "failed", run_id=r.rec.run_id,
-        seeds={"workload": r.exp.workload.seed}, writer=r.writer)
+        seeds={"workload": r.exp.workload.seed}, writer=r.writer,
+        load=r.summary, allow_invalid_load=r.allow_invalid_load)
+    r.rec.load = r.writer.written.get("load")
     r.rec.dataset = r.rec.run_dir
     r.rec.report = r.rec.run_dir / "report.html"
     secs = round(time.monotonic() - t, 2)
@@ -102,6 +105,7 @@ def close_dataset(r: Run, status: str) -> None:
                    checks=rec.checks,
                    run_status=status,
                    **({"status": "incomplete"} if status == "incomplete" else {}),
+                   **({"load": load_block(r.summary, allowed=r.allow_invalid_load)} if r.rec.load is None else {}),
                    **({"error": rec.error} if rec.error else {}))
     baseline = r.writer.written.get("baseline") or {}
     baseline.update(drift_policy="accept" if r.accept_drift else "refuse",

@@ -43,7 +43,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from grayctl.errors import ChecksFailed, GrayctlError, Interrupted, LabError
+from grayctl.errors import ChecksFailed, GrayctlError, Interrupted, LabError, LoadInvalid
 from grayctl.lab.definition import load_lab
 from grayctl.lab.lifecycle import ensure_root
 from grayctl.overrides import Override, load_experiment_with
@@ -73,12 +73,14 @@ def step_names(plan: Plan, keep: bool) -> list[str]:
 def run_once(experiment: Any, lab: Any, *, out_dir: Path = Path("runs"), keep: bool = False,
              on_event: EventHandler | Sequence[EventHandler] | None = None, verbose: bool = False,
              run_id: str | None = None, repetition: int = 1, accept_drift: bool = False,
-             fresh_from: RunRecord | None = None) -> RunRecord:
+             fresh_from: RunRecord | None = None, allow_invalid_load: bool = False) -> RunRecord:
     """One run of a validated ``experiment`` on ``lab``; never raises for a run that started (the
     record says how it ended); InputError/LabError before anything touched the lab do raise.
     ``accept_drift``: run on drifted nodes, the deviation recorded in the manifest (baseline).
     ``fresh_from``: the run that used this lab just before, in this process; its verified end reset
-    stands in for this run's reimage when it is recent (``FRESH_S``)."""
+    stands in for this run's reimage when it is recent (``FRESH_S``).
+    ``allow_invalid_load``: a run whose load generator fell behind ends ``complete`` (the manifest's
+    ``load`` still says it was invalid) instead of ``invalid-load`` with exit 9."""
     handlers = list(on_event) if isinstance(on_event, Sequence) else ([on_event] if on_event else [])
     emit = Emitter(handlers)
     run_id = run_id or new_run_id(experiment, salt=f"rep{repetition}")
@@ -86,6 +88,7 @@ def run_once(experiment: Any, lab: Any, *, out_dir: Path = Path("runs"), keep: b
             repetition=repetition)
     r.accept_drift = accept_drift
     r.fresh_from = fresh_from
+    r.allow_invalid_load = allow_invalid_load
     rec = r.rec
     begin_dataset(r)
     emit.add(RunLog(rec.records_dir / "events.jsonl"))
@@ -141,6 +144,13 @@ def run_once(experiment: Any, lab: Any, *, out_dir: Path = Path("runs"), keep: b
     else:
         cleanup(r, status)
 
+    load = rec.load or {}
+    if status == "complete" and load.get("valid") is False and not allow_invalid_load:
+        # The dataset says invalid-load already (assembly); the run says it with an exit code of its own.
+        status = "invalid-load"
+        error = LoadInvalid(f"the load generator fell behind its schedule: {load.get('reason')}",
+                            hint="lower the rate, give the client node more CPU, or keep the dataset as "
+                                 "complete with --allow-invalid-load (marked load.allowed_invalid)")
     rec.status = status
     if error is not None:
         rec.error, rec.hint, rec.exit_code = error.message, error.hint, error.exit_code
@@ -166,7 +176,8 @@ def run_once(experiment: Any, lab: Any, *, out_dir: Path = Path("runs"), keep: b
 def run_experiment(experiment_path: str | Path, *, lab_ref: str | None = None, out_dir: Path = Path("runs"),
                    overrides: Sequence[Override] = (), repetitions: int | None = None, keep: bool = False,
                    on_event: EventHandler | Sequence[EventHandler] | None = None,
-                   verbose: bool = False, accept_drift: bool = False) -> list[RunRecord]:
+                   verbose: bool = False, accept_drift: bool = False,
+                   allow_invalid_load: bool = False) -> list[RunRecord]:
     """Load (with ``--set`` overrides), plan, and run every repetition, each from the golden baseline.
 
     Stops after the first repetition that did not complete (an interrupt or a failure). InputError
@@ -186,7 +197,8 @@ def run_experiment(experiment_path: str | Path, *, lab_ref: str | None = None, o
     records = []
     for i in range(1, n + 1):
         rec = run_once(experiment, lab, out_dir=out_dir, keep=keep, on_event=on_event, verbose=verbose,
-                       repetition=i, accept_drift=accept_drift, fresh_from=records[-1] if records else None)
+                       repetition=i, accept_drift=accept_drift, fresh_from=records[-1] if records else None,
+                       allow_invalid_load=allow_invalid_load)
         records.append(rec)
         if rec.status != "complete":
             break

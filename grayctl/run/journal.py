@@ -35,7 +35,7 @@ class RunRecord:
     run_id: str
     run_dir: Path  # the dataset
     records_dir: Path  # events, logs, raw files
-    status: str = "running"  # complete | failed | incomplete
+    status: str = "running"  # complete | failed | incomplete | invalid-load
     exit_code: int = 0
     error: str | None = None
     hint: str | None = None
@@ -51,6 +51,7 @@ class RunRecord:
     seconds: float = 0.0
     schedule_s: float = 0.0
     repetition: int = 1
+    load: dict[str, Any] | None = None  # the load generator's verdict (grayctl.dataset.load_validity.load_block)
 
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)

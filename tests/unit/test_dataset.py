@@ -231,3 +231,67 @@ def test_the_runs_writer_owns_the_manifest_to_the_end(inputs: dict, tmp_path: Pa
     with pytest.raises(RuntimeError):
         w.write_text("late.txt", "x")
     assert (d / "manifest.json").read_bytes() == before and not (d / "late.txt").exists()
+
+
+def _lagging_summary(inputs: dict) -> dict:
+    """A load generator summary (the shape grayctl.workload.loadgen.summarize_run writes) whose
+    generator fell behind in the run's fifth second: lateness, and requests dropped."""
+    start_ns = inputs["clock"]["start_ns"]
+    n = -(-(inputs["clock"]["end_ns"] - start_ns) // NS) + 1
+    per = {"first_s": start_ns // NS, "intended": [10] * n, "sent": [10] * n, "dropped": [0] * n, "late": [0] * n,
+           "lateness_p50_ms": [0.1] * n, "lateness_p99_ms": [0.4] * n, "cpu": [0.05] * n}
+    per["sent"][4], per["dropped"][4], per["late"][4], per["lateness_p99_ms"][4] = 6, 4, 6, 250.0
+    return {"valid": False, "reason": "4 scheduled requests dropped: still unlaunched 2 s after the window",
+            "target_rate": 10.0, "scheduled_rate": 10.0, "achieved_rate": 9.6, "rate_error_pct": -4.0,
+            "schedule": {"scheduled": 10 * n}, "sent": 10 * n - 4, "dropped": 4, "late": 6,
+            "send_error_ms": {"p50": 0.1, "p99_exact": 3.2}, "keep_up_bound": {"rate_pct": 1.0, "send_error_p99_ms": 1.0},
+            "interrupted": None, "per_second": per}
+
+
+def test_a_lagging_load_generator_marks_the_dataset_invalid_load(inputs: dict, tmp_path: Path) -> None:
+    d = tmp_path / "run-lag"
+    summary = _lagging_summary(inputs)
+    m = assemble_run(d, **inputs, status="complete", load=summary, report=True)
+    assert m["status"] == "invalid-load"
+    load = m["load"]
+    assert load["valid"] is False and "dropped" in load["reason"] and load["dropped"] == 4
+    assert load["send_lateness_p99_ms"] == 3.2 and load["allowed_invalid"] is False
+    labels = grayctl.dataset.load(d).labels
+    bad = labels[labels["load_ok"] == False]  # noqa: E712 - nullable
+    assert len(bad) == 1 and int(bad["load_dropped"].iloc[0]) == 4 and bad["load_lateness_p99_ms"].iloc[0] == 250.0
+    assert int(bad["ts"].iloc[0].value) // NS == summary["per_second"]["first_s"] + 4
+    assert m["labels"]["load_not_ok"] == 1
+    problems = verify_dataset(d)
+    assert any("invalid-load" in p and "fell behind" in p for p in problems), problems
+    html = (d / "report.html").read_text()
+    assert "INVALID LOAD" in html and "Load generator: send lateness p99" in html
+
+
+def test_an_allowed_invalid_load_is_complete_and_still_says_so(inputs: dict, tmp_path: Path) -> None:
+    d = tmp_path / "run-lag-ok"
+    m = assemble_run(d, **inputs, status="complete", load=_lagging_summary(inputs), allow_invalid_load=True,
+                     report=False)
+    assert m["status"] == "complete" and m["load"]["valid"] is False and m["load"]["allowed_invalid"] is True
+    assert verify_dataset(d) == []
+
+
+def test_a_run_without_a_generator_summary_has_unknown_load(run: Path) -> None:
+    m = json.loads((run / "manifest.json").read_text())
+    assert m["load"]["valid"] is None and "no load generator summary" in m["load"]["reason"]
+    labels = grayctl.dataset.load(run).labels
+    assert labels["load_ok"].isna().all() and "load_lateness_p99_ms" in labels
+
+
+def test_the_generators_own_lateness_never_counts_as_user_latency() -> None:
+    from grayctl.dataset.labels import user_latency_ns, user_per_second
+
+    t0 = 1_800_000_000 * NS
+    # two seconds, 100 requests each: every reply 100 ms after the intended time; in the second one the
+    # generator itself sent each request 90 ms late (its event loop was busy), so the service took 10 ms
+    intended = np.concatenate([t0 + np.arange(100) * NS // 100, t0 + NS + np.arange(100) * NS // 100])
+    send_error = np.concatenate([np.zeros(100), np.full(100, 90e6)]).astype(np.int64)
+    req = pd.DataFrame({"intended_ns": pd.to_datetime(intended, utc=True), "latency_corrected_ns": np.full(200, 100e6).astype(np.int64),
+                        "send_error_ns": send_error, "error_kind": pd.Series([None] * 200, dtype="string")})
+    assert np.allclose(user_latency_ns(req), np.concatenate([np.full(100, 100e6), np.full(100, 10e6)]))
+    per = user_per_second(req, pd.DatetimeIndex(pd.to_datetime([t0, t0 + NS], utc=True)))
+    assert np.allclose(per["user_p99_seconds"].to_numpy(), [0.100, 0.010])

@@ -72,7 +72,8 @@ ARRIVALS = ("constant", "poisson")
 
 DEFAULTS: dict[str, Any] = {
     "lab": "local",
-    "workload": {"rate": "50/s", "arrival": "poisson", "seed": 1, "connections": 32},
+    "workload": {"rate": "50/s", "arrival": "poisson", "seed": 1, "connections": 32,
+                 "keep_up": {"rate": "1%", "send_lateness_p99": "20ms"}},
     "schedule": {"warmup": "10s", "baseline": "30s", "fault": "60s", "recovery": "30s"},
     "metrics": {"interval": "1s"},
     "repetitions": 1,
@@ -91,17 +92,33 @@ RELATIVE_RE = re.compile(r"\A(?P<op><=|>=)?\s*(?P<num>[0-9]+(?:\.[0-9]+)?)x\Z")
 # -- model ------------------------------------------------------------------------
 
 @dataclass(frozen=True)
+class KeepUp:
+    """How far the load generator may miss its schedule before the run is ``invalid-load``."""
+
+    rate: Percent  # |achieved - scheduled| / scheduled
+    send_lateness_p99: Duration  # p99 of actual - intended send time
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"rate": self.rate.canonical(), "send_lateness_p99": self.send_lateness_p99.canonical()}
+
+    def bound(self) -> dict[str, float]:
+        """As the generator's ``keep_up_bound`` (grayctl.workload.config)."""
+        return {"rate_pct": self.rate.value, "send_error_p99_ms": self.send_lateness_p99.seconds * 1000.0}
+
+
+@dataclass(frozen=True)
 class Workload:
     rate: RequestRate
     arrival: str
     mix: dict[str, Percent]
     seed: int
     connections: int
+    keep_up: KeepUp
 
     def to_dict(self) -> dict[str, Any]:
         return {"rate": self.rate.canonical(), "arrival": self.arrival,
                 "mix": {k: v.canonical() for k, v in self.mix.items()}, "seed": self.seed,
-                "connections": self.connections}
+                "connections": self.connections, "keep_up": self.keep_up.to_dict()}
 
 
 @dataclass(frozen=True)
@@ -367,7 +384,7 @@ class _ExperimentValidator:
         d = DEFAULTS["workload"]
         path: FieldPath = ("workload",)
         m = {} if "workload" not in self.data else ck.mapping(
-            raw, path, allowed=("rate", "arrival", "mix", "seed", "connections"))
+            raw, path, allowed=("rate", "arrival", "mix", "seed", "connections", "keep_up"))
         m = m if m is not None else {}
         rate = ck.field(m, path, "rate", _positive_request_rate, parse_request_rate(d["rate"]))
         arrival = ck.field(m, path, "arrival", parse_choice(ARRIVALS, "arrival process"), d["arrival"])
@@ -376,9 +393,19 @@ class _ExperimentValidator:
         mix: dict[str, Percent] = topology.default_mix() if topology else {}
         if "mix" in m:
             mix = self._mix(m["mix"], path + ("mix",), topology) or mix
-        if rate is None or arrival is None or seed is None or conns is None:
+        keep_up = self._keep_up(m.get("keep_up"), path + ("keep_up",), "keep_up" in m)
+        if rate is None or arrival is None or seed is None or conns is None or keep_up is None:
             return None
-        return Workload(rate, arrival, mix, seed, conns)
+        return Workload(rate, arrival, mix, seed, conns, keep_up)
+
+    def _keep_up(self, raw: Any, path: FieldPath, given: bool) -> KeepUp | None:
+        ck = self.ck
+        d = DEFAULTS["workload"]["keep_up"]
+        m = ck.mapping(raw, path, allowed=("rate", "send_lateness_p99")) if given else {}
+        m = m if m is not None else {}
+        rate = ck.field(m, path, "rate", parse_percent, parse_percent(d["rate"]))
+        late = ck.field(m, path, "send_lateness_p99", _nonneg_duration(max_s=60.0), parse_duration(d["send_lateness_p99"]))
+        return KeepUp(rate, late) if rate is not None and late is not None else None
 
     def _mix(self, raw: Any, path: FieldPath, topology: Topology | None) -> dict[str, Percent] | None:
         ck = self.ck

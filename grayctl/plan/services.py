@@ -74,7 +74,10 @@ def workload_targets(topology: Topology, replicas: tuple[Replica, ...]) -> dict[
 
 def workload_extravars(topology: Topology, replicas: tuple[Replica, ...], *, rate: float, duration: float,
                        arrival: str, mix: dict[str, float], seed: int, connections: int,
-                       state: str = "present") -> dict[str, Any]:
-    return {"workload_state": state, "workload_targets": workload_targets(topology, replicas),
-            "workload_mix": mix, "workload_rate": rate, "workload_arrival": arrival, "workload_seed": seed,
-            "workload_duration": duration, "workload_connections": connections}
+                       keep_up_bound: dict[str, float] | None = None, state: str = "present") -> dict[str, Any]:
+    out = {"workload_state": state, "workload_targets": workload_targets(topology, replicas),
+           "workload_mix": mix, "workload_rate": rate, "workload_arrival": arrival, "workload_seed": seed,
+           "workload_duration": duration, "workload_connections": connections}
+    if keep_up_bound is not None:
+        out["workload_keep_up_bound"] = keep_up_bound
+    return out

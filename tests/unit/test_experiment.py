@@ -198,3 +198,23 @@ def test_the_fault_catalog_page_names_every_type_and_parameter() -> None:
         assert f"### `{name}`" in text
         for p in ft.params:
             assert f"| `{p.name}`" in text, f"{name}.{p.name} missing from docs/fault-catalog.md"
+
+
+def test_the_load_generators_keep_up_bound_reaches_the_workload_step(tmp_path: Path) -> None:
+    from grayctl.lab.definition import load_lab
+    from grayctl.plan import build_plan
+
+    exp = _load(SEED, tmp_path)
+    assert exp.workload.keep_up.bound() == {"rate_pct": 1.0, "send_error_p99_ms": 20.0}  # the documented defaults
+    exp = _load(SEED + "workload:\n  keep_up: {rate: 2%, send_lateness_p99: 5ms}\n", tmp_path)
+    assert exp.to_dict()["workload"]["keep_up"] == {"rate": "2%", "send_lateness_p99": "5ms"}
+    plan = build_plan(exp, load_lab("local"))
+    step = next(s for s in plan.steps if s.name == "prepare")  # the load generator starts last in prepare
+    assert step.extravars["workload_keep_up_bound"] == {"rate_pct": 2.0, "send_error_p99_ms": 5.0}
+
+
+def test_a_bad_keep_up_bound_is_refused_at_its_field(tmp_path: Path) -> None:
+    problems = _problems(SEED + "workload:\n  keep_up: {rate: fast, send_lateness: 5ms}\n", tmp_path)
+    paths = {p.path for p in problems}
+    assert {"workload.keep_up.rate", "workload.keep_up.send_lateness"} <= paths, paths
+    assert all(p.line for p in problems)

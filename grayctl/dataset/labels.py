@@ -9,6 +9,7 @@ Map:
   derive_slo(requests, slo, baseline_ns) -> dict       the thresholds used, and where they came from
   observer_per_second(observer, index) -> Series       all checks green that second (nullable)
   observer_from_metrics(long_df) -> DataFrame          observer verdicts out of the collector's long table
+  forward_labels(slo_violation) -> DataFrame          breach_in_s and the 5/10/30 s lead flags
   make_labels(...) -> (labels DataFrame, slo dict)
 
 Definitions (docs/dataset-format.md, "Labels"):
@@ -31,6 +32,11 @@ Definitions (docs/dataset-format.md, "Labels"):
     rate > error threshold. Seconds without requests never violate.
   - ``healthy_observed``: every health-check verdict the observer recorded in that second was
     healthy; null (unknown) when it recorded none. ``gray`` = slo_violation and healthy_observed.
+  - Forward-looking (for "predict it before it happens"): ``breach_in_s`` = 0 in a violating second,
+    else the seconds to the next violating one, capped at ``BREACH_CAP_S``; null when the run ends
+    before either (censored: the future is unknown, not breach-free). ``breach_lead_<N>s`` = a breach
+    starts within the next N seconds and this second is not in one (1 <= breach_in_s <= N); null
+    when censored within N.
 """
 
 from __future__ import annotations
@@ -49,6 +55,7 @@ __all__ = [
     "FaultWindow",
     "derive_slo",
     "fault_windows",
+    "forward_labels",
     "make_labels",
     "observer_per_second",
     "second_index",
@@ -62,6 +69,8 @@ SLO_RULE = ("latency: p99 > max(2 x baseline p99, baseline p99 + 50ms); "
 AUTO_LATENCY_FACTOR = 2.0
 AUTO_LATENCY_FLOOR_S = 0.050  # a fast baseline (1 ms p99) should not call a 3 ms second a violation
 AUTO_ERROR_MARGIN = 0.01
+BREACH_CAP_S = 120
+LEAD_S = (5, 10, 30)
 
 
 def second_index(start_ns: int, end_ns: int) -> pd.DatetimeIndex:
@@ -220,6 +229,29 @@ def _phase_labels(index: pd.DatetimeIndex, run_start_ns: int, phases: list[tuple
     return names[np.clip(i, 0, len(names) - 1)]
 
 
+def forward_labels(slo_violation: np.ndarray) -> pd.DataFrame:
+    """``breach_in_s`` and the lead flags (see the module's definitions) from the per-second SLO verdicts."""
+    v = np.asarray(slo_violation, dtype=bool)
+    n = len(v)
+    nxt = np.full(n, -1, np.int64)  # index of the next violating second at or after i; -1 when none
+    last = -1
+    for i in range(n - 1, -1, -1):
+        if v[i]:
+            last = i
+        nxt[i] = last
+    idx = np.arange(n)
+    dist = np.where(nxt >= 0, nxt - idx, BREACH_CAP_S)
+    # no breach ahead: known breach-free up to the cap only if the run goes on that long
+    censored = (nxt < 0) & (n - 1 - idx < BREACH_CAP_S)
+    breach_in = np.minimum(dist, BREACH_CAP_S)
+    out = {"breach_in_s": pd.array(np.where(censored, None, breach_in).tolist(), dtype="Int16")}
+    for lead in LEAD_S:
+        flag = (breach_in >= 1) & (breach_in <= lead)
+        unknown = (nxt < 0) & (n - 1 - idx < lead)
+        out[f"breach_lead_{lead}s"] = pd.array(np.where(unknown, None, flag).tolist(), dtype="boolean")
+    return pd.DataFrame(out)
+
+
 def make_labels(*, run_start_ns: int, run_end_ns: int, phases: list[tuple[str, float, float]],
                 injections: list[dict[str, Any]], requests: pd.DataFrame, observer: pd.DataFrame | None,
                 slo: dict[str, Any], load: dict[str, Any] | None = None) -> tuple[pd.DataFrame, dict[str, Any]]:
@@ -276,6 +308,6 @@ def make_labels(*, run_start_ns: int, run_end_ns: int, phases: list[tuple[str, f
         "gray": slo_v & healthy.fillna(False).to_numpy(dtype=bool),
     })
     labels["healthy_observed"] = labels["healthy_observed"].astype("boolean")
-    labels = pd.concat([labels, load_per_second(load, index)], axis=1)
+    labels = pd.concat([labels, forward_labels(slo_v), load_per_second(load, index)], axis=1)
     slo_info["fault_windows"] = [w.__dict__ for w in windows]
     return labels, slo_info

@@ -295,3 +295,20 @@ def test_the_generators_own_lateness_never_counts_as_user_latency() -> None:
     assert np.allclose(user_latency_ns(req), np.concatenate([np.full(100, 100e6), np.full(100, 10e6)]))
     per = user_per_second(req, pd.DatetimeIndex(pd.to_datetime([t0, t0 + NS], utc=True)))
     assert np.allclose(per["user_p99_seconds"].to_numpy(), [0.100, 0.010])
+
+
+def test_forward_labels_count_down_to_the_next_breach_and_say_when_the_future_is_unknown() -> None:
+    from grayctl.dataset.labels import BREACH_CAP_S, forward_labels
+
+    v = np.zeros(200, bool)
+    v[[20, 21, 60]] = True
+    f = forward_labels(v)
+    b = f["breach_in_s"]
+    assert b[20] == 0 and b[21] == 0 and b[19] == 1 and b[15] == 5 and b[22] == 38 and b[0] == 20
+    assert f["breach_lead_5s"][15] and not f["breach_lead_5s"][14] and not f["breach_lead_5s"][20]
+    assert f["breach_lead_30s"][0] and f["breach_lead_10s"][50] and not f["breach_lead_10s"][49]
+    # after the last breach: breach-free up to the cap where the run still goes on that long, else unknown
+    assert b[61] == BREACH_CAP_S and b[79] == BREACH_CAP_S and b[80] is pd.NA and b[199] is pd.NA
+    assert f["breach_lead_30s"][100] == False and f["breach_lead_30s"][180] is pd.NA  # noqa: E712
+    long = forward_labels(np.r_[np.zeros(300, bool), True])
+    assert long["breach_in_s"][0] == BREACH_CAP_S and long["breach_in_s"][299] == 1

@@ -266,7 +266,8 @@ def plan_resume(order: Iterable[tuple[Cell, int]], rows: Iterable[dict[str, Any]
 # -- figures and the index --------------------------------------------------------------------------
 
 def run_figures(dataset: str | Path) -> dict[str, Any]:
-    """Key outcomes of one run: user latency per phase (ms), error rate and gray seconds."""
+    """Key outcomes of one run: user latency per phase (ms), error rate, gray seconds, each fault
+    window's impact class and whether the load generator kept to its schedule."""
     import numpy as np
 
     from grayctl.dataset import load
@@ -291,6 +292,11 @@ def run_figures(dataset: str | Path) -> dict[str, Any]:
         out["error_rate"] = float(err.mean()) if err is not None and len(err) else 0.0
     labels = ds.labels
     out["gray_seconds"] = int(labels["gray"].sum()) if "gray" in labels else None
+    # every fault window's impact class, "id=class" joined (one column whatever the fault count)
+    impact = ds.manifest.get("impact") or {}
+    out["impact"] = ",".join(f"{k}={v}" for k, v in sorted(impact.items())) or None
+    load = ds.manifest.get("load") or {}
+    out["load_valid"] = load.get("valid")
     return out
 
 

@@ -7,7 +7,7 @@ Map:
 
 Inputs are data, not services: the run pipeline queries Prometheus (``grayctl.metrics``) and fetches
 node files, then calls this; tests call it with records produced by real components. Order of
-writing (see ``writer``): manifest(incomplete) -> inputs -> labels -> tables -> README -> report ->
+writing (see ``writer``): manifest(incomplete) -> inputs -> labels (then injection.json, with the impact classes they give) -> tables -> README -> report ->
 manifest(complete). Any exception leaves the directory marked incomplete.
 """
 
@@ -25,6 +25,7 @@ import yaml
 
 from grayctl.dataset.card import render_card
 from grayctl.dataset.labels import NS, make_labels
+from grayctl.dataset.impact import classify_impact
 from grayctl.dataset.load_validity import load_block
 from grayctl.dataset.tables import make_features, normalise_metrics, to_table
 from grayctl.dataset.writer import DatasetWriter, utc_iso
@@ -185,12 +186,19 @@ def assemble_run(run_dir: str | Path, *, experiment: Any, plan: Any, requests_df
 
     w.write_text("experiment.yaml", exp_yaml)
     w.write_json("topology.json", _topology_doc(experiment, plan_d, exp))
-    w.write_json("injection.json", inj)
 
     labels, slo = make_labels(run_start_ns=start_ns, run_end_ns=end_ns, phases=phases, injections=inj,
                               requests=requests, observer=observer_df, slo=exp.get("slo") or {}, load=load)
     manifest["slo"] = slo
     manifest["labels"] = _label_counts(labels)
+    # each fault window's impact class, beside its host records, in the manifest and in its summary
+    impact = classify_impact(labels, seed=int((exp.get("workload") or {}).get("seed") or 0))
+    for r in inj:
+        r["impact"] = impact.get(str(r.get("id") or r.get("fault_id") or "fault"))
+    for f in manifest["faults"]:
+        f["impact"] = (impact.get(str(f.get("id"))) or {}).get("class")
+    manifest["impact"] = {fid: v["class"] for fid, v in impact.items()}
+    w.write_json("injection.json", inj)
     w.write_parquet("labels.parquet", to_table(labels, ("ts",)))
 
     metrics = normalise_metrics(metrics_long_df)

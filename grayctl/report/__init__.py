@@ -4,7 +4,7 @@ Map:
   render_report(dataset) -> str      the HTML of report.html for a ``grayctl.dataset.Dataset``
   render      gathers the numbers, draws, fills templates/report.html.j2
   plots       matplotlib (Agg) figures as inline SVG, one colour scheme
-  stats       Cliff's delta and its seeded bootstrap interval
+  (effect sizes: grayctl.stats, shared with the dataset's impact classes)
   checks      the experiment's steady-state checks, evaluated where the dataset holds the series
 """
 

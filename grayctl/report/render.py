@@ -25,7 +25,7 @@ from grayctl.dataset.labels import NS, fault_windows, user_latency_ns
 from grayctl.metrics import QUERIES, rate_window
 from grayctl.report import plots
 from grayctl.report.checks import evaluate_checks
-from grayctl.report.stats import bootstrap_ci, cliffs_delta, magnitude
+from grayctl.stats import bootstrap_ci, cliffs_delta, magnitude
 
 __all__ = ["render_report"]
 

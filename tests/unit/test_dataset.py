@@ -312,3 +312,43 @@ def test_forward_labels_count_down_to_the_next_breach_and_say_when_the_future_is
     assert f["breach_lead_30s"][100] == False and f["breach_lead_30s"][180] is pd.NA  # noqa: E712
     long = forward_labels(np.r_[np.zeros(300, bool), True])
     assert long["breach_in_s"][0] == BREACH_CAP_S and long["breach_in_s"][299] == 1
+
+
+def test_every_fault_window_has_an_impact_class_with_its_evidence(run: Path) -> None:
+    # the real-inputs run: its fault phase switches the load to an endpoint 120 ms slower, the observer green
+    m = json.loads((run / "manifest.json").read_text())
+    inj = json.loads((run / "injection.json").read_text())
+    assert m["impact"] == {"f1": inj[0]["impact"]["class"]} and m["faults"][0]["impact"] == m["impact"]["f1"]
+    imp = inj[0]["impact"]
+    assert imp["class"] in ("gray", "visible") and imp["slo_breach_seconds"] > 0
+    lat = imp["slis"]["latency_p99"]
+    # 3 s against 3 s: the effect size may lack seconds (then it says so); the medians always differ
+    assert lat["window_median"] > lat["baseline_median"], lat
+    assert (lat["delta"] is None and "too few seconds" in lat["why"]) or lat["delta"] > 0, lat
+    labels = grayctl.dataset.load(run).labels
+    win = labels["fault_ids"].str.contains("f1")
+    assert imp["gray_seconds"] == int((labels["gray"] & win).sum())
+
+
+def test_a_window_users_did_not_notice_is_none_and_holds_no_gray_second() -> None:
+    from grayctl.dataset.impact import classify_impact
+
+    rng = np.random.default_rng(3)
+    n = 60
+    phase = np.array(["warmup"] * 5 + ["baseline"] * 25 + ["fault"] * 20 + ["recovery"] * 10)
+    p99 = rng.normal(0.02, 0.002, n)  # the same distribution throughout: the fault did nothing
+    active = phase == "fault"
+    labels = pd.DataFrame({"phase": phase, "fault_active": active, "fault_ids": np.where(active, "quiet", ""),
+                           "user_requests": np.full(n, 50), "user_p99_seconds": p99, "user_error_rate": np.zeros(n),
+                           "slo_violation": np.zeros(n, bool), "gray": np.zeros(n, bool),
+                           "healthy_observed": pd.array([True] * n, dtype="boolean")})
+    imp = classify_impact(labels, seed=1)["quiet"]
+    assert imp["class"] == "none" and imp["gray_seconds"] == 0 and "no SLO breach" in imp["why"]
+    # the same window with users 3x slower and the checks red in two seconds: visible; all green: gray
+    labels.loc[active, "user_p99_seconds"] *= 3
+    labels["healthy_observed"] = pd.array([not (a and i % 10 == 0) for i, a in enumerate(active)], dtype="boolean")
+    assert classify_impact(labels, seed=1)["quiet"]["class"] == "visible"
+    labels["healthy_observed"] = pd.array([True] * n, dtype="boolean")
+    assert classify_impact(labels, seed=1)["quiet"]["class"] == "gray"
+    labels["healthy_observed"] = pd.array([None] * n, dtype="boolean")
+    assert classify_impact(labels, seed=1)["quiet"]["class"] == "unobserved"

@@ -144,6 +144,28 @@ QUERIES: tuple[Query, ...] = (
     _q("app", "downstream_error_rate", "sum by (service) (rate(grayctl_downstream_errors_total[$w]))", "service"),
     _q("app", "cpu_cores", 'sum by (service) (rate(process_cpu_seconds_total{job="service"}[$w]))', "service"),
     _q("app", "rss_bytes", 'sum by (service) (process_resident_memory_bytes{job="service"})', "service"),
+    # per replica: peer cohorts (a gray failure of one replica shows against its peers)
+    _q("replica", "request_rate", 'sum by (service, replica) (rate(grayctl_requests_total{via="http"}[$w]))',
+       "service", "replica"),
+    _q("replica", "error_rate", 'sum by (service, replica) (rate(grayctl_requests_total{via="http",status=~"5.."}[$w]))',
+       "service", "replica"),
+    _q("replica", "latency_p99_s", _hq(0.99, 'grayctl_request_duration_seconds_bucket{via="http"}', "service, replica, "),
+       "service", "replica"),
+    _q("replica", "cpu_cores", 'sum by (service, replica) (rate(process_cpu_seconds_total{job="service"}[$w]))',
+       "service", "replica"),
+    # -- edge: each caller -> callee service pair as the caller saw it (the runtime's client side) ----
+    _q("edge", "calls_rate", "sum by (service, peer_service) (rate(grayctl_downstream_calls_total[$w]))",
+       "service", "peer_service"),
+    _q("edge", "errors_rate", 'sum by (service, peer_service) (rate(grayctl_downstream_calls_total{outcome!="ok"}[$w]))',
+       "service", "peer_service"),
+    _q("edge", "timeouts_rate", "sum by (service, peer_service) (rate(grayctl_downstream_timeouts_total[$w]))",
+       "service", "peer_service"),
+    _q("edge", "retries_rate", "sum by (service, peer_service) (rate(grayctl_downstream_retries_total[$w]))",
+       "service", "peer_service"),
+    _q("edge", "latency_p50_s", _hq(0.5, "grayctl_downstream_call_duration_seconds_bucket", "service, peer_service, "),
+       "service", "peer_service"),
+    _q("edge", "latency_p99_s", _hq(0.99, "grayctl_downstream_call_duration_seconds_bucket", "service, peer_service, "),
+       "service", "peer_service"),
     # -- system: the nodes' cgroups ---------------------------------------------------------------
     _q("system", "cpu_cores", "rate(grayctl_cgroup_cpu_usage_seconds_total[$w])", "node"),
     _q("system", "cpu_throttled_ratio", "rate(grayctl_cgroup_cpu_throttled_periods_total[$w]) / "

@@ -3,7 +3,7 @@
 Map:
   load(path) -> Dataset          tables as pandas DataFrames, each read on first use
   Dataset                        .manifest .experiment .topology .injections (plain data)
-                                 .labels .metrics .features .requests .spans .observer .logs (DataFrames)
+                                 .labels .metrics .features .edges .requests .spans .observer .logs (DataFrames)
   writer      atomic files, manifest last (incomplete -> complete)
   labels      per-second phase / fault / SLO / observer / gray labels
   tables      timestamp normalisation, the wide feature matrix
@@ -25,7 +25,7 @@ import pandas as pd
 
 __all__ = ["TABLES", "Dataset", "load"]
 
-TABLES = ("labels", "metrics", "features", "requests", "spans", "observer", "logs")
+TABLES = ("labels", "metrics", "features", "edges", "requests", "spans", "observer", "logs")
 
 
 class Dataset:
@@ -79,7 +79,13 @@ class Dataset:
         if name not in TABLES:
             raise KeyError(f"no table {name!r}; tables: {', '.join(TABLES)}")
         if name not in self._tables:
-            self._tables[name] = pd.read_parquet(self.path / f"{name}.parquet")
+            p = self.path / f"{name}.parquet"
+            if name == "edges" and not p.is_file() and "edges.parquet" not in (self.manifest.get("files") or {}):
+                # a dataset written before edges.parquet existed: no edges, the columns as now
+                from grayctl.dataset.tables import EMPTY_SCHEMAS
+                self._tables[name] = EMPTY_SCHEMAS["edges"].empty_table().to_pandas()
+            else:
+                self._tables[name] = pd.read_parquet(p)
         return self._tables[name]
 
     @property
@@ -93,6 +99,10 @@ class Dataset:
     @property
     def features(self) -> pd.DataFrame:
         return self.table("features")
+
+    @property
+    def edges(self) -> pd.DataFrame:
+        return self.table("edges")
 
     @property
     def requests(self) -> pd.DataFrame:

@@ -27,7 +27,7 @@ from grayctl.dataset.card import render_card
 from grayctl.dataset.labels import NS, make_labels
 from grayctl.dataset.impact import classify_impact
 from grayctl.dataset.load_validity import load_block
-from grayctl.dataset.tables import make_features, normalise_metrics, to_table
+from grayctl.dataset.tables import make_edges, make_features, normalise_metrics, to_table
 from grayctl.dataset.writer import DatasetWriter, utc_iso
 from grayctl.units import parse_duration
 
@@ -35,7 +35,7 @@ __all__ = ["FILES", "assemble_run", "phases_of"]
 
 # Every file of a complete run directory, in the order it is written (manifest.json last).
 FILES = ("experiment.yaml", "topology.json", "injection.json", "labels.parquet", "metrics.parquet",
-         "features.parquet", "requests.parquet", "spans.parquet", "observer.parquet", "logs.parquet",
+         "features.parquet", "edges.parquet", "requests.parquet", "spans.parquet", "observer.parquet", "logs.parquet",
          "README.md", "report.html")
 PHASE_NAMES = ("warmup", "baseline", "fault", "recovery")
 
@@ -205,6 +205,7 @@ def assemble_run(run_dir: str | Path, *, experiment: Any, plan: Any, requests_df
     w.write_parquet("metrics.parquet", to_table(metrics, ("ts",)))
     features = make_features(metrics, pd.DatetimeIndex(labels["ts"]))
     w.write_parquet("features.parquet", to_table(features, ("ts",)))
+    w.write_parquet("edges.parquet", to_table(make_edges(metrics), ("ts",), empty="edges"))
     # The report reads these back as the files hold them (UTC timestamps), not as they were given.
     written: dict[str, pd.DataFrame] = {}
     for name, df, tcols, empty in (("requests", requests, ("intended_ns", "actual_ns", "wire_ns"), None),

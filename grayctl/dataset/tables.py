@@ -6,6 +6,7 @@ Map:
   normalise_metrics(long_df) -> DataFrame   ts, layer, entity, metric, value (sorted, typed)
   make_features(long_df, index) -> DataFrame   the wide 1 s matrix with ``<col>__missing`` masks
   feature_name(layer, entity, metric) -> str   ``app/social-graph-service/p99_seconds``
+  make_edges(long_df) -> DataFrame           per second and caller -> callee service edge, what the caller saw
   EMPTY_SCHEMAS                             the columns written when a source produced nothing
 
 Why masks and not a sentinel: a Prometheus sample can itself be NaN (``histogram_quantile`` over
@@ -19,7 +20,8 @@ import numpy as np
 import pandas as pd
 import pyarrow as pa
 
-__all__ = ["EMPTY_SCHEMAS", "MISSING_SUFFIX", "feature_name", "make_features", "normalise_metrics",
+__all__ = ["EDGE_COLUMNS", "EMPTY_SCHEMAS", "MISSING_SUFFIX", "feature_name", "make_edges", "make_features",
+           "normalise_metrics",
            "to_table", "utc_ns"]
 
 NS = 1_000_000_000
@@ -36,6 +38,9 @@ EMPTY_SCHEMAS: dict[str, pa.Schema] = {
                         ("peer", pa.string())]),
     "observer": pa.schema([("ts", _TS), ("entity", pa.string()), ("check", pa.string()), ("healthy", pa.bool_()),
                            ("detail", pa.string())]),
+    "edges": pa.schema([("ts", _TS), ("caller", pa.string()), ("callee", pa.string()), ("calls", pa.float64()),
+                        ("errors", pa.float64()), ("timeouts", pa.float64()), ("retries", pa.float64()),
+                        ("latency_p50_s", pa.float64()), ("latency_p99_s", pa.float64())]),
     "logs": pa.schema([("ts", _TS), ("node", pa.string()), ("service", pa.string()), ("level", pa.string()),
                        ("event", pa.string()), ("message", pa.string())]),
 }
@@ -75,6 +80,29 @@ def to_table(df: pd.DataFrame | None, time_columns: tuple[str, ...], empty: str 
     # of the Arrow schema metadata handle plain string more widely.
     fields = [pa.field(f.name, pa.string()) if pa.types.is_large_string(f.type) else f for f in table.schema]
     return table.cast(pa.schema(fields, metadata=table.schema.metadata))
+
+
+# edges.parquet column <- the metric of the "edge" layer (grayctl.metrics QUERIES); rates are per second
+EDGE_COLUMNS = {"calls": "calls_rate", "errors": "errors_rate", "timeouts": "timeouts_rate",
+                "retries": "retries_rate", "latency_p50_s": "latency_p50_s", "latency_p99_s": "latency_p99_s"}
+
+
+def make_edges(metrics: pd.DataFrame) -> pd.DataFrame | None:
+    """One row per second and (caller, callee) service pair, from the caller's side of each call
+    (the service runtime's downstream counters and call-duration histogram, as rates per second and
+    quantiles over the query window). None when no service called another (a monolith)."""
+    m = metrics[metrics["layer"] == "edge"] if not metrics.empty else metrics
+    if m.empty:
+        return None
+    wide = m.pivot_table(index=["ts", "entity"], columns="metric", values="value", aggfunc="first")
+    out = pd.DataFrame(index=wide.index)
+    for col, metric in EDGE_COLUMNS.items():
+        out[col] = wide[metric].astype("float64") if metric in wide else np.nan
+    out = out.reset_index()
+    parts = out["entity"].astype(str).str.split("/", n=1, expand=True)
+    out.insert(1, "caller", parts[0])
+    out.insert(2, "callee", parts[1] if parts.shape[1] > 1 else "")
+    return out.drop(columns="entity").sort_values(["caller", "callee", "ts"], kind="stable").reset_index(drop=True)
 
 
 def normalise_metrics(long_df: pd.DataFrame | None) -> pd.DataFrame:

@@ -118,7 +118,7 @@ def test_gen1_deploys_idempotently_serves_the_mix_and_the_seed_fixes_the_sequenc
 
 def test_gen2_redeploy_replaces_gen1_and_serves_the_mix(lab: DeployLab) -> None:
     out = lab.grayctl("deploy", "gen2-coarse").stdout
-    assert "4 replica(s)" in out
+    assert "6 replica(s)" in out  # read-path runs 3 (a peer cohort)
     # gen1's monolith lived on node01, where gen2's frontend now runs: exactly the new replicas are left
     assert not list((lab.dir / "nodes").glob("*/state/services/monolith-0"))
     summary, _ = lab.load("gen2-coarse", "gen2")
@@ -127,7 +127,7 @@ def test_gen2_redeploy_replaces_gen1_and_serves_the_mix(lab: DeployLab) -> None:
 
 def test_gen3_serves_the_mix_and_a_compose_post_is_one_trace_across_its_services(lab: DeployLab) -> None:
     lab.grayctl("deploy", "gen3-disaggregated")
-    assert len(lab.runtime_pids()) == 12
+    assert len(lab.runtime_pids()) == 14  # 12 services, post-storage-service with 3 replicas
     summary, _ = lab.load("gen3-disaggregated", "gen3")
     _ok(summary)
     spans = []

@@ -79,6 +79,18 @@ def test_a_latency_experiment_runs_end_to_end_and_leaves_the_lab_clean(lab: RunL
     first = active["ts"].min().value
     last = active["ts"].max().value + 1_000_000_000
     assert abs(first - start) <= 1_000_000_000 and abs(last - end) <= 1_000_000_000, (first, start, last, end)
+    # the caller's view of each service edge, per second, from the runtime's own client-side measurements
+    edges = pd.read_parquet(ds / "edges.parquet")
+    fr = edges[(edges["caller"] == "frontend") & (edges["callee"] == "read-path")]
+    assert len(fr) > 10 and fr["calls"].max() > 0 and fr["latency_p99_s"].notna().any()
+    # a peer cohort: read-path's three replicas each have their own series
+    metrics = pd.read_parquet(ds / "metrics.parquet")
+    cohort = metrics[(metrics["layer"] == "replica") & (metrics["metric"] == "request_rate")
+                     & metrics["entity"].str.startswith("read-path/")]
+    assert cohort["entity"].nunique() == 3, cohort["entity"].unique()
+    # every fault window has an impact class; the generator's verdict is in the manifest
+    assert set(manifest["impact"]) == {"ug-latency"} and manifest["impact"]["ug-latency"] in ("none", "gray", "visible")
+    assert manifest["load"]["valid"] is True, manifest["load"]
     # the run's own records sit next to the dataset: events and the Ansible log of each step
     records = ds.parent / f"{ds.name}.run"
     kinds = [json.loads(line)["kind"] for line in (records / "events.jsonl").read_text().splitlines()]

@@ -352,3 +352,29 @@ def test_a_window_users_did_not_notice_is_none_and_holds_no_gray_second() -> Non
     assert classify_impact(labels, seed=1)["quiet"]["class"] == "gray"
     labels["healthy_observed"] = pd.array([None] * n, dtype="boolean")
     assert classify_impact(labels, seed=1)["quiet"]["class"] == "unobserved"
+
+
+def test_edges_are_the_callers_view_per_second_and_service_pair() -> None:
+    from grayctl.dataset.tables import make_edges
+
+    ts = pd.to_datetime([1_800_000_000, 1_800_000_001], unit="s", utc=True)
+    rows = []
+    for t in ts:
+        for metric, v in (("calls_rate", 40.0), ("errors_rate", 2.0), ("timeouts_rate", 1.0), ("retries_rate", 3.0),
+                          ("latency_p50_s", 0.004), ("latency_p99_s", 0.120)):
+            rows.append({"ts": t, "layer": "edge", "entity": "frontend/read-path", "metric": metric, "value": v})
+        rows.append({"ts": t, "layer": "edge", "entity": "read-path/user-graph", "metric": "calls_rate", "value": 9.0})
+        rows.append({"ts": t, "layer": "app", "entity": "frontend", "metric": "request_rate", "value": 50.0})
+    edges = make_edges(pd.DataFrame(rows))
+    assert list(edges.columns) == ["ts", "caller", "callee", "calls", "errors", "timeouts", "retries",
+                                   "latency_p50_s", "latency_p99_s"]
+    fr = edges[(edges["caller"] == "frontend") & (edges["callee"] == "read-path")]
+    assert len(fr) == 2 and fr["calls"].tolist() == [40.0, 40.0] and fr["latency_p99_s"].iloc[0] == 0.120
+    ru = edges[edges["caller"] == "read-path"]
+    assert ru["callee"].unique().tolist() == ["user-graph"] and ru["errors"].isna().all()
+    assert make_edges(pd.DataFrame(rows).query("layer == 'app'")) is None  # a monolith: no service calls another
+
+
+def test_every_dataset_has_an_edges_table(run: Path) -> None:
+    edges = grayctl.dataset.load(run).edges
+    assert list(edges.columns)[:3] == ["ts", "caller", "callee"]

@@ -1,7 +1,7 @@
 """Build hook: grayctl's Ansible content and shipped examples travel inside the package.
 
 A wheel or a non-editable install carries the collection grayctl.lab (galaxy.yml, meta/, plugins/,
-roles/, playbooks/), inventories/, topologies/, experiments/, sweeps/ and ansible.cfg as
+roles/, playbooks/), inventories/, topologies/, experiments/, sweeps/, awx/, grafana/ and ansible.cfg as
 ``grayctl/_content/ansible_collections/grayctl/lab`` (grayctl.paths finds them there): the content
 root is itself where Ansible looks for the collection, so ``grayctl/_content`` is its collections
 path and no link is needed. grayctl runs with no checkout present. An editable install keeps
@@ -17,7 +17,7 @@ from setuptools.command.build_py import build_py
 ROOT = Path(__file__).resolve().parent
 # grayctl.paths.CONTENT names the same entries (tests/unit/test_packaging.py keeps them equal)
 CONTENT = ("ansible.cfg", "requirements.yml", "galaxy.yml", "meta", "plugins", "playbooks", "roles", "inventories",
-           "topologies", "experiments", "sweeps", "awx")
+           "topologies", "experiments", "sweeps", "awx", "grafana")
 # grayctl.paths.COLLECTION: the content root is <collections path>/ansible_collections/grayctl/lab
 COLLECTION = ("ansible_collections", "grayctl", "lab")
 

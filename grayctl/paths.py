@@ -20,7 +20,7 @@ from grayctl.errors import LabError
 
 # What setup.py packs into grayctl/_content (tests/unit/test_packaging.py keeps the two equal).
 CONTENT = ("ansible.cfg", "requirements.yml", "galaxy.yml", "meta", "plugins", "playbooks", "roles", "inventories",
-           "topologies", "experiments", "sweeps", "awx")
+           "topologies", "experiments", "sweeps", "awx", "grafana")
 # The collection's place below a collections path (setup.py's COLLECTION).
 COLLECTION = ("ansible_collections", "grayctl", "lab")
 _PACKAGE = Path(__file__).resolve().parent

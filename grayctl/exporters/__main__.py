@@ -1,8 +1,9 @@
-"""``python -m grayctl.exporters`` -- the grayctl node exporter: cgroup and qdisc metrics of one node.
+"""``python -m grayctl.exporters`` -- the grayctl node exporter: cgroup, qdisc and fault metrics of one node.
 
     python -m grayctl.exporters --listen 10.213.0.2:9302 --cgroup /sys/fs/cgroup/unified/grayctl/local/node01
 
-Paths: ``/metrics/cgroup`` (layer system), ``/metrics/qdisc`` (layer network), ``/metrics`` (both).
+Paths: ``/metrics/cgroup`` (layer system), ``/metrics/qdisc`` (layer network, with ``grayctl_fault_active``
+from ``--fault-dir``: grayctl.exporters.faults), ``/metrics`` (all).
 Runs until SIGTERM/SIGINT; prints one ``{"event": "ready", ...}`` line and writes ``--ready-file``.
 """
 
@@ -12,7 +13,7 @@ import argparse
 import asyncio
 import sys
 
-from grayctl.exporters import cgroup, parse_listen, qdisc, serve
+from grayctl.exporters import cgroup, faults, parse_listen, qdisc, serve
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -23,6 +24,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--cpuacct-cgroup", default=None, help="v1 cpuacct directory (default: found)")
     ap.add_argument("--memory-cgroup", default=None, help="v1 memory directory (default: found)")
     ap.add_argument("--tc", default="tc", help="tc binary")
+    ap.add_argument("--fault-dir", default=None, help="the node's fault records (grayctl_fault_active)")
     ap.add_argument("--ready-file", default=None)
     args = ap.parse_args(argv)
     try:
@@ -37,7 +39,8 @@ def main(argv: list[str] | None = None) -> int:
 
     async def qdisc_metrics() -> str:
         # tc is a subprocess: run it off the loop so a slow fork never delays the cgroup path.
-        return await asyncio.get_running_loop().run_in_executor(None, qdisc.collect, args.tc)
+        text = await asyncio.get_running_loop().run_in_executor(None, qdisc.collect, args.tc)
+        return text + faults.collect(args.fault_dir)
 
     async def both() -> str:
         return cgroup.collect(paths) + await qdisc_metrics()

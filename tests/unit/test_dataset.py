@@ -378,3 +378,21 @@ def test_edges_are_the_callers_view_per_second_and_service_pair() -> None:
 def test_every_dataset_has_an_edges_table(run: Path) -> None:
     edges = grayctl.dataset.load(run).edges
     assert list(edges.columns)[:3] == ["ts", "caller", "callee"]
+
+
+def test_rcaevals_baselines_read_the_export_unchanged_and_rank_its_services(run: Path, tmp_path: Path) -> None:
+    # RCAEval 1.8.1 from PyPI, as its own runner uses it: read data.csv and inject_time.txt, call the method
+    from RCAEval.e2e import nsigma
+    from RCAEval.e2e.baro import baro
+
+    case = export_dataset(run, "rcaeval", tmp_path / "rca")
+    data = pd.read_csv(case / "data.csv")
+    inject_time = int((case / "inject_time.txt").read_text())
+    services = {"front", "db", "n1", "n2"}  # the run's services and nodes: the entities of its series
+    for method in (baro, nsigma):
+        out = method(data, inject_time, dataset="dstest")
+        ranks = out["ranks"]
+        assert len(ranks) >= 4, (method.__name__, ranks)
+        # every ranked series names an entity of this run before its first "_", as RCAEval splits it
+        assert {r.split("_", 1)[0] for r in ranks} <= services, ranks
+        assert {r.split("_", 1)[0] for r in ranks[:10]} & {"front", "db"}, ranks[:10]

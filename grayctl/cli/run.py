@@ -3,16 +3,19 @@
 Parses options, picks the event handlers (console, ``--json`` lines, or ``--quiet``), calls
 ``grayctl.run.flow.run_experiment`` and renders where the dataset and report are. The exit code is the
 worst repetition's: 0, 4 (a step failed on a host), 5 (baseline drift), 7 (a ``fail_run`` check
-failed) or 130 (interrupted, after cleanup).
+failed), 8 (a fault had no effect), 9 (the load generator fell behind) or 130 (interrupted, after
+cleanup). The closing lines give the users' figures per phase from the dataset itself.
 """
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import click
 
 from grayctl.errors import GrayctlError
+from grayctl.run.events import phase_line
 
 
 def _verbose() -> bool:
@@ -84,6 +87,16 @@ def run(experiment: str, lab_name: str | None, out_dir: Path, sets: tuple[str, .
         raise RunEnded(f"run {worst.run_id}: {worst.error}", worst.exit_code, worst.hint)
 
 
+def _user_by_phase(rec) -> dict:
+    """The dataset's own figures per phase (manifest user_by_phase): the console's closing truth."""
+    if not rec.dataset:
+        return {}
+    try:
+        return json.loads((Path(rec.dataset) / "manifest.json").read_text()).get("user_by_phase") or {}
+    except (OSError, ValueError):
+        return {}
+
+
 def render_load(load: dict) -> str:
     """One line on the load generator: its rates and lateness, and loudly when it fell behind."""
     if load.get("valid") is None:
@@ -106,6 +119,8 @@ def render_record(rec) -> str:
     lines.append(f"  logs:    {rec.records_dir}")
     if rec.load:
         lines.append("  " + render_load(rec.load))
+    for name, fig in _user_by_phase(rec).items():
+        lines.append(f"  users, {phase_line(name, fig)}")
     for c in rec.checks:
         lines.append(f"  check {c['name']} ({c['phase']}): {c['verdict']}"
                      + (f" ({c['value']:.4g})" if isinstance(c.get("value"), float) else ""))

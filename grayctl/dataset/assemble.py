@@ -24,10 +24,11 @@ import pandas as pd
 import yaml
 
 from grayctl.dataset.card import render_card
-from grayctl.dataset.labels import NS, make_labels
+from grayctl.dataset.labels import NS, make_labels, user_latency_ns
+from grayctl.phases import figures_by_phase
 from grayctl.dataset.impact import classify_impact
 from grayctl.dataset.load_validity import load_block
-from grayctl.dataset.tables import make_edges, make_features, normalise_metrics, to_table
+from grayctl.dataset.tables import make_edges, make_features, normalise_metrics, to_table, utc_ns
 from grayctl.dataset.writer import DatasetWriter, utc_iso
 from grayctl.units import parse_duration
 
@@ -191,6 +192,10 @@ def assemble_run(run_dir: str | Path, *, experiment: Any, plan: Any, requests_df
                               requests=requests, observer=observer_df, slo=exp.get("slo") or {}, load=load)
     manifest["slo"] = slo
     manifest["labels"] = _label_counts(labels)
+    # the users' figures per phase, by the labels' rule (grayctl.phases): the console's closing summary
+    manifest["user_by_phase"] = figures_by_phase(
+        _ns_of(requests["intended_ns"]), user_latency_ns(requests), requests["error_kind"].notna().to_numpy(),
+        start_ns, phases) if len(requests) else {}
     # each fault window's impact class, beside its host records, in the manifest and in its summary
     impact = classify_impact(labels, seed=int((exp.get("workload") or {}).get("seed") or 0))
     for r in inj:
@@ -230,6 +235,10 @@ def assemble_run(run_dir: str | Path, *, experiment: Any, plan: Any, requests_df
             and not allow_invalid_load:
         status = "invalid-load"
     return w.finish(status if status in ("complete", "invalid-load") else "failed")
+
+
+def _ns_of(col: pd.Series) -> Any:
+    return utc_ns(col).astype("int64").to_numpy()
 
 
 def _label_counts(labels: pd.DataFrame) -> dict[str, Any]:

@@ -48,6 +48,7 @@ import numpy as np
 import pandas as pd
 
 from grayctl.dataset.load_validity import load_per_second
+from grayctl.phases import phase_of_seconds, user_latency
 from grayctl.units import parse_duration, parse_percent
 
 __all__ = [
@@ -132,10 +133,8 @@ def user_latency_ns(requests: pd.DataFrame) -> np.ndarray:
     """Per request, what its user waited (float ns): corrected latency less the generator's own send
     lateness (see the module's definitions). Every figure of user latency (labels, report, sweeps)
     is this one."""
-    lat = requests["latency_corrected_ns"].to_numpy(dtype=np.float64)
-    if "send_error_ns" in requests:
-        lat = lat - np.clip(requests["send_error_ns"].to_numpy(dtype=np.float64), 0, None)
-    return lat
+    return user_latency(requests["latency_corrected_ns"].to_numpy(),
+                        requests["send_error_ns"].to_numpy() if "send_error_ns" in requests else None)
 
 
 def user_per_second(requests: pd.DataFrame, index: pd.DatetimeIndex) -> pd.DataFrame:
@@ -221,12 +220,9 @@ def observer_from_metrics(long_df: pd.DataFrame) -> pd.DataFrame:
 
 
 def _phase_labels(index: pd.DatetimeIndex, run_start_ns: int, phases: list[tuple[str, float, float]]) -> np.ndarray:
-    """Phase of each second by its midpoint; before the first / after the last phase: clipped to it."""
-    mid_s = (index.asi8 - run_start_ns) / NS + 0.5
-    names = np.array([p for p, _, _ in phases], dtype=object)
-    ends = np.array([e for _, _, e in phases])
-    i = np.searchsorted(ends, mid_s, side="right")
-    return names[np.clip(i, 0, len(names) - 1)]
+    """Phase of each second by its midpoint; before the first / after the last phase: clipped to it
+    (grayctl.phases: the rule the console and the manifest's user_by_phase use too)."""
+    return phase_of_seconds(index.asi8, run_start_ns, phases)
 
 
 def forward_labels(slo_violation: np.ndarray) -> pd.DataFrame:

@@ -17,7 +17,7 @@ The run (``grayctl.run``) only emits; nothing here feeds back into the run. Kind
   step_end        data: seconds
   step_failed     data: seconds, error (per host: task, the module's msg and exit code, then the
                   last lines of its stderr, or stdout when stderr is empty), exit_code
-  monitor_ready   data: url (Prometheus)
+  monitor_ready   data: url (Prometheus), workload_url (the load generator: /metrics, /phases)
   timeline_start  data: t0 (UTC epoch s: the load generator's anchor, or an estimate: t0_source), schedule_s, load1 (load average then), phases [{phase, start_s, end_s}]
   phase           phase: warmup|baseline|fault|recovery; data: start_s, end_s
   fault           step: inject:<id>|revert:<id>; data: id, state (applied|reverted), planned_s, aim_s
@@ -37,12 +37,25 @@ import json
 import sys
 import threading
 import time
+import urllib.parse
+import urllib.request
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any
 
-__all__ = ["ConsoleProgress", "Emitter", "EventHandler", "JsonEvents", "RunEvent", "RunLog"]
+__all__ = ["ConsoleProgress", "Emitter", "EventHandler", "JsonEvents", "RunEvent", "RunLog", "phase_line"]
+
+PHASE_WAIT_S = 12.0  # how long an ended phase's line waits for its last requests to be answered
+
+
+def phase_line(name: str, fig: dict[str, Any]) -> str:
+    """One phase's users in words: the console's phase lines and the closing summary say it alike."""
+    if not fig.get("requests"):
+        return f"phase {name}: no requests answered"
+    err = fig.get("error_rate") or 0.0
+    return (f"phase {name}: {fig['requests']} requests, p50 {_ms(fig.get('p50_s'))}, p99 {_ms(fig.get('p99_s'))}, "
+            f"errors {err * 100:.2f}%")
 
 
 @dataclass(frozen=True)
@@ -177,6 +190,9 @@ class ConsoleProgress:
         self._poller: Any = None
         self._live: Any = None
         self._url: str | None = None
+        self._workload_url: str | None = None
+        self._phases: list[tuple[str, float, float]] = []
+        self._phase_threads: list[threading.Thread] = []
 
     # -- event handling ------------------------------------------------------------------
     def __call__(self, ev: RunEvent) -> None:
@@ -202,17 +218,20 @@ class ConsoleProgress:
             self._print_failure(ev.step, str(d.get("error") or "no reason given"))
         elif ev.kind == "monitor_ready":
             self._url = d.get("url")
+            self._workload_url = d.get("workload_url")
         elif ev.kind == "timeline_start":
             self.t0 = float(d.get("t0") or ev.at)
+            self._phases = [(p["phase"], float(p["start_s"]), float(p["end_s"])) for p in d.get("phases") or []]
             self.approx = "" if d.get("t0_source") == "load generator" else "≈"
             if self._url and self._poller is None:
                 from grayctl.run.live import LivePoller
 
                 self._poller = LivePoller(self._url, self._on_figures, self.live_interval).start()
         elif ev.kind == "phase":
+            if self.phase is not None:
+                self._phase_ended(self.phase)
             self.phase, self.phase_end_s = ev.phase, d.get("end_s")
-            self._print(f"  [cyan]▸[/] phase {ev.phase} [dim]({_fmt_s(d.get('end_s', 0) - d.get('start_s', 0))})[/]"
-                        + (f"  {self._figures_text()}" if not self.interactive and self.figures else ""))
+            self._print(f"  [cyan]▸[/] phase {ev.phase} [dim]({_fmt_s(d.get('end_s', 0) - d.get('start_s', 0))})[/]")
         elif ev.kind == "fault":
             planned = d.get("planned_s", 0)
             aim = d.get("aim_s", planned)
@@ -235,6 +254,9 @@ class ConsoleProgress:
             self.timeline_done = True
             self.steps_done += 1
             self._stop_poller()
+            if self.phase is not None:
+                self._phase_ended(self.phase)
+                self.phase = None
         elif ev.kind == "cleanup":
             mark = "[green]✓[/]" if d.get("ok") else "[yellow]![/]"
             extra = "" if d.get("ok") else f": {d.get('error')}"
@@ -245,6 +267,36 @@ class ConsoleProgress:
             self.close()
         if self._live is not None:
             self._live.update(self._render())
+
+    def _phase_ended(self, name: str) -> None:
+        """The ended phase's users, as the dataset counts them (the generator's /phases: requests by
+        intended second, grayctl.phases), once its requests are answered; in a thread, so the
+        timeline never waits for the display."""
+        if not self._workload_url or not self._phases:
+            return
+        t = threading.Thread(target=self._print_phase, args=(name,), name="grayctl-phase", daemon=True)
+        self._phase_threads.append(t)
+        t.start()
+
+    def _print_phase(self, name: str) -> None:
+        query = urllib.parse.urlencode([("phase", f"{p}:{a:g}:{b:g}") for p, a, b in self._phases])
+        deadline = time.monotonic() + PHASE_WAIT_S
+        fig = None
+        while True:
+            try:
+                with urllib.request.urlopen(f"{self._workload_url}/phases?{query}", timeout=2.0) as resp:
+                    fig = json.loads(resp.read()).get(name)
+            except (OSError, ValueError):
+                fig = None
+            if (fig is not None and not fig.get("pending")) or time.monotonic() > deadline:
+                break
+            time.sleep(0.5)
+        if fig is None:
+            self._print(f"  [cyan]◂[/] phase {name}: [dim]the load generator did not answer (it ends with the "
+                        "schedule); the summary at the end has this phase[/]")
+            return
+        left = f" [yellow]({fig['pending']} still in flight)[/]" if fig.get("pending") else ""
+        self._print(f"  [cyan]◂[/] {phase_line(name, fig)}{left}")
 
     def _on_figures(self, figures: Any) -> None:
         self.figures = figures
@@ -258,6 +310,8 @@ class ConsoleProgress:
 
     def close(self) -> None:
         self._stop_poller()
+        for t in self._phase_threads:
+            t.join(PHASE_WAIT_S + 3)
         if self._live is not None:
             self._live.stop()
             self._live = None

@@ -110,7 +110,7 @@ def prepare(r: Run) -> None:
     else:
         r.t0_est = r.journal.task_done_at.get(WORKLOAD_START_TASK, time.time()) - WORKLOAD_SETTLE_S
         r.t0_source = "estimate"
-    r.emit("monitor_ready", url=r.monitor_url)
+    r.emit("monitor_ready", url=r.monitor_url, workload_url=f"http://{client.mgmt_ip}:{port}")
 
 
 def _read_clock(r: Run, which: str, path: Path) -> None:

@@ -39,6 +39,7 @@ import numpy as np
 from aiohttp import web
 
 from grayctl.errors import InputError, Problem, StepFailed
+from grayctl.phases import figures_by_phase, phase_of_seconds, user_latency
 from grayctl.workload.config import WorkloadConfig, split_listen
 from grayctl.workload.records import (
     ERROR_KINDS,
@@ -152,15 +153,28 @@ class LiveMetrics:
         return "\n".join(out) + "\n"
 
 
-async def _start_metrics_server(metrics: LiveMetrics, listen: str) -> tuple[web.AppRunner, str]:
+async def _start_metrics_server(metrics: LiveMetrics, listen: str,
+                                phases: Callable[[int, list[tuple[str, float, float]]], dict[str, Any]] | None = None,
+                                ) -> tuple[web.AppRunner, str]:
     async def handle(_request: web.Request) -> web.Response:
         return web.Response(
             body=metrics.render().encode(),
             headers={"Content-Type": "text/plain; version=0.0.4; charset=utf-8"},
         )
 
+    async def handle_phases(request: web.Request) -> web.Response:
+        # /phases?phase=warmup:0:10&phase=baseline:10:40 ... (the console's phase lines); t0_ns: the run's
+        # start, by default this run's own t0 as the dataset computes it
+        try:
+            t0 = int(request.query["t0_ns"]) if "t0_ns" in request.query else -1
+            spec = [(n, float(a), float(b)) for n, a, b in (p.split(":") for p in request.query.getall("phase"))]
+        except (KeyError, ValueError) as e:
+            return web.json_response({"error": f"expected t0_ns and phase=name:start_s:end_s ({e})"}, status=400)
+        return web.json_response(phases(t0, spec) if phases else {})
+
     app = web.Application()
     app.router.add_get("/metrics", handle)
+    app.router.add_get("/phases", handle_phases)
     runner = web.AppRunner(app, access_log=None, shutdown_timeout=1.0)
     await runner.setup()
     host, port = split_listen(listen)
@@ -278,6 +292,25 @@ class _Generator:
 
     def now(self) -> int:
         return time.perf_counter_ns() - self.mono0
+
+    def phase_figures(self, t0_ns: int, phases: list[tuple[str, float, float]]) -> dict[str, Any]:
+        """The users' figures per phase so far, as the dataset will count them (grayctl.phases), over the
+        answered requests; ``pending`` per phase says how many are still in flight."""
+        rec = self.records
+        if rec is None:
+            return {}
+        if t0_ns < 0:  # the dataset's run start: round(started_at * 1e9), started_at = epoch_ns / 1e9
+            t0_ns = round(rec.epoch_ns / 1e9 * 1_000_000_000)
+        m = rec.launched
+        c = rec.columns()
+        answered = np.frombuffer(rec.done, dtype="i8")[:m] != 0
+        intended = c["intended"] + rec.epoch_ns
+        out = figures_by_phase(intended[answered], user_latency(c["latency_corrected"], c["send_error"])[answered],
+                               c["kind_index"][answered] != 0, t0_ns, phases)
+        ph = phase_of_seconds(intended[~answered] // 1_000_000_000 * 1_000_000_000, t0_ns, phases)
+        for name in out:
+            out[name]["pending"] = int((ph == name).sum())
+        return out
 
     async def _dispatch(self) -> None:
         offsets = self.offsets
@@ -415,7 +448,8 @@ class _Generator:
         metrics_at = None
         try:
             if cfg.metrics_listen:
-                metrics_runner, metrics_at = await _start_metrics_server(self.metrics, cfg.metrics_listen)
+                metrics_runner, metrics_at = await _start_metrics_server(self.metrics, cfg.metrics_listen,
+                                                                         self.phase_figures)
                 self.log(f"metrics on http://{metrics_at}/metrics")
             # Pay one-off costs before the clock starts: the IDNA codec aiohttp imports on its
             # first request (~5 ms), and a full collection, after which everything setup
@@ -443,7 +477,7 @@ class _Generator:
                 self.mono0 = time.perf_counter_ns()
             self.records.epoch_ns = epoch0
             self.metrics.start_time = epoch0 / 1e9
-            started = time.time()
+            started = epoch0 / 1e9  # the schedule's t=0 on the wall clock: the run's t0 everywhere (dataset, console)
             dispatcher = asyncio.get_running_loop().create_task(self._dispatch())
             sampler = asyncio.get_running_loop().create_task(self._sample_cpu())
             stopper = asyncio.get_running_loop().create_task(self.stop.wait())

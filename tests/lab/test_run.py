@@ -61,7 +61,7 @@ def _dataset_dir(stdout: str) -> Path:
 def test_a_latency_experiment_runs_end_to_end_and_leaves_the_lab_clean(lab: RunLab) -> None:
     exp = lab.experiment(EXPERIMENT, "e2e")
     out = lab.tmp / "runs"
-    proc = lab.grayctl("run", str(exp), "--out", str(out), "--quiet")
+    proc = lab.grayctl("run", str(exp), "--out", str(out))  # with the console's lines (stderr: not a terminal)
     ds = _dataset_dir(proc.stdout)
     assert "report:" in proc.stdout and (ds / "report.html").is_file()
     verify = lab.grayctl("dataset", "verify", str(ds))
@@ -89,8 +89,25 @@ def test_a_latency_experiment_runs_end_to_end_and_leaves_the_lab_clean(lab: RunL
                      & metrics["entity"].str.startswith("read-path/")]
     assert cohort["entity"].nunique() == 3, cohort["entity"].unique()
     # every fault window has an impact class; the generator's verdict is in the manifest
-    assert set(manifest["impact"]) == {"ug-latency"} and manifest["impact"]["ug-latency"] in ("none", "gray", "visible")
+    # (keyed as the labels' fault_ids and injection.json: the node records' ids, "-" written "_")
+    assert set(manifest["impact"]) == {"ug_latency"} and manifest["impact"]["ug_latency"] in ("none", "gray", "visible")
     assert manifest["load"]["valid"] is True, manifest["load"]
+    # one truth: the console's phase lines and its closing summary count users as the dataset does
+    from grayctl.dataset.labels import user_latency_ns
+    from grayctl.phases import figures_by_phase
+    from grayctl.run.events import phase_line
+
+    requests = pd.read_parquet(ds / "requests.parquet")
+    phases = [(p["phase"], p["start_s"], p["end_s"]) for p in manifest["times"]["phases"]]
+    truth = figures_by_phase(requests["intended_ns"].astype("int64").to_numpy(), user_latency_ns(requests),
+                             requests["error_kind"].notna().to_numpy(), manifest["times"]["start_ns"], phases)
+    assert manifest["user_by_phase"] == truth
+    for name, fig in truth.items():
+        assert f"users, {phase_line(name, fig)}" in proc.stdout, (name, proc.stdout)
+    live = [line.split("◂", 1)[1].strip() for line in proc.stderr.splitlines() if "◂ phase" in line]
+    for name in ("warmup", "baseline", "fault"):  # recovery ends with the generator: the summary has it
+        mine = next(x for x in live if x.startswith(f"phase {name}:"))
+        assert mine == phase_line(name, truth[name]), (mine, truth[name])
     # the run's own records sit next to the dataset: events and the Ansible log of each step
     records = ds.parent / f"{ds.name}.run"
     kinds = [json.loads(line)["kind"] for line in (records / "events.jsonl").read_text().splitlines()]

@@ -21,6 +21,7 @@ from pathlib import Path
 
 import aiohttp
 import numpy as np
+import pandas as pd
 import pyarrow.parquet as pq
 import pytest
 import uvloop
@@ -374,3 +375,36 @@ def test_health_per_second_adds_up_to_the_run(server):
     assert all(v is None or v >= 0 for v in ps["lateness_p99_ms"])
     # the generator did spend CPU, and at most a core's worth in any second (one thread)
     assert sum(ps["cpu"]) > 0 and max(ps["cpu"]) <= 1.2
+
+
+def test_the_phase_figures_served_during_a_run_are_the_datasets_own(server, tmp_path):
+    # Phases of a 2 s run; /phases is read after the first phase ended and its requests were answered.
+    from grayctl.dataset.labels import user_latency_ns
+    from grayctl.phases import figures_by_phase
+
+    port = free_port()
+    phases = [("warmup", 0.0, 0.3), ("baseline", 0.3, 1.2), ("fault", 1.2, 2.0)]
+    raw = config({"fast": server.url("/fast"), "err": server.url("/err")}, rate=60.0, duration=2.0,
+                 metrics_listen=f"127.0.0.1:{port}", records_path=str(tmp_path / "r.parquet"))
+    query = "&".join(f"phase={n}:{a:g}:{b:g}" for n, a, b in phases)
+
+    async def go():
+        task = asyncio.ensure_future(run_workload(to_config(raw), log=lambda _m: None))
+        await asyncio.sleep(1.7)  # the baseline has ended (and its fast replies are in)
+        async with aiohttp.ClientSession() as s:
+            async with s.get(f"http://127.0.0.1:{port}/phases?{query}") as r:
+                live = await r.json()
+            async with s.get(f"http://127.0.0.1:{port}/phases?phase=bad") as r:
+                bad = r.status
+        return await task, live, bad
+
+    result, live, bad = uvloop.run(go())
+    assert bad == 400
+    req = pd.read_parquet(tmp_path / "r.parquet")
+    t0 = round(result.summary["started_at"] * 1_000_000_000)  # the dataset's run start
+    truth = figures_by_phase(req["intended_ns"].astype("int64").to_numpy(), user_latency_ns(req),
+                             req["error_kind"].notna().to_numpy(), t0, phases)
+    b = live["baseline"]
+    assert b["pending"] == 0 and b["requests"] == truth["baseline"]["requests"] > 30
+    assert b["p99_s"] == truth["baseline"]["p99_s"] and b["error_rate"] == truth["baseline"]["error_rate"] > 0
+    assert live["fault"]["requests"] + live["fault"]["pending"] <= truth["fault"]["requests"]  # still running

@@ -26,8 +26,9 @@ Sweep file (``sweeps/*.yaml``)::
     seed: 1
 
 Layout: ``<out>/<sweep-id>/`` holds ``sweep.yaml`` (a copy), ``index.parquet``/``index.csv`` (one
-row per run), ``cells.csv`` (repeatability per cell) and ``runs/`` (run directories as
-``grayctl run`` makes them).
+row per run), ``cells.csv`` (repeatability per cell), ``comparison.csv``/``comparison.html`` (the
+cells side by side: effect sizes with 95 % CIs on user latency, errors and gray; grayctl.comparison)
+and ``runs/`` (run directories as ``grayctl run`` makes them).
 """
 
 from __future__ import annotations
@@ -345,6 +346,14 @@ def _write_index(root: Path, rows: list[dict[str, Any]]) -> Any:
     cells = cell_summary(df) if len(df) else pd.DataFrame()
     cells.to_csv(root / ".tmp-cells.csv", index=False)
     (root / ".tmp-cells.csv").replace(root / "cells.csv")
+    if len(df):  # the cells side by side: effect sizes with CIs (grayctl.comparison)
+        from grayctl.comparison import compare_cells, render_comparison
+
+        table = compare_cells(df)
+        table.to_csv(root / ".tmp-comparison.csv", index=False)
+        (root / ".tmp-comparison.csv").replace(root / "comparison.csv")
+        (root / ".tmp-comparison.html").write_text(render_comparison(table, root.name))
+        (root / ".tmp-comparison.html").replace(root / "comparison.html")
     return df
 
 

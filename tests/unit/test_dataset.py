@@ -396,3 +396,24 @@ def test_rcaevals_baselines_read_the_export_unchanged_and_rank_its_services(run:
         # every ranked series names an entity of this run before its first "_", as RCAEval splits it
         assert {r.split("_", 1)[0] for r in ranks} <= services, ranks
         assert {r.split("_", 1)[0] for r in ranks[:10]} & {"front", "db"}, ranks[:10]
+
+
+def test_a_sweeps_cells_compare_side_by_side_with_confidence_intervals(run: Path, tmp_path: Path) -> None:
+    from grayctl.comparison import compare_cells, render_comparison
+
+    # two cells over the same complete run (twice: repetitions pool), a third whose run failed
+    index = pd.DataFrame([
+        {"cell": 0, "axis:topology": "a", "repetition": 1, "status": "complete", "dataset": str(run)},
+        {"cell": 0, "axis:topology": "a", "repetition": 2, "status": "complete", "dataset": str(run)},
+        {"cell": 1, "axis:topology": "b", "repetition": 1, "status": "complete", "dataset": str(run)},
+        {"cell": 2, "axis:topology": "c", "repetition": 1, "status": "failed", "dataset": str(run)},
+    ])
+    t = compare_cells(index, seed=1).set_index("cell")
+    a, b, c = t.loc[0], t.loc[1], t.loc[2]
+    assert a["complete"] == 2 and a["fault_seconds"] == 2 * b["fault_seconds"] > 0
+    # the run's fault slowed users: a positive latency effect whose interval excludes 0 with pooling
+    assert a["latency_p99_delta"] > 0 and a["latency_p99_ci_lo"] <= a["latency_p99_delta"] <= a["latency_p99_ci_hi"]
+    assert 0 <= a["gray_share_ci_lo"] <= a["gray_share"] <= a["gray_share_ci_hi"] <= 1
+    assert c["complete"] == 0 and c["fault_seconds"] == 0 and pd.isna(c["gray_share"])  # never pooled in
+    page = render_comparison(t.reset_index(), "demo")
+    assert "95 % CI" in page and ">a<" in page and ">c<" in page

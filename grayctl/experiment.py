@@ -24,6 +24,7 @@ from grayctl.errors import InputError, Problem
 from grayctl.faults.catalog import BACKENDS, CATALOG, FAULT_TYPES, SCOPE_PARAMS
 from grayctl.faults.realise import realisation_problem, target_kind
 from grayctl.faults.validate import parse_param, to_plain, validate_parameters
+from grayctl.promql import syntax_errors
 from grayctl.source import (
     Checker,
     FieldPath,
@@ -241,6 +242,8 @@ class Experiment:
     slo: Slo
     checks: tuple[Check, ...]
     source: Path | None = None
+    # What validation could not check, said by ``grayctl validate`` and ``plan`` (e.g. no promtool).
+    warnings: tuple[str, ...] = ()
 
     def to_dict(self) -> dict[str, Any]:
         """The resolved experiment in file form: every default filled in, units canonical."""
@@ -291,6 +294,7 @@ class _ExperimentValidator:
         self.file = file
         self.base_dir = base_dir
         self.topology_problems: list[Problem] = []
+        self.queries: list[tuple[FieldPath, str]] = []  # PromQL to check with Prometheus's parser
 
     def run(self) -> Experiment:
         ck = self.ck
@@ -311,13 +315,14 @@ class _ExperimentValidator:
                                DEFAULTS["repetitions"])
         slo = self._slo(top.get("slo"))
         checks = self._checks(top.get("checks"))
+        warnings = self._promql_syntax()
         if ck.problems or self.topology_problems:
             ck.problems.sort(key=lambda p: (p.line or 0, p.column or 0))
             raise InputError(ck.problems + self.topology_problems)
         assert topology is not None and schedule is not None and workload is not None
         return Experiment(name, description, hypothesis, lab, topo_ref, topology, workload, schedule,
                           tuple(faults), metrics, repetitions, slo, tuple(checks),
-                          Path(self.file))
+                          Path(self.file), warnings)
 
     # -- topology -----------------------------------------------------------------
     def _topology(self, top: dict[str, Any]) -> Topology | None:
@@ -575,6 +580,7 @@ class _ExperimentValidator:
                 query = ck.convert(q, kp, _parse_query)
                 if query is not None:
                     extra[key] = query
+                    self.queries.append((kp, query))
         return Metrics(interval, extra)
 
     def _slo(self, raw: Any) -> Slo:
@@ -607,6 +613,8 @@ class _ExperimentValidator:
             if name is not None and name in names:
                 ck.problem(cp + ("name",), f"duplicate check name {name!r}", expected="unique check names")
             query = ck.field(m, cp, "query", _parse_query)
+            if query is not None:
+                self.queries.append((cp + ("query",), query))
             phase = ck.field(m, cp, "phase", parse_choice(CHECK_PHASES, "phase"), "all")
             tol = self._tolerance(m.get("tolerance"), cp + ("tolerance",)) if "tolerance" in m else None
             fail_run = ck.field(m, cp, "fail_run", parse_bool, False)
@@ -615,6 +623,13 @@ class _ExperimentValidator:
             names.add(name)
             out.append(Check(name, query, phase, tol, fail_run))
         return out
+
+    def _promql_syntax(self) -> tuple[str, ...]:
+        """Every query (metrics.extra, checks) through Prometheus's own parser: a problem per bad one."""
+        errors, unchecked = syntax_errors([q for _, q in self.queries])
+        for i, message in sorted(errors.items()):
+            self.ck.problem(self.queries[i][0], message, expected="a PromQL expression")
+        return (unchecked,) if unchecked else ()
 
     def _tolerance(self, raw: Any, path: FieldPath) -> Tolerance | None:
         ck = self.ck

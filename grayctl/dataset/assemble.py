@@ -128,8 +128,12 @@ def assemble_run(run_dir: str | Path, *, experiment: Any, plan: Any, requests_df
                  injections: list[dict[str, Any]], fingerprints: dict[str, dict[str, Any]],
                  clock: dict[str, Any], versions: dict[str, Any], status: str = "complete",
                  run_id: str | None = None, seeds: dict[str, Any] | None = None,
-                 report: bool = True, writer: DatasetWriter | None = None) -> dict[str, Any]:
+                 report: bool = True, writer: DatasetWriter | None = None,
+                 checks: list[dict[str, Any]] | None = None) -> dict[str, Any]:
     """Write the run directory; return the final manifest.
+
+    ``checks``: the verdicts the run's Prometheus gave the experiment's checks (grayctl.checks), into
+    the manifest before the report shows them; None when there are none (the report says so).
 
     ``writer``: the run's own writer of ``run_dir``, begun when the run started; it is begun again
     with the full manifest and finished here, and stays the run's to amend and seal (``grayctl run``
@@ -173,6 +177,7 @@ def assemble_run(run_dir: str | Path, *, experiment: Any, plan: Any, requests_df
                     "node": r.get("node"), "start_utc": r.get("start_utc"), "end_utc": r.get("end_utc"),
                     "revert_verified": r.get("revert_verified")} for r in inj],
         "baseline": {"fingerprints_sha256": fp_hash, "nodes": nodes},
+        **({"checks": checks} if checks is not None else {}),
     }
     w = writer if writer is not None else DatasetWriter(run_dir, manifest)
     w.begin(manifest)

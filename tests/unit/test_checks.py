@@ -231,3 +231,32 @@ def test_an_unreachable_prometheus_is_not_evaluated_never_a_pass(tmp_path):
     assert {r["verdict"] for r in rows} == {"not evaluated"}
     assert all("cannot query Prometheus" in r["why"] for r in rows)
     ensure_checks_parse(f"http://127.0.0.1:{_free_port()}", exp, timeout=2)  # left to the metrics step
+
+
+# -- the report shows the stored verdicts -----------------------------------------------------------
+
+def test_the_report_shows_the_runs_verdicts_and_no_data_loudly(tmp_path):
+    from dataset_inputs import real_inputs  # tests/unit: a dataset of real records (runtime + load generator)
+
+    import grayctl.dataset
+    from grayctl.dataset.assemble import assemble_run
+    from grayctl.report import render_report
+
+    inputs = real_inputs(tmp_path / "real")
+    names = [c["name"] for c in inputs["experiment"].to_dict()["checks"]]
+    rows = [{"name": names[0], "query": "q0", "phase": "fault", "tolerance": {"max": 1}, "fail_run": True,
+             "value": 2.5, "verdict": "fail", "why": "mean 2.5 vs max 1"},
+            {"name": names[1], "query": "q1", "phase": "all", "tolerance": {"max": 5}, "fail_run": True,
+             "value": None, "verdict": "no data", "why": "no sample in the phase; the query returned no series"}]
+    with_verdicts = tmp_path / "run-v"
+    assemble_run(with_verdicts, **inputs, status="complete", checks=rows)
+    html = (with_verdicts / "report.html").read_text()
+    assert "NO DATA" in html and "(fails the run)" in html and "the query returned no series" in html
+    assert grayctl.dataset.load(with_verdicts).manifest["checks"] == rows
+    assert "NO DATA" in render_report(grayctl.dataset.load(with_verdicts))  # again from the files
+
+    without = tmp_path / "run-n"
+    assemble_run(without, **inputs, status="complete")
+    html = (without / "report.html").read_text()
+    table = html.split("<h2>Hypothesis checks</h2>", 1)[1].split("</table>", 1)[0]
+    assert "this dataset holds no verdicts" in table and 'class="pass"' not in table

@@ -26,8 +26,8 @@ from typing import Any
 
 from grayctl.errors import GrayctlError
 
-__all__ = ["MAX_POINTS", "Query", "QUERIES", "MetricsError", "chunk_windows", "query_instant", "query_range_chunked",
-           "collect_run_metrics", "rate_window"]
+__all__ = ["MAX_POINTS", "QUERIES", "MetricsError", "Query", "chunk_windows", "collect_run_metrics", "query_instant",
+           "query_range_chunked", "rate_window"]
 
 MAX_POINTS = 11_000          # Prometheus refuses more points per series in one range query
 CHUNK_POINTS = 10_000        # what we ask for, leaving a margin

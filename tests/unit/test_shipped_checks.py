@@ -64,7 +64,7 @@ def shipped_checks() -> list[tuple[str, str, str]]:
         for c in doc.get("checks") or []:
             out.append((str(f.relative_to(ROOT)), c["name"], c["query"]))
     for doc in ("experiment-format.md", "fault-catalog.md"):
-        for block in re.findall(r"```yaml\n(.*?)```", (ROOT / "docs" / doc).read_text(), flags=re.S):
+        for block in re.findall(r"```yaml\n(.*?)```", (ROOT / "docs" / doc).read_text(), flags=re.DOTALL):
             if block.startswith("# file: experiment"):
                 for c in (yaml.safe_load(block) or {}).get("checks") or []:
                     out.append((f"docs/{doc}", c["name"], c["query"]))
@@ -74,7 +74,7 @@ def shipped_checks() -> list[tuple[str, str, str]]:
 def test_the_exported_list_is_what_the_producers_render():
     """The derivation sees what a producer really renders (the load generator's /metrics here)."""
     names, patterns = exported()
-    rendered = set(re.findall(r"^# TYPE (\S+) ", LiveMetrics(("read",), 1.0).render(), flags=re.M))
+    rendered = set(re.findall(r"^# TYPE (\S+) ", LiveMetrics(("read",), 1.0).render(), flags=re.MULTILINE))
     assert rendered and all(known(n, names, patterns) for n in rendered), rendered - names
     assert {"grayctl_observer_healthy", "grayctl_requests_total", "grayctl_request_duration_seconds",
             "grayctl_cgroup_memory_bytes", "process_cpu_seconds_total"} <= names

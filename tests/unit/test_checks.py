@@ -12,13 +12,16 @@ import subprocess
 import threading
 import time
 import urllib.request
+from pathlib import Path
 
 import pytest
 
 from grayctl.checks import ensure_checks_parse, evaluate_checks, failing, judge, phase_means
 from grayctl.errors import InputError
 from grayctl.experiment import Tolerance, load_experiment
+from grayctl.workload.loadgen import LiveMetrics
 
+ROOT = Path(__file__).resolve().parents[2]
 PHASES = [("warmup", 0.0, 2.0), ("baseline", 2.0, 6.0), ("fault", 6.0, 10.0), ("recovery", 10.0, 13.0)]
 
 
@@ -84,12 +87,17 @@ def _wait_http(url: str, timeout: float = 20.0) -> None:
 
 class _Endpoint(http.server.ThreadingHTTPServer):
     value = 1.0
+    # the load generator's own renderer: requests finish, none fails (so its error counter has no series)
+    workload = LiveMetrics(("read",), 10.0)
 
 
 class _Handler(http.server.BaseHTTPRequestHandler):
     def do_GET(self) -> None:  # noqa: N802 - http.server's name
         v = self.server.value  # type: ignore[attr-defined]
-        body = (f"# TYPE lab_gauge gauge\nlab_gauge{{side=\"a\"}} {v}\nlab_gauge{{side=\"b\"}} {v / 2}\n").encode()
+        w = self.server.workload  # type: ignore[attr-defined]
+        w.responses[(0, 200)] = w.responses.get((0, 200), 0) + 10
+        body = (f"# TYPE lab_gauge gauge\nlab_gauge{{side=\"a\"}} {v}\nlab_gauge{{side=\"b\"}} {v / 2}\n"
+                + w.render()).encode()
         self.send_response(200)
         self.send_header("Content-Type", "text/plain; version=0.0.4")
         self.end_headers()
@@ -210,6 +218,24 @@ def test_a_query_prometheus_refuses_stops_the_run_naming_file_line_and_field(pro
     assert f"{f}:8:12: checks[1].query: Prometheus refused the query: " in text and "unclosed left parenthesis" in text
     assert f"{f}:17:12: checks[3].query: the query gives a matrix" in text, text
     assert "checks[0]" not in text and "checks[2]" not in text
+
+
+def test_the_shipped_error_ratio_check_passes_a_run_without_errors_instead_of_no_data(prometheus):
+    """experiments/three-tier-loss.yaml's check against the load generator's real exposition: a run with
+    no error is a pass (0), where the plain ratio has no series at all (no data)."""
+    url, _ = prometheus
+    exp = load_experiment(ROOT / "experiments" / "three-tier-loss.yaml")
+    (check,) = exp.checks
+    assert "or vector(0)" in check.query
+    time.sleep(3)  # a few scrapes of a rising request counter
+    now = time.time()
+    phases = [("fault", 0.0, 10.0)]
+    (row,) = evaluate_checks(url, [check], t0=now - 10, end=now, phases=phases)
+    assert row["verdict"] == "pass" and row["value"] == 0.0, row
+    plain = dataclasses.replace(check, query="sum(rate(grayctl_workload_errors_total[10s])) / "
+                                             "sum(rate(grayctl_workload_requests_total[10s]))")  # as it was shipped
+    (row,) = evaluate_checks(url, [plain], t0=now - 10, end=now, phases=phases)
+    assert row["verdict"] == "no data", (plain.query, row)
 
 
 def test_a_refused_range_query_is_not_evaluated_with_prometheus_words(prometheus, tmp_path):

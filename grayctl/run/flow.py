@@ -100,6 +100,8 @@ def run_once(experiment: Any, lab: Any, *, out_dir: Path = Path("runs"), keep: b
          experiment=experiment.name, topology=experiment.topology.name, lab=lab.name,
          schedule_s=r.plan.duration_s, repetition=repetition,
          steps=step_names(r.plan, keep), teardown=None if keep else r.teardown_path)
+    for w in experiment.warnings:  # what validation could not check (no promtool: prepare checks instead)
+        emit("warning", message=w)
     error: GrayctlError | None = None
     crash: BaseException | None = None
     try:

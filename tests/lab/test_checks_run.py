@@ -57,6 +57,7 @@ def _dataset_dir(stdout: str) -> Path:
 def test_a_violated_fail_run_check_fails_the_run_with_exit_7_and_no_data_is_said_loudly(lab: RunLab) -> None:
     exp = lab.experiment(EXPERIMENT, "violated")
     proc = lab.grayctl("run", str(exp), "--out", str(lab.tmp / "runs"), "--quiet", check=False)
+    print(proc.stdout, proc.stderr)  # shown with a failure (or under -s): the console's check lines
     assert proc.returncode == 7, proc.stdout + proc.stderr
     assert "p99-under-1ms (fault:" in proc.stderr, proc.stderr  # ChecksFailed names it, with its value
     assert "check p99-under-1ms (fault): fail (" in proc.stdout and "[fail_run: the run fails]" in proc.stdout
@@ -79,6 +80,7 @@ def test_a_query_the_live_prometheus_cannot_evaluate_stops_the_run_before_any_fa
     doc = {**EXPERIMENT, "checks": [{**EXPERIMENT["checks"][0], "query": "grayctl_workload_in_flight[5s]"}]}
     exp = lab.experiment(doc, "unevaluable")
     proc = lab.grayctl("run", str(exp), "--out", str(lab.tmp / "runs"), "--quiet", check=False)
+    print(proc.stdout, proc.stderr)
     assert proc.returncode == 2, proc.stdout + proc.stderr
     text = proc.stdout + proc.stderr
     assert f"{exp}:" in text and "checks[0].query: the query gives a matrix" in text, text

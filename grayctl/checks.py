@@ -38,6 +38,9 @@ __all__ = ["VERDICTS", "ensure_checks_parse", "evaluate_checks", "failing", "jud
            "phase_means"]
 
 VERDICTS = ("pass", "fail", "no data", "not evaluated")
+# The range query's grid starts at t0 rounded to the millisecond (and Prometheus answers in ms): a
+# sample at a phase's first second may sit up to 1 ms before it, and belongs to it.
+_GRID_EPS_S = 0.002
 Phases = Sequence[tuple[str, float, float]]
 
 
@@ -117,13 +120,14 @@ def phase_means(series: Sequence[dict[str, Any]], t0: float, phases: Phases) -> 
     total = phases[-1][2] if phases else 0.0
     acc: dict[str, list[float]] = {p: [] for p, _, _ in phases}
     acc["all"] = []
+    eps = _GRID_EPS_S
     for t, x in worst.items():
         off = t - t0
-        if off < -1e-6 or off > total + 1e-6:
+        if off < -eps or off > total + eps:
             continue
         acc["all"].append(x)
         for j, (p, a, b) in enumerate(phases):
-            if a - 1e-6 <= off < b - 1e-6 or (j == len(phases) - 1 and off >= a):
+            if a - eps <= off < b - eps or (j == len(phases) - 1 and off >= a - eps):
                 acc[p].append(x)
                 break
     means = {p: (math.fsum(v) / len(v) if v else None) for p, v in acc.items()}

@@ -66,6 +66,13 @@ def test_phase_means_take_the_worst_series_each_step_and_split_by_phase():
     assert phase_means([], t0, PHASES)[0]["fault"] is None
 
 
+def test_a_sample_on_a_phase_edge_belongs_to_the_phase_it_starts_even_off_the_millisecond():
+    t0 = 1000.12345  # the load generator's t0; the query's grid starts at 1000.123
+    s = {"metric": {}, "values": [[round(1000.123 + k, 3), str(k)] for k in range(14)]}
+    means, _ = phase_means([s], t0, PHASES)
+    assert means == {"warmup": 0.5, "baseline": 3.5, "fault": 7.5, "recovery": 11.5, "all": 6.5}
+
+
 # -- a real Prometheus ------------------------------------------------------------------------------
 
 def _free_port() -> int:

@@ -6,6 +6,7 @@ import os
 import shutil
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -87,11 +88,17 @@ def test_without_promtool_validate_says_the_syntax_was_not_checked(tmp_path):
 
 
 @needs_promtool
-def test_every_bad_query_of_a_batch_is_named_and_only_those():
-    errors, unchecked = syntax_errors(["up", "sum(", "x{a=}", 'rate(y[1m])', "1 +"])
+def test_every_bad_query_of_a_batch_is_named_and_only_those_and_no_rules_file_is_left(tmp_path, monkeypatch):
+    monkeypatch.setenv("TMPDIR", str(tmp_path))
+    tempfile.tempdir = None  # re-read TMPDIR
+    try:
+        errors, unchecked = syntax_errors(["up", "sum(", "x{a=}", 'rate(y[1m])', "1 +", "tmpdir-probe"])
+    finally:
+        tempfile.tempdir = None
     assert unchecked is None
     assert sorted(errors) == [1, 2, 4], errors
     assert all(m.startswith("not valid PromQL: ") for m in errors.values())
+    assert list(tmp_path.iterdir()) == []  # the temporary rules file and its directory are gone
 
 
 def test_metric_names_are_the_selected_series_not_functions_labels_or_durations():

@@ -31,6 +31,7 @@ from grayctl.source import (
     Positions,
     ValueProblem,
     display_path,
+    format_path,
     load_yaml_document,
     parse_bool,
     parse_choice,
@@ -625,11 +626,35 @@ class _ExperimentValidator:
         return out
 
     def _promql_syntax(self) -> tuple[str, ...]:
-        """Every query (metrics.extra, checks) through Prometheus's own parser: a problem per bad one."""
+        """Every query (metrics.extra, checks) through Prometheus's own parser: a problem per bad one,
+        at the line of the file where the parser stopped when the query is a literal block (``|``)."""
         errors, unchecked = syntax_errors([q for _, q in self.queries])
-        for i, message in sorted(errors.items()):
-            self.ck.problem(self.queries[i][0], message, expected="a PromQL expression")
+        for i, err in sorted(errors.items()):
+            path, query = self.queries[i]
+            at = self._in_block(path, query, err.line, err.column)
+            if at is None:
+                self.ck.problem(path, err.message, expected="a PromQL expression")
+            else:
+                self.ck.problems.append(Problem(err.message, file=self.file, line=at[0], column=at[1],
+                                                path=format_path(path), expected="a PromQL expression"))
         return (unchecked,) if unchecked else ()
+
+    def _in_block(self, path: FieldPath, query: str, line: int | None, col: int | None) -> tuple[int, int] | None:
+        """The file position of ``line:col`` of a query written as a literal block scalar, else None."""
+        pos = self.ck.positions.value(path)
+        if pos is None or line is None or col is None:
+            return None
+        content = query.rstrip("\n").split("\n")
+        if line > len(content):  # "unexpected end of input" is past the block's last line: point at its end
+            line, col = len(content), len(content[-1]) + 1
+        try:
+            lines = Path(self.file).read_text(encoding="utf-8").splitlines()
+        except (OSError, UnicodeError):
+            return None
+        if pos[0] + line > len(lines) or not lines[pos[0] - 1][pos[1] - 1:].startswith("|"):
+            return None
+        first = lines[pos[0]]  # the block's content starts on the line after '|', at its indentation
+        return pos[0] + line, len(first) - len(first.lstrip(" ")) + col
 
     def _tolerance(self, raw: Any, path: FieldPath) -> Tolerance | None:
         ck = self.ck

@@ -1,7 +1,7 @@
 """PromQL as grayctl checks it: syntax by Prometheus's own parser, and the metric names a query reads.
 
 Map:
-  syntax_errors(queries) -> ({index: message}, unchecked)   the queries through ``promtool check rules``
+  syntax_errors(queries) -> ({index: QueryError}, unchecked)   the queries through ``promtool check rules``
                           (each one a recording rule of a temporary rules file); ``unchecked`` says why
                           nothing was checked (no promtool on PATH, or it could not run), else None
   metric_names(query) -> {name}   the metric names a query selects (a tokenizer: for tests and lists)
@@ -19,8 +19,9 @@ import functools
 import re
 import shutil
 from collections.abc import Sequence
+from dataclasses import dataclass
 
-__all__ = ["PROMTOOL", "metric_names", "syntax_errors"]
+__all__ = ["PROMTOOL", "QueryError", "metric_names", "syntax_errors"]
 
 PROMTOOL = "promtool"
 _RULE_PREFIX = "grayctl_query_"
@@ -29,9 +30,18 @@ _ERROR_RE = re.compile(r'"' + _RULE_PREFIX + r'(\d+)": (?:could not parse expres
 _POS_RE = re.compile(r"\A(\d+):(\d+): parse error: (.*)\Z")
 
 
+@dataclass(frozen=True)
+class QueryError:
+    """What Prometheus's parser said of one query; ``line``/``column``: where in the query (1-based)."""
+
+    message: str
+    line: int | None = None
+    column: int | None = None
+
+
 def syntax_errors(queries: Sequence[str], *, promtool: str | None = None,
-                  timeout: float = 30.0) -> tuple[dict[int, str], str | None]:
-    """Check ``queries`` with Prometheus's parser; ``({index: message}, None)``, or ``({}, why)`` when
+                  timeout: float = 30.0) -> tuple[dict[int, QueryError], str | None]:
+    """Check ``queries`` with Prometheus's parser; ``({index: QueryError}, None)``, or ``({}, why)`` when
     they could not be checked. One promtool run for all of them (~50 ms)."""
     if not queries:
         return {}, None
@@ -43,7 +53,7 @@ def syntax_errors(queries: Sequence[str], *, promtool: str | None = None,
 
 
 @functools.lru_cache(maxsize=128)  # validation runs again on every override and repetition
-def _check(queries: tuple[str, ...], exe: str, timeout: float) -> tuple[dict[int, str], str | None]:
+def _check(queries: tuple[str, ...], exe: str, timeout: float) -> tuple[dict[int, QueryError], str | None]:
     import subprocess
     import tempfile
     from pathlib import Path
@@ -59,7 +69,7 @@ def _check(queries: tuple[str, ...], exe: str, timeout: float) -> tuple[dict[int
                                   timeout=timeout, check=False)
         except (OSError, subprocess.TimeoutExpired) as err:
             return {}, f"{exe} could not run ({err}), so PromQL syntax was not checked here"
-    errors: dict[int, str] = {}
+    errors: dict[int, QueryError] = {}
     for line in (proc.stdout + proc.stderr).splitlines():
         m = _ERROR_RE.search(line)
         if m and int(m.group(1)) < len(queries):
@@ -70,12 +80,13 @@ def _check(queries: tuple[str, ...], exe: str, timeout: float) -> tuple[dict[int
     return errors, None
 
 
-def _message(text: str) -> str:
+def _message(text: str) -> QueryError:
     m = _POS_RE.match(text)
     if m:
         line, col, what = m.groups()
-        return f"not valid PromQL: {what} (at {line}:{col} of the query; Prometheus's parser, promtool)"
-    return f"not valid PromQL: {text} (Prometheus's parser, promtool)"
+        return QueryError(f"not valid PromQL: {what} (at {line}:{col} of the query; Prometheus's parser, promtool)",
+                          int(line), int(col))
+    return QueryError(f"not valid PromQL: {text} (Prometheus's parser, promtool)")
 
 
 # -- metric names -------------------------------------------------------------------------------

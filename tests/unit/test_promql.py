@@ -97,7 +97,7 @@ def test_every_bad_query_of_a_batch_is_named_and_only_those_and_no_rules_file_is
         tempfile.tempdir = None
     assert unchecked is None
     assert sorted(errors) == [1, 2, 4], errors
-    assert all(m.startswith("not valid PromQL: ") for m in errors.values())
+    assert all(e.message.startswith("not valid PromQL: ") for e in errors.values())
     assert list(tmp_path.iterdir()) == []  # the temporary rules file and its directory are gone
 
 
@@ -108,3 +108,14 @@ def test_metric_names_are_the_selected_series_not_functions_labels_or_durations(
     assert metric_names(q) == {"grayctl_workload_request_duration_seconds_bucket", "grayctl_workload_in_flight",
                                "up"}
     assert metric_names("min(grayctl_health_up)") == {"grayctl_health_up"}
+
+
+@needs_promtool
+def test_a_query_in_a_literal_block_is_pointed_at_the_line_of_the_file_where_the_parser_stopped(tmp_path):
+    f = tmp_path / "block.yaml"
+    f.write_text(EXPERIMENT.format(query="|\n      sum by (type) (\n        rate(grayctl_workload_requests_total)\n"
+                                         "      )"))
+    proc = _grayctl("validate", str(f))
+    assert proc.returncode == 2, proc.stderr
+    # line 12 of the file is the query's line 2; column 14 is where the argument of rate() starts
+    assert f"{f}:12:14: checks[1].query: not valid PromQL: expected type range vector" in proc.stderr, proc.stderr

@@ -95,7 +95,7 @@ def _wait_http(url: str, timeout: float = 20.0) -> None:
 class _Endpoint(http.server.ThreadingHTTPServer):
     value = 1.0
     # the load generator's own renderer: requests finish, none fails (so its error counter has no series)
-    workload = LiveMetrics(("read",), 10.0)
+    workload = LiveMetrics(("read-home-timeline",), 10.0)
 
 
 class _Handler(http.server.BaseHTTPRequestHandler):
@@ -103,6 +103,8 @@ class _Handler(http.server.BaseHTTPRequestHandler):
         v = self.server.value  # type: ignore[attr-defined]
         w = self.server.workload  # type: ignore[attr-defined]
         w.responses[(0, 200)] = w.responses.get((0, 200), 0) + 10
+        for i in range(10):  # 10 requests a scrape, 20-29 ms each
+            w.duration[0].observe(0.020 + i / 1000)
         body = (f"# TYPE lab_gauge gauge\nlab_gauge{{side=\"a\"}} {v}\nlab_gauge{{side=\"b\"}} {v / 2}\n"
                 + w.render()).encode()
         self.send_response(200)
@@ -243,6 +245,27 @@ def test_the_shipped_error_ratio_check_passes_a_run_without_errors_instead_of_no
                                              "sum(rate(grayctl_workload_requests_total[10s]))")  # as it was shipped
     (row,) = evaluate_checks(url, [plain], t0=now - 10, end=now, phases=phases)
     assert row["verdict"] == "no data", (plain.query, row)
+
+
+def test_every_shipped_check_on_the_load_generator_has_data_from_its_real_exposition(prometheus):
+    """The shipped checks that read the load generator, against its own renderer in a real Prometheus:
+    each gets a value in every phase (a label or name that matches nothing would be "no data")."""
+    from test_shipped_checks import shipped_checks
+
+    from grayctl.experiment import Check
+    from grayctl.promql import metric_names
+
+    url, _ = prometheus
+    time.sleep(4)  # a few scrapes of rising counters
+    now = time.time()
+    phases = [("warmup", 0.0, 2.0), ("baseline", 2.0, 5.0), ("fault", 5.0, 8.0), ("recovery", 8.0, 10.0)]
+    workload = [(f, n, q) for f, n, q in shipped_checks()
+                if all(m.startswith("grayctl_workload_") for m in metric_names(q))]
+    assert len(workload) >= 3, workload
+    checks = [Check(n, q, "fault", Tolerance("relative_to_baseline", 1.5, "<="), False) for _, n, q in workload]
+    for (f, n, q), row in zip(workload, evaluate_checks(url, checks, t0=now - 10, end=now, phases=phases)):
+        assert row["verdict"] in ("pass", "fail") or "baseline mean is 0" in row["why"], (f, n, row)
+        assert all(v is not None for v in row["phases"].values()), (f, n, row["phases"])
 
 
 def test_a_refused_range_query_is_not_evaluated_with_prometheus_words(prometheus, tmp_path):

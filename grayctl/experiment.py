@@ -24,12 +24,14 @@ from grayctl.errors import InputError, Problem
 from grayctl.faults.catalog import BACKENDS, CATALOG, FAULT_TYPES, SCOPE_PARAMS
 from grayctl.faults.realise import realisation_problem, target_kind
 from grayctl.faults.validate import parse_param, to_plain, validate_parameters
+from grayctl.promql import syntax_errors
 from grayctl.source import (
     Checker,
     FieldPath,
     Positions,
     ValueProblem,
     display_path,
+    format_path,
     load_yaml_document,
     parse_bool,
     parse_choice,
@@ -258,6 +260,8 @@ class Experiment:
     slo: Slo
     checks: tuple[Check, ...]
     source: Path | None = None
+    # What validation could not check, said by ``grayctl validate`` and ``plan`` (e.g. no promtool).
+    warnings: tuple[str, ...] = ()
 
     def to_dict(self) -> dict[str, Any]:
         """The resolved experiment in file form: every default filled in, units canonical."""
@@ -308,6 +312,7 @@ class _ExperimentValidator:
         self.file = file
         self.base_dir = base_dir
         self.topology_problems: list[Problem] = []
+        self.queries: list[tuple[FieldPath, str]] = []  # PromQL to check with Prometheus's parser
 
     def run(self) -> Experiment:
         ck = self.ck
@@ -328,13 +333,14 @@ class _ExperimentValidator:
                                DEFAULTS["repetitions"])
         slo = self._slo(top.get("slo"))
         checks = self._checks(top.get("checks"))
+        warnings = self._promql_syntax()
         if ck.problems or self.topology_problems:
             ck.problems.sort(key=lambda p: (p.line or 0, p.column or 0))
             raise InputError(ck.problems + self.topology_problems)
         assert topology is not None and schedule is not None and workload is not None
         return Experiment(name, description, hypothesis, lab, topo_ref, topology, workload, schedule,
                           tuple(faults), metrics, repetitions, slo, tuple(checks),
-                          Path(self.file))
+                          Path(self.file), warnings)
 
     # -- topology -----------------------------------------------------------------
     def _topology(self, top: dict[str, Any]) -> Topology | None:
@@ -602,6 +608,7 @@ class _ExperimentValidator:
                 query = ck.convert(q, kp, _parse_query)
                 if query is not None:
                     extra[key] = query
+                    self.queries.append((kp, query))
         return Metrics(interval, extra)
 
     def _slo(self, raw: Any) -> Slo:
@@ -634,6 +641,8 @@ class _ExperimentValidator:
             if name is not None and name in names:
                 ck.problem(cp + ("name",), f"duplicate check name {name!r}", expected="unique check names")
             query = ck.field(m, cp, "query", _parse_query)
+            if query is not None:
+                self.queries.append((cp + ("query",), query))
             phase = ck.field(m, cp, "phase", parse_choice(CHECK_PHASES, "phase"), "all")
             tol = self._tolerance(m.get("tolerance"), cp + ("tolerance",)) if "tolerance" in m else None
             fail_run = ck.field(m, cp, "fail_run", parse_bool, False)
@@ -642,6 +651,37 @@ class _ExperimentValidator:
             names.add(name)
             out.append(Check(name, query, phase, tol, fail_run))
         return out
+
+    def _promql_syntax(self) -> tuple[str, ...]:
+        """Every query (metrics.extra, checks) through Prometheus's own parser: a problem per bad one,
+        at the line of the file where the parser stopped when the query is a literal block (``|``)."""
+        errors, unchecked = syntax_errors([q for _, q in self.queries])
+        for i, err in sorted(errors.items()):
+            path, query = self.queries[i]
+            at = self._in_block(path, query, err.line, err.column)
+            if at is None:
+                self.ck.problem(path, err.message, expected="a PromQL expression")
+            else:
+                self.ck.problems.append(Problem(err.message, file=self.file, line=at[0], column=at[1],
+                                                path=format_path(path), expected="a PromQL expression"))
+        return (unchecked,) if unchecked else ()
+
+    def _in_block(self, path: FieldPath, query: str, line: int | None, col: int | None) -> tuple[int, int] | None:
+        """The file position of ``line:col`` of a query written as a literal block scalar, else None."""
+        pos = self.ck.positions.value(path)
+        if pos is None or line is None or col is None:
+            return None
+        content = query.rstrip("\n").split("\n")
+        if line > len(content):  # "unexpected end of input" is past the block's last line: point at its end
+            line, col = len(content), len(content[-1]) + 1
+        try:
+            lines = Path(self.file).read_text(encoding="utf-8").splitlines()
+        except (OSError, UnicodeError):
+            return None
+        if pos[0] + line > len(lines) or not lines[pos[0] - 1][pos[1] - 1:].startswith("|"):
+            return None
+        first = lines[pos[0]]  # the block's content starts on the line after '|', at its indentation
+        return pos[0] + line, len(first) - len(first.lstrip(" ")) + col
 
     def _tolerance(self, raw: Any, path: FieldPath) -> Tolerance | None:
         ck = self.ck

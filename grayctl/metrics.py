@@ -2,6 +2,7 @@
 
 - ``chunk_windows(start, end, step)``   split [start, end] so no query exceeds ``MAX_POINTS`` per series.
 - ``query_range_chunked(url, query, start, end, step)``  run those chunks, merge the series.
+- ``query_instant(url, query, at)``    one instant query (the run's checks are parsed by it first).
 - ``QUERIES``                           the documented PromQL per layer (docs/metrics.md).
 - ``collect_run_metrics(url, start, end, step, extra_queries)``  -> long DataFrame
   ``ts`` (UTC), ``layer``, ``entity``, ``metric``, ``value``.
@@ -25,8 +26,8 @@ from typing import Any
 
 from grayctl.errors import GrayctlError
 
-__all__ = ["MAX_POINTS", "Query", "QUERIES", "MetricsError", "chunk_windows", "query_range_chunked",
-           "collect_run_metrics", "rate_window"]
+__all__ = ["MAX_POINTS", "QUERIES", "MetricsError", "Query", "chunk_windows", "collect_run_metrics", "query_instant",
+           "query_range_chunked", "rate_window"]
 
 MAX_POINTS = 11_000          # Prometheus refuses more points per series in one range query
 CHUNK_POINTS = 10_000        # what we ask for, leaving a margin
@@ -34,7 +35,16 @@ COLUMNS = ["ts", "layer", "entity", "metric", "value"]
 
 
 class MetricsError(GrayctlError):
-    """Prometheus could not be queried (unreachable, or it rejected a query)."""
+    """Prometheus could not be queried (unreachable, or it rejected a query).
+
+    ``error_type``: Prometheus's ``errorType`` when it answered (``bad_data`` for a query it cannot
+    parse), None when it could not be reached."""
+
+    def __init__(self, message: str, *, hint: str | None = None, error_type: str | None = None,
+                 error: str | None = None) -> None:
+        super().__init__(message, hint=hint)
+        self.error_type = error_type
+        self.error = error
 
 
 def _ts(value: float | datetime) -> float:
@@ -62,8 +72,8 @@ def chunk_windows(start: float | datetime, end: float | datetime, step: float,
     return out
 
 
-def _get(url: str, params: Mapping[str, str], timeout: float) -> dict[str, Any]:
-    full = url.rstrip("/") + "/api/v1/query_range"
+def _get(url: str, params: Mapping[str, str], timeout: float, api: str = "query_range") -> dict[str, Any]:
+    full = url.rstrip("/") + "/api/v1/" + api
     body = urllib.parse.urlencode(params).encode()
     req = urllib.request.Request(full, data=body, method="POST",
                                  headers={"Content-Type": "application/x-www-form-urlencoded"})
@@ -78,8 +88,18 @@ def _get(url: str, params: Mapping[str, str], timeout: float) -> dict[str, Any]:
     except (urllib.error.URLError, OSError, ValueError) as exc:
         raise MetricsError(f"cannot query Prometheus at {url}: {exc}") from exc
     if doc.get("status") != "success":
-        raise MetricsError(f"Prometheus rejected {params['query']!r}: {doc.get('errorType')}: {doc.get('error')}")
+        raise MetricsError(f"Prometheus rejected {params['query']!r}: {doc.get('errorType')}: {doc.get('error')}",
+                           error_type=doc.get("errorType"), error=doc.get("error"))
     return doc["data"]
+
+
+def query_instant(url: str, query: str, at: float | datetime | None = None, *, timeout: float = 30.0) -> dict[str, Any]:
+    """One instant query (``/api/v1/query``); the API's ``data``: ``{"resultType": ..., "result": ...}``.
+    MetricsError (with ``error_type``) when Prometheus refuses it or cannot be reached."""
+    params = {"query": query}
+    if at is not None:
+        params["time"] = f"{_ts(at):.3f}"
+    return _get(url, params, timeout, api="query")
 
 
 def query_range_chunked(url: str, query: str, start: float | datetime, end: float | datetime, step: float,

@@ -27,6 +27,8 @@ def plan(file: str, lab_ref: str | None, sets: tuple[str, ...], as_json: bool) -
     # The same loader as 'grayctl run', so the plan shown is the plan that runs.
     experiment = load_experiment_with(file, parse_overrides(sets))
     the_plan = build_plan(experiment, load_lab(lab_ref or experiment.lab))
+    for w in experiment.warnings:
+        click.echo(f"warning: {file}: {w}", err=True)
     if as_json:
         click.echo(json.dumps(the_plan.to_dict(), indent=2))
     else:

@@ -122,8 +122,11 @@ def render_record(rec) -> str:
     for name, fig in _user_by_phase(rec).items():
         lines.append(f"  users, {phase_line(name, fig)}")
     for c in rec.checks:
-        lines.append(f"  check {c['name']} ({c['phase']}): {c['verdict']}"
-                     + (f" ({c['value']:.4g})" if isinstance(c.get("value"), float) else ""))
+        # no data is never a pass: say it in capitals, with why, and whether it failed the run
+        verdict = c["verdict"].upper() if c["verdict"] in ("no data", "not evaluated") else c["verdict"]
+        lines.append(f"  check {c['name']} ({c['phase']}): {verdict}"
+                     + (f" ({c['value']:.4g})" if isinstance(c.get("value"), float) else f" — {c.get('why')}")
+                     + (" [fail_run: the run fails]" if c.get("fail_run") and c["verdict"] != "pass" else ""))
     if rec.verify_clean is not None:
         via = f" ({rec.verify_clean['via']})" if rec.verify_clean.get("via") else ""
         lines.append(f"  lab verified clean after the run{via}" if rec.verify_clean.get("ok")

@@ -132,8 +132,12 @@ def assemble_run(run_dir: str | Path, *, experiment: Any, plan: Any, requests_df
                  clock: dict[str, Any], versions: dict[str, Any], status: str = "complete",
                  run_id: str | None = None, seeds: dict[str, Any] | None = None,
                  report: bool = True, writer: DatasetWriter | None = None,
+                 checks: list[dict[str, Any]] | None = None,
                  load: dict[str, Any] | None = None, allow_invalid_load: bool = False) -> dict[str, Any]:
     """Write the run directory; return the final manifest.
+
+    ``checks``: the verdicts the run's Prometheus gave the experiment's checks (grayctl.checks), into
+    the manifest before the report shows them; None when there are none (the report says so).
 
     ``writer``: the run's own writer of ``run_dir``, begun when the run started; it is begun again
     with the full manifest and finished here, and stays the run's to amend and seal (``grayctl run``
@@ -181,6 +185,7 @@ def assemble_run(run_dir: str | Path, *, experiment: Any, plan: Any, requests_df
                     "revert_verified": r.get("revert_verified")} for r in inj],
         "baseline": {"fingerprints_sha256": fp_hash, "nodes": nodes},
         "load": load_block(load, allowed=allow_invalid_load),
+        **({"checks": checks} if checks is not None else {}),
     }
     w = writer if writer is not None else DatasetWriter(run_dir, manifest)
     w.begin(manifest)

@@ -5,7 +5,7 @@ Map:
   render      gathers the numbers, draws, fills templates/report.html.j2
   plots       matplotlib (Agg) figures as inline SVG, one colour scheme
   (effect sizes: grayctl.stats, shared with the dataset's impact classes)
-  checks      the experiment's steady-state checks, evaluated where the dataset holds the series
+  checks      the experiment's steady-state checks: the verdicts the run's Prometheus gave (manifest)
 """
 
 from grayctl.report.render import render_report

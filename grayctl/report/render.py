@@ -24,7 +24,7 @@ import pandas as pd
 from grayctl.dataset.labels import NS, fault_windows, user_latency_ns
 from grayctl.metrics import QUERIES, rate_window
 from grayctl.report import plots
-from grayctl.report.checks import evaluate_checks
+from grayctl.report.checks import checks_of
 from grayctl.stats import bootstrap_ci, cliffs_delta, magnitude
 
 __all__ = ["render_report"]
@@ -493,7 +493,7 @@ def render_report(ds: Any) -> str:
         if generic not in seen:
             seen.add(generic)
             glossary.append(("table rows", generic, r["promql"]))
-    checks = evaluate_checks(list((ds.experiment or {}).get("checks") or []), labels, metrics)
+    checks = checks_of(ds)
     env = jinja2.Environment(loader=jinja2.FunctionLoader(
         lambda name: files("grayctl.report").joinpath("templates", name).read_text()),
         autoescape=jinja2.select_autoescape(default=True))

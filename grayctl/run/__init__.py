@@ -3,7 +3,8 @@
 Map of the package (entry points: ``grayctl.run.flow.run_experiment`` and ``run_once``):
   flow      run_experiment / run_once: the order of the steps, the repetitions, how a run ends
   context   Run: one run's state, shared by the modules below
-  steps     reimage, prepare, collect, metrics, teardown: each one playbook (or a lab reset)
+  steps     reimage, prepare, collect, metrics, checks, teardown: each one playbook (or a lab reset,
+            or queries to the run's Prometheus)
   timeline  the executor that schedules the fault steps in time from t0 (host-measured edges)
   cleanup   signal ownership (interruptible, shielded), the normal teardown, best-effort cleanup
   dataset   the run's dataset through its one writer: begun, assembled, amended, sealed

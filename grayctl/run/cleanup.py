@@ -6,7 +6,8 @@ Map:
   shielded(fn, on_signal)  run fn to its end in a worker thread; signals meanwhile only acknowledged
   end_teardown(r)          the normal end, by the plan's teardown path (reset | undeploy), or --keep
   cleanup(r, status)       after Ctrl-C, SIGTERM or a failure: revert every fault, collect what there
-                           is, teardown, lab reset, assemble — each step best-effort, logged as a
+                           is (and the checks over it, while Prometheus is up), teardown, lab reset,
+                           assemble — each step best-effort, logged as a
                            ``cleanup`` event, in reverse dependency order
 
 Cleanup works from the run's record of what it started (``Run.started``), never from name patterns.
@@ -130,6 +131,8 @@ def cleanup(r: Run, status: str) -> None:
         attempt("collect", lambda: steps.collect_nodes(r, stop_workload=True), when=started_lab)
         r.run_end_s = time.time()
         attempt("metrics", lambda: steps.collect_metrics(r), when=r.started["monitor"])
+        # while Prometheus is still up: verdicts over what ran (a phase that never came is "no data")
+        attempt("checks", lambda: steps.evaluate_checks(r), when=r.started["monitor"] and bool(r.exp.checks))
     # On the reset path the lab reset below stops every process; elsewhere teardown.yml does.
     attempt("teardown", lambda: steps.teardown(r), when=started_lab and r.teardown_path != "reset")
     if attempt("lab-reset", lambda: steps.lab_reset(r), when=started_lab or r.started["reimage"]) \

@@ -3,8 +3,8 @@ what was collected, amended with the run's late facts and sealed at the end.
 
 Map:
   begin_dataset(r)        runs/<run-id>/ with an ``incomplete`` manifest; raw/plan.json
-  assemble(r, status)     the dataset + report from the collected records (grayctl.dataset.assemble)
-  evaluate_checks(r)      the experiment's steady-state checks against the assembled dataset
+  assemble(r, status)     the dataset + report from the collected records (grayctl.dataset.assemble),
+                          with the checks' verdicts (evaluated against Prometheus before: grayctl.checks)
   close_dataset(r, ...)   the run's own fields (teardown, checks, how it ended, the baseline policy)
                           through ``writer.amend``, then ``writer.seal()``: nothing is written after
   read_node_files(root)   spans and structured logs fetched from the nodes, as frames
@@ -22,16 +22,14 @@ from typing import Any
 
 import pandas as pd
 
-from grayctl.dataset import load
 from grayctl.dataset.assemble import assemble_run
 from grayctl.dataset.labels import observer_from_metrics
 from grayctl.dataset.load_validity import load_block
 from grayctl.dataset.writer import DatasetWriter
 from grayctl.injection import load_records, to_injection_json
-from grayctl.report.checks import evaluate_checks as evaluate
 from grayctl.run.context import Run
 
-__all__ = ["assemble", "begin_dataset", "close_dataset", "evaluate_checks", "read_node_files"]
+__all__ = ["assemble", "begin_dataset", "close_dataset", "read_node_files"]
 
 NS = 1_000_000_000
 
@@ -76,7 +74,7 @@ def assemble(r: Run, status: str) -> None:
         versions={"ansible-runner": getattr(ansible_runner, "__version__", None) or _dist("ansible-runner"),
                   "ansible-core": _dist("ansible-core")},
         status="complete" if status == "complete" else "failed", run_id=r.rec.run_id,
-        seeds={"workload": r.exp.workload.seed}, writer=r.writer,
+        seeds={"workload": r.exp.workload.seed}, writer=r.writer, checks=r.rec.checks or None,
         load=r.summary, allow_invalid_load=r.allow_invalid_load)
     r.rec.load = r.writer.written.get("load")
     r.rec.dataset = r.rec.run_dir
@@ -84,13 +82,6 @@ def assemble(r: Run, status: str) -> None:
     secs = round(time.monotonic() - t, 2)
     r.rec.steps.append({"name": "assemble", "phase": "collect", "seconds": secs, "ok": True})
     r.emit("step_end", step="assemble", phase="collect", seconds=secs)
-
-
-def evaluate_checks(r: Run) -> None:
-    if not r.exp.checks or r.rec.dataset is None:
-        return
-    ds = load(r.rec.dataset)
-    r.rec.checks = evaluate([c.to_dict() for c in r.exp.checks], ds.labels, ds.metrics)
 
 
 def close_dataset(r: Run, status: str) -> None:

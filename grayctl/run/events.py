@@ -28,7 +28,8 @@ The run (``grayctl.run``) only emits; nothing here feeds back into the run. Kind
   timeline_end    data: seconds
   cleanup         step: the cleanup step; data: ok, error, seconds
   warning         data: message
-  run_end         data: status, exit_code, dataset, report, error, checks_failed, seconds
+  run_end         data: status, exit_code, dataset, report, error, checks_failed, checks_unverified
+                  (no data or not evaluated), seconds
 """
 
 from __future__ import annotations

@@ -20,7 +20,10 @@ The flow is the plan's step list (``grayctl plan``): reimage + baseline verify (
 generator, detached, whose start is t0) -> the timeline (inject at t0+start_s, revert at t0+end_s,
 each a fault.yml run; labels use the host-measured times the nodes record, not these planned ones)
 -> collect (one playbook: wait for the load generator and fetch its records, clock offsets, node
-files) -> Prometheus over the run window -> assemble dataset + report -> teardown. The teardown
+files) -> Prometheus over the run window -> the experiment's checks against that Prometheus, per
+phase (grayctl.checks; their queries were parsed by it in prepare, before any fault) -> assemble
+dataset + report -> teardown. A ``fail_run`` check that did not pass (fail, no data, not evaluated)
+ends a complete run with ChecksFailed (exit 7). The teardown
 takes one of two paths (``plan.teardown_path``, recorded in the manifest under ``teardown.path``):
 ``reset`` on the netns provider (the reset kills every process of every node and empties its state,
 so it is the undeploy, and it verifies the baseline), ``undeploy`` elsewhere (teardown.yml, then a
@@ -43,6 +46,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from grayctl.checks import failing, not_evaluated
 from grayctl.errors import ChecksFailed, GrayctlError, Interrupted, LabError, LoadInvalid
 from grayctl.lab.definition import load_lab
 from grayctl.lab.lifecycle import ensure_root
@@ -51,7 +55,7 @@ from grayctl.plan import Plan, build_plan
 from grayctl.run import steps
 from grayctl.run.cleanup import cleanup, end_teardown, interruptible
 from grayctl.run.context import Run
-from grayctl.run.dataset import assemble, begin_dataset, close_dataset, evaluate_checks
+from grayctl.run.dataset import assemble, begin_dataset, close_dataset
 from grayctl.run.events import Emitter, EventHandler, RunLog
 from grayctl.run.journal import RunRecord, new_run_id
 from grayctl.run.timeline import emit_fault_timing, run_timeline
@@ -61,12 +65,14 @@ __all__ = ["ChecksFailed", "RunRecord", "new_run_id", "run_experiment", "run_onc
 
 def step_names(plan: Plan, keep: bool) -> list[str]:
     """What run_once executes, in order: the plan's steps (reimage includes verify-baseline; inject
-    and revert steps run inside the timeline) plus the controller's own metrics and assemble."""
+    and revert steps run inside the timeline) plus the controller's own metrics, checks (when the
+    experiment has any) and assemble."""
     by_phase: dict[str, list[str]] = {}
     for s in plan.steps:
         if s.name != "verify-baseline" and s.phase != "run":
             by_phase.setdefault(s.phase, []).append(s.name)
-    return (by_phase.get("prepare", []) + ["timeline"] + by_phase.get("collect", []) + ["metrics", "assemble"]
+    checks = ["checks"] if plan.experiment.checks else []
+    return (by_phase.get("prepare", []) + ["timeline"] + by_phase.get("collect", []) + ["metrics", *checks, "assemble"]
             + ([] if keep else by_phase.get("teardown", [])))
 
 
@@ -97,6 +103,8 @@ def run_once(experiment: Any, lab: Any, *, out_dir: Path = Path("runs"), keep: b
          experiment=experiment.name, topology=experiment.topology.name, lab=lab.name,
          schedule_s=r.plan.duration_s, repetition=repetition,
          steps=step_names(r.plan, keep), teardown=None if keep else r.teardown_path)
+    for w in experiment.warnings:  # what validation could not check (no promtool: prepare checks instead)
+        emit("warning", message=w)
     error: GrayctlError | None = None
     crash: BaseException | None = None
     try:
@@ -108,6 +116,9 @@ def run_once(experiment: Any, lab: Any, *, out_dir: Path = Path("runs"), keep: b
             step("collect", "collect", lambda: steps.collect(r), r.steps["collect"].why)
             r.run_end_s = r.start_s() + r.plan.duration_s
             step("metrics", "collect", lambda: steps.collect_metrics(r), "query Prometheus over the run window")
+            if r.exp.checks:  # while Prometheus is up: the teardown removes it
+                step("checks", "collect", lambda: steps.evaluate_checks(r),
+                     "the experiment's checks against the run's Prometheus, per phase")
             emit_fault_timing(r)
     except KeyboardInterrupt:
         error = Interrupted("interrupted")
@@ -127,7 +138,6 @@ def run_once(experiment: Any, lab: Any, *, out_dir: Path = Path("runs"), keep: b
         def assemble_and_check() -> None:
             try:
                 assemble(r, "complete")
-                evaluate_checks(r)
             except BaseException as err:  # noqa: BLE001 - reported by the main thread below
                 assembly_errors.append(err)
 
@@ -142,6 +152,8 @@ def run_once(experiment: Any, lab: Any, *, out_dir: Path = Path("runs"), keep: b
             error = err if isinstance(err, GrayctlError) else GrayctlError(f"assembly: {err!r}")
             status = "failed"
     else:
+        if r.exp.checks and not rec.checks:  # the manifest still lists every check, with why
+            rec.checks = not_evaluated(r.exp.checks, f"the run ended ({status}) before its checks were evaluated")
         cleanup(r, status)
 
     load = rec.load or {}
@@ -155,16 +167,18 @@ def run_once(experiment: Any, lab: Any, *, out_dir: Path = Path("runs"), keep: b
     if error is not None:
         rec.error, rec.hint, rec.exit_code = error.message, error.hint, error.exit_code
     else:
-        failed = [c for c in rec.checks if c.get("verdict") == "fail" and c.get("fail_run")]
+        failed = failing(rec.checks)
         if failed:
-            err = ChecksFailed(", ".join(f"{c['name']} ({c['phase']}: {c['value']:.4g})" for c in failed))
+            err = ChecksFailed(", ".join(f"{c['name']} ({c['phase']}: " + (f"{c['value']:.4g}" if isinstance(
+                c.get("value"), float) else c["verdict"]) + ")" for c in failed))
             rec.error, rec.exit_code = err.message, err.exit_code
     rec.seconds = round(time.monotonic() - t_run, 2)
     close_dataset(r, status)
     r.journal.write_record()
     emit("run_end", status=status, exit_code=rec.exit_code, dataset=str(rec.dataset) if rec.dataset else None,
          report=str(rec.report) if rec.report else None, error=rec.error, seconds=rec.seconds,
-         checks_failed=[c["name"] for c in rec.checks if c.get("verdict") == "fail"])
+         checks_failed=[c["name"] for c in rec.checks if c.get("verdict") == "fail"],
+         checks_unverified=[c["name"] for c in rec.checks if c.get("verdict") in ("no data", "not evaluated")])
     emit.close()
     if crash is not None:
         raise crash

@@ -8,6 +8,8 @@ Map:
   collect(r)          one playbook: wait for the load generator, fetch its records, clock offsets, node files
   collect_nodes(r)    what there is on the nodes (cleanup: the load generator asked to stop first)
   collect_metrics(r)  Prometheus over the run window
+  evaluate_checks(r)  the experiment's checks against that Prometheus, per phase, before the teardown
+                      removes it (their queries were parsed by it in prepare, before any fault)
   teardown(r), verify_clean(r)    the ``undeploy`` path: teardown.yml, then a baseline verify
   reset_teardown(r)   the ``reset`` path: the lab reset is the undeploy, its verify the verify-clean
   revert_all(r), lab_reset(r)     the cleanup's own steps
@@ -21,6 +23,8 @@ import time
 import urllib.request
 from pathlib import Path
 
+from grayctl.checks import ensure_checks_parse
+from grayctl.checks import evaluate_checks as evaluate_on_prometheus
 from grayctl.clock import load_offsets
 from grayctl.errors import DriftError
 from grayctl.lab.lifecycle import ensure_root, run_lab_reset
@@ -29,8 +33,8 @@ from grayctl.metrics import collect_run_metrics
 from grayctl.plan.services import WORKLOAD_METRICS_PORT
 from grayctl.run.context import Run
 
-__all__ = ["FRESH_S", "collect", "collect_metrics", "collect_nodes", "lab_reset", "prepare", "reimage",
-           "reset_teardown", "revert_all", "teardown", "verify_clean"]
+__all__ = ["FRESH_S", "collect", "collect_metrics", "collect_nodes", "evaluate_checks", "lab_reset", "prepare",
+           "reimage", "reset_teardown", "revert_all", "teardown", "verify_clean"]
 
 FRESH_S = 120.0  # a repetition reuses the previous one's verified end reset if it is at most this old
 WORKLOAD_SETTLE_S = 1.0  # roles/workload starts the generator, then checks it is still up this long
@@ -88,7 +92,9 @@ def _keep_baseline_before(r: Run) -> None:
 # -- prepare ------------------------------------------------------------------------------------
 
 def prepare(r: Run) -> None:
-    """One playbook: replicas + exporters, Prometheus, clock offsets, then the load generator (t0)."""
+    """One playbook: replicas + exporters, Prometheus, clock offsets, then the load generator (t0).
+    Then the run's Prometheus parses every check's query: a refused one stops the run here (exit 2),
+    before the timeline applies any fault."""
     s = r.steps["prepare"]
     for what in ("deploy", "monitor", "workload"):
         r.started[what] = True  # a prepare cut short may have started any of them
@@ -97,6 +103,7 @@ def prepare(r: Run) -> None:
     r.journal.play("prepare", s.playbook, {**s.extravars, "monitor_run_id": r.rec.run_id,
                                            "workload_state": "present", "workload_run_id": r.rec.run_id,
                                            "clock_file": str(clock_file)})
+    ensure_checks_parse(r.monitor_url, r.exp)
     _read_clock(r, "start", clock_file)
     # t0 drives the timeline: the generator's own anchor, read from its metrics endpoint (in
     # controller time), is the t0 its summary reports at the end. If it cannot be read, an
@@ -173,6 +180,18 @@ def collect_metrics(r: Run) -> None:
     end = r.run_end_s or time.time()
     r.metrics_df = collect_run_metrics(r.monitor_url, start, end, r.exp.metrics.interval.seconds,
                                        dict(r.exp.metrics.extra))
+
+
+def evaluate_checks(r: Run) -> None:
+    """Each check over the run window against the live Prometheus; a check with no data or not
+    evaluated is a warning on the console (and fails the run when it is ``fail_run``: flow)."""
+    r.rec.checks = evaluate_on_prometheus(r.monitor_url, r.exp.checks, t0=r.start_s(),
+                                          end=r.run_end_s or time.time(), phases=r.plan.phases,
+                                          step=r.exp.metrics.interval.seconds)
+    for c in r.rec.checks:
+        if c["verdict"] in ("no data", "not evaluated"):
+            r.emit("warning", message=f"check {c['name']} ({c['phase']}): {c['verdict'].upper()}"
+                   + (" (fail_run: the run fails)" if c["fail_run"] else "") + f": {c['why']}")
 
 
 # -- teardown ---------------------------------------------------------------------------------------

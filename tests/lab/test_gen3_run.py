@@ -53,7 +53,8 @@ EXPERIMENT = {
     "schedule": {"warmup": "3s", "baseline": "12s", "fault": "12s", "recovery": "10s"},
     "chaos_injections": [{"id": "sg-latency", "type": "network-latency", "target_service": "social-graph-service",
                           "parameters": {"delay": "200ms", "jitter": "50ms"}}],
-    "checks": [{"name": "p99-rises-under-fault", "query": "user_p99_seconds", "phase": "fault",
+    "checks": [{"name": "p99-rises-under-fault", "query": "histogram_quantile(0.99, sum by (le) "
+                "(rate(grayctl_workload_request_duration_seconds_bucket[5s])))", "phase": "fault",
                 "tolerance": {"relative_to_baseline": ">= 1.5x"}}],
 }
 # issue 5's list: manifest, inputs, tables, report and the dataset card

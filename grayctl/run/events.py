@@ -296,7 +296,7 @@ class ConsoleProgress:
             self._print(f"  [cyan]◂[/] phase {name}: [dim]the load generator did not answer (it ends with the "
                         "schedule); the summary at the end has this phase[/]")
             return
-        left = f" [yellow]({fig['pending']} still in flight)[/]" if fig.get("pending") else ""
+        left = f" [yellow]({fig['pending']} not answered yet)[/]" if fig.get("pending") else ""
         self._print(f"  [cyan]◂[/] {phase_line(name, fig)}{left}")
 
     def _on_figures(self, figures: Any) -> None:

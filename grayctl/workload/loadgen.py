@@ -295,7 +295,7 @@ class _Generator:
 
     def phase_figures(self, t0_ns: int, phases: list[tuple[str, float, float]]) -> dict[str, Any]:
         """The users' figures per phase so far, as the dataset will count them (grayctl.phases), over the
-        answered requests; ``pending`` per phase says how many are still in flight."""
+        answered requests; ``pending`` per phase says how many of its scheduled requests are not answered yet."""
         rec = self.records
         if rec is None:
             return {}
@@ -307,9 +307,12 @@ class _Generator:
         intended = c["intended"] + rec.epoch_ns
         out = figures_by_phase(intended[answered], user_latency(c["latency_corrected"], c["send_error"])[answered],
                                c["kind_index"][answered] != 0, t0_ns, phases)
-        ph = phase_of_seconds(intended[~answered] // 1_000_000_000 * 1_000_000_000, t0_ns, phases)
+        # pending: scheduled in the phase and not answered yet, launched or not (a phase's last second
+        # may run past the phase's end: its midpoint decides)
+        every = self.schedule.offsets_ns + rec.epoch_ns
+        ph = phase_of_seconds(every // 1_000_000_000 * 1_000_000_000, t0_ns, phases)
         for name in out:
-            out[name]["pending"] = int((ph == name).sum())
+            out[name]["pending"] = int((ph == name).sum()) - out[name]["requests"]
         return out
 
     async def _dispatch(self) -> None:

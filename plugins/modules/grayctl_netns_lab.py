@@ -46,7 +46,8 @@ options:
       - C(absent) removes everything the record holds.
       - C(reset) brings every node back to its golden baseline (kills processes in the node's
         cgroup except the sshd listener, deletes qdiscs, firewall rules and extra links, restores
-        addresses, empties the state directory), then converges like C(present).
+        addresses, empties the state directory and removes the fault records beside it), then
+        converges like C(present).
       - C(inspect) changes nothing and reports what exists, what is missing and what is left behind.
     type: str
     choices: [present, absent, reset, inspect]
@@ -1219,8 +1220,22 @@ def reset(lab):
     for name, _ in lab.configure_nodes(nodes, views):
         cleaned[name].append("restored links and addresses")
 
-    # 5. the state directory, emptied (not removed: it is part of the node)
+    # 5. the state directory, emptied (not removed: it is part of the node); and the fault records
+    # beside it (roles/fault's fault_dir): steps 1-3 reverted every fault they describe, so a record
+    # left 'active' (its controller was killed; a netfilter fault's expiry does not rewrite it) would
+    # make the next apply of that fault id a no-op or a refusal
     for n in nodes:
+        faults = os.path.join(os.path.dirname(n["state_dir"]), "faults")
+        records = os.listdir(faults) if os.path.isdir(faults) else []
+        if records:
+            cleaned[n["name"]].append("removed the fault records (%d files)" % len(records))
+            if not lab.check:
+                for e in records:
+                    p = os.path.join(faults, e)
+                    if os.path.isdir(p) and not os.path.islink(p):
+                        shutil.rmtree(p)
+                    else:
+                        os.unlink(p)
         d = n["state_dir"]
         entries = os.listdir(d) if os.path.isdir(d) else []
         if entries:

@@ -11,7 +11,9 @@ namespace and cgroup, since the SSH session lands there)::
     python -m grayctl.faults.node.faultctl watch  --dir FAULT_DIR --id ID --at EPOCH [--pid PID]
 
 Each prints one JSON object. ``apply`` is idempotent: an active record with the same spec is
-left alone (``changed: false``). Every fault gets an on-host expiry in its own session:
+left alone (``changed: false``) while its expiry lives; one whose expiry is gone (it reverted the
+fault, or a lab reset killed it with the rest of the node) is closed first and the fault applied
+anew. Every fault gets an on-host expiry in its own session:
 ``grayctl.faults.node.expiry`` for netfilter-only faults (its revert is by fault id), ``faultctl
 watch`` for everything else (tc qdiscs, stress-ng, stutter, a killed service) — it reverts from
 the record at the deadline, or as soon as the fault's helper process exits.
@@ -214,6 +216,17 @@ def apply_fault(store: Store, raw: dict[str, Any], *, not_before_ns: int | None 
     fid = spec.fault_id
     digest = _spec_hash(raw)
     old = store.read(fid)
+    exp = (old or {}).get("expiry") or {}
+    if old and old.get("status") == "active" and not (exp.get("pid") and alive(exp["pid"], exp.get("argv"))):
+        # Its on-host expiry is gone: it reverted the fault (a netfilter fault's expiry leaves the
+        # record as it was) or was killed with the rest of the node (a lab reset). Either way the
+        # record is stale: close it from what is there (revert is idempotent), then apply anew,
+        # so an apply is never a no-op on the word of a stale record.
+        closed = revert_fault(store, fid)
+        if not closed["clean"]:
+            raise FaultRefused(f"fault {fid}: a stale active record whose leftovers could not be removed: "
+                               f"{closed['left']}")
+        old = store.read(fid)
     if old and old.get("status") == "active":
         if old.get("spec_sha256") == digest:
             return {"changed": False, "record": old}
@@ -250,6 +263,10 @@ def apply_fault(store: Store, raw: dict[str, Any], *, not_before_ns: int | None 
             "called_ns": CALLED_NS, "scheduled_ns": not_before_ns,
             "realisation": raw.get("realisation"), "widened": bool(raw.get("widened")),
         }
+        # A previous instance's files (never purged: its controller died) would be read as this
+        # one's: its helper's counters as the effect's "before", its expiry's reason at the revert.
+        for stale in (".stats.json", ".expiry.json"):
+            store.path(fid, stale).unlink(missing_ok=True)
         store.write(rec)
     try:
         APPLY[spec.family](store, spec, rec, python, expire_at)

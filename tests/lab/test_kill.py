@@ -39,7 +39,9 @@ from pathlib import Path
 import pytest
 import yaml
 
+from grayctl.faults.spec import EXPIRY_MARGIN_S
 from grayctl.paths import PROJECT_ROOT
+from grayctl.units import parse_duration
 from runlab import RunLab  # tests/lab is on sys.path (rootdir-less test dir)
 
 pytestmark = [
@@ -171,15 +173,19 @@ def _start_run(lab: RunLab, exp: Path, out: Path) -> subprocess.Popen:
                             stdout=subprocess.PIPE, stderr=err, text=True, start_new_session=True)
 
 
-def _kill_when_applied(proc: subprocess.Popen, ids: set[str]) -> float:
-    """Read the run's event stream until every fault is applied; SIGKILL its process group. The kill's time."""
+def _kill_when_applied(proc: subprocess.Popen, ids: set[str]) -> tuple[float, float]:
+    """Read the run's event stream until every fault is applied; SIGKILL its process group.
+    The kill's time, and the run's t0 (the timeline's start, epoch s)."""
     applied: set[str] = set()
+    t0 = None
     deadline = time.monotonic() + APPLY_GUARD_S
     assert proc.stdout is not None
     for line in proc.stdout:
         if not line.startswith("{"):
             continue
         ev = json.loads(line)
+        if ev["kind"] == "timeline_start":
+            t0 = float(ev["data"]["t0"])
         if ev["kind"] == "fault" and ev["data"]["state"] == "applied":
             applied.add(ev["data"]["id"])
         elif ev["kind"] == "fault" and ev["data"]["state"] == "reverted":
@@ -189,7 +195,8 @@ def _kill_when_applied(proc: subprocess.Popen, ids: set[str]) -> float:
             os.killpg(proc.pid, signal.SIGKILL)
             killed = time.time()
             proc.wait(timeout=60)
-            return killed
+            assert t0 is not None
+            return killed, t0
         assert time.monotonic() < deadline and ev["kind"] != "run_end", f"faults applied: {applied}; last {ev}"
     raise AssertionError(f"the run ended (exit {proc.wait()}) with faults applied: {applied}")
 
@@ -223,7 +230,7 @@ def _kill_mid_fault(lab: RunLab, doc: dict, name: str, classes: dict[str, str]) 
     proc = _start_run(lab, lab.experiment(doc, name), lab.tmp / f"runs-{name}")
     ids = {f["id"] for f in doc["chaos_injections"]}
     try:
-        killed = _kill_when_applied(proc, ids)
+        killed, t0 = _kill_when_applied(proc, ids)
     finally:
         if proc.poll() is None:
             os.killpg(proc.pid, signal.SIGKILL)
@@ -238,7 +245,16 @@ def _kill_mid_fault(lab: RunLab, doc: dict, name: str, classes: dict[str, str]) 
     assert set(by_fault) == ids, records
     assert all(rec["status"] == "active" for rec in by_fault.values()), by_fault  # the kill left them applied
     nodes = {fid: rec["node"] for fid, rec in by_fault.items()}
-    assert len(set(nodes.values())) == len(ids), nodes  # one fault per node: each one's clean time is its own
+    assert len(set(nodes.values())) == len(ids), nodes
+    # each expiry: the apply + the window + the margin, capped at the schedule's end + the margin
+    # (faultctl --expire-by: a late apply does not carry the fault past the schedule)
+    total = sum(parse_duration(v).seconds for v in doc["schedule"].values())
+    for fid, rec in by_fault.items():
+        bound = rec["expire_by_ns"] / 1e9
+        assert bound == pytest.approx(t0 + total + EXPIRY_MARGIN_S, abs=1.0), (fid, bound, t0)
+        assert rec["expire_at"] == pytest.approx(min(rec["start_ns"] / 1e9 + rec["spec"]["expire_after_s"], bound))
+        print(f"\n{fid}: applied {rec['start_ns'] / 1e9 - t0:5.1f} s after t0, expiry at {rec['expire_at'] - t0:5.1f} s"
+              f" ({'capped at the schedule end + margin' if rec['expire_at'] < rec['start_ns'] / 1e9 + rec['spec']['expire_after_s'] else 'window + margin'})")  # one fault per node: each one's clean time is its own
     # what the run deployed, as it was at the kill (the processes of the topology, its state entries)
     topology = {node: {p for p, _s, a in _processes(lab, node) if "grayctl.faults.node" not in a
                        and "stress-ng" not in a} for node in lab.defn.node_names}
@@ -404,7 +420,7 @@ def test_sigkill_mid_fault_per_fault_class_is_cleaned_by_the_expiry(lab: RunLab,
 # What each phase is, seen in the run's --json events: the signal goes when it is seen.
 PHASES = {
     "prepare": lambda ev: ev["kind"] == "step_start" and ev.get("step") == "prepare",
-    "baseline": lambda ev: ev["kind"] == "phase" and ev["data"]["phase"] == "baseline",
+    "baseline": lambda ev: ev["kind"] == "phase" and ev.get("phase") == "baseline",
     "fault": lambda ev: ev["kind"] == "fault" and ev["data"]["state"] == "applied",
     "collect": lambda ev: ev["kind"] == "step_start" and ev.get("step") == "collect",
 }
@@ -423,11 +439,15 @@ def test_a_signal_in_each_phase_reverts_keeps_what_was_collected_and_exits_130(l
                                 env=lab.env, cwd=PROJECT_ROOT, stdout=subprocess.PIPE, stderr=err, text=True)
         assert proc.stdout is not None
         sent = False
-        for line in proc.stdout:
-            if line.startswith("{") and PHASES[phase](json.loads(line)):
-                proc.send_signal(sig)
-                sent = True
-                break
+        try:
+            for line in proc.stdout:
+                if line.startswith("{") and PHASES[phase](json.loads(line)):
+                    proc.send_signal(sig)
+                    sent = True
+                    break
+        finally:
+            if not sent and proc.poll() is None:  # never leave a run going into the next test
+                proc.send_signal(signal.SIGINT)
         rest, _ = proc.communicate(timeout=APPLY_GUARD_S)
         err.seek(0)
         assert sent, f"the run never reached {phase}: {err.read()[-3000:]}"

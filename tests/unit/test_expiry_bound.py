@@ -3,6 +3,8 @@
 Where a user sets what the expiry follows from (the fault's window: ``schedule.fault``, a fault's
 ``duration``; ``grayctl fault inject --duration`` and ``--expire-margin``), an expiry out of bounds is
 refused before anything runs: exit 2, the file, line and field (or the option), through the real CLI.
+On the node, an apply's expiry is also capped by the run's schedule end + the margin (faultctl
+``--expire-by``), so a late apply does not carry a fault past the schedule either.
 """
 
 from __future__ import annotations
@@ -10,6 +12,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -107,3 +110,17 @@ def test_fault_inject_refuses_an_expire_margin_outside_the_bound(tmp_path, margi
     assert proc.returncode == 2, proc.stdout + proc.stderr
     assert "--expire-margin:" in proc.stderr and f"0 < --expire-margin <= {EXPIRY_MARGIN_S:g}" in proc.stderr
     assert "Traceback" not in proc.stderr and not (tmp_path / "labs").exists()
+
+
+def test_the_node_refuses_an_apply_whose_expiry_bound_is_already_past_and_leaves_nothing(tmp_path):
+    """faultctl apply --expire-by (grayctl run: the schedule's end + the margin): past it, nothing applies."""
+    from grayctl.faults.node.faultctl import Store, apply_fault
+    from grayctl.faults.spec import to_spec
+
+    spec = {**to_spec("cpu_x", "cpu-stress", {"workers": 1, "load": "10%"}, expire_after_s=60.0), "python": sys.executable}
+    store = Store(tmp_path)
+    with pytest.raises(FaultRefused, match="expiry bound .* already past"):
+        apply_fault(store, spec, expire_by_ns=time.time_ns() - 1)
+    with pytest.raises(FaultRefused, match="expiry bound .* already past"):  # scheduled past the bound
+        apply_fault(store, spec, not_before_ns=time.time_ns() + 5 * 10**9, expire_by_ns=time.time_ns() + 10**9)
+    assert list(tmp_path.iterdir()) == []

@@ -4,7 +4,7 @@ Run on a lab node by the fault role (argv lists, no shell), inside the node (its
 namespace and cgroup, since the SSH session lands there)::
 
     python -m grayctl.faults.node.faultctl probe
-    python -m grayctl.faults.node.faultctl apply  --dir FAULT_DIR --spec JSON [--not-before NS]
+    python -m grayctl.faults.node.faultctl apply  --dir FAULT_DIR --spec JSON [--not-before NS] [--expire-by NS]
     python -m grayctl.faults.node.faultctl revert --dir FAULT_DIR --id ID [--not-before NS]
     python -m grayctl.faults.node.faultctl list   --dir FAULT_DIR
     python -m grayctl.faults.node.faultctl purge  --dir FAULT_DIR --id ID
@@ -209,11 +209,17 @@ def wait_until(not_before_ns: int, still_wanted: Any = None) -> bool:
         time.sleep(min(0.05, left))
 
 
-def apply_fault(store: Store, raw: dict[str, Any], *, not_before_ns: int | None = None) -> dict[str, Any]:
+def apply_fault(store: Store, raw: dict[str, Any], *, not_before_ns: int | None = None,
+                expire_by_ns: int | None = None) -> dict[str, Any]:
     """Apply the fault of ``raw`` (the role's spec); return {changed, record}. Rolls back on failure.
-    ``not_before_ns``: record it as scheduled, wait, then apply — unless a revert cancelled it."""
+    ``not_before_ns``: record it as scheduled, wait, then apply — unless a revert cancelled it.
+    ``expire_by_ns``: the on-host expiry comes no later than this (the run's schedule end plus the
+    margin), however late the apply: a late apply does not carry the fault past the schedule."""
     spec = load_spec(raw)
     fid = spec.fault_id
+    if expire_by_ns is not None and max(not_before_ns or 0, time.time_ns()) >= expire_by_ns:
+        raise FaultRefused(f"fault {fid}: its expiry bound (the schedule's end plus the margin) is already past: "
+                           "not applied")
     digest = _spec_hash(raw)
     old = store.read(fid)
     exp = (old or {}).get("expiry") or {}
@@ -253,6 +259,13 @@ def apply_fault(store: Store, raw: dict[str, Any], *, not_before_ns: int | None 
             return {"changed": False, "cancelled": True, "record": store.read(fid)}
         start_ns, start_utc = _now()
         expire_at = start_ns / 1e9 + spec.expire_after_s
+        if expire_by_ns is not None:
+            if start_ns >= expire_by_ns:  # the wait for not_before ran past it
+                if scheduled:
+                    store.write({**(store.read(fid) or {}), "status": "cancelled", "end_ns": start_ns,
+                                 "end_reason": "the expiry bound passed before the scheduled apply"})
+                raise FaultRefused(f"fault {fid}: its expiry bound passed before the apply: not applied")
+            expire_at = min(expire_at, expire_by_ns / 1e9)
         rec: dict[str, Any] = {
             "fault_id": fid, "type": spec.type, "service": spec.service, "target_service": raw.get("target_service"),
             "node": raw.get("node"), "interface": spec.interface, "ports": list(spec.ports), "peers": list(spec.peers),
@@ -260,7 +273,7 @@ def apply_fault(store: Store, raw: dict[str, Any], *, not_before_ns: int | None 
             "backend_requested": spec.backend, "spec": raw, "spec_sha256": digest, "status": "applying",
             "start_ns": start_ns, "start_utc": start_utc, "expire_at": expire_at, "commands": [], "notes": [],
             "end_ns": None, "end_utc": None, "revert_verified": None,
-            "called_ns": CALLED_NS, "scheduled_ns": not_before_ns,
+            "called_ns": CALLED_NS, "scheduled_ns": not_before_ns, "expire_by_ns": expire_by_ns,
             "realisation": raw.get("realisation"), "widened": bool(raw.get("widened")),
         }
         # A previous instance's files (never purged: its controller died) would be read as this
@@ -396,13 +409,14 @@ def _refuse_foreign_qdisc(act: Actions, spec: Spec) -> None:
                                          f"interface are not supported")
 
 
-def _apply_stress(store: Store, spec: Spec, rec: dict[str, Any], python: str, _expire_at: float) -> None:
+def _apply_stress(store: Store, spec: Spec, rec: dict[str, Any], python: str, expire_at: float) -> None:
     temp = store.path(spec.fault_id, ".hdd")
     if spec.type == "disk-io-stress":
         temp.mkdir(mode=0o700, exist_ok=True)
         rec["temp_dir"] = str(temp)
     limit = memory_limit()
-    argv, notes = stress_argv(spec, timeout_s=spec.expire_after_s, memory_limit=limit, temp_dir=str(temp))
+    argv, notes = stress_argv(spec, timeout_s=round(max(expire_at - rec["start_ns"] / 1e9, 1.0), 3),
+                              memory_limit=limit, temp_dir=str(temp))
     rec.update(backend="stress-ng", mechanism="stress-ng", memory_limit=limit)
     rec["notes"] += notes + ["stress-ng runs in the node's cgroup (the SSH session's); --timeout is the on-host expiry"]
     pid = spawn(argv, store.path(spec.fault_id, ".helper.log"))
@@ -677,6 +691,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         if name in ("apply", "revert"):
             sp.add_argument("--not-before", type=int, default=None, metavar="NS",
                             help="act at this time of this node's clock (epoch ns), not before")
+        if name == "apply":
+            sp.add_argument("--expire-by", type=int, default=None, metavar="NS",
+                            help="the on-host expiry comes no later than this (epoch ns, this node's clock)")
         if name == "watch":
             sp.add_argument("--at", type=float, required=True)
             sp.add_argument("--pid", type=int, default=None)
@@ -690,7 +707,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.cmd == "watch":
             return watch(store, args.id, args.at, args.pid)
         if args.cmd == "apply":
-            out = apply_fault(store, json.loads(args.spec), not_before_ns=args.not_before)
+            out = apply_fault(store, json.loads(args.spec), not_before_ns=args.not_before, expire_by_ns=args.expire_by)
         elif args.cmd == "revert":
             out = revert_fault(store, args.id, not_before_ns=args.not_before)
         elif args.cmd == "purge":

@@ -9,6 +9,7 @@ On the node, an apply's expiry is also capped by the run's schedule end + the ma
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -124,3 +125,32 @@ def test_the_node_refuses_an_apply_whose_expiry_bound_is_already_past_and_leaves
     with pytest.raises(FaultRefused, match="expiry bound .* already past"):  # scheduled past the bound
         apply_fault(store, spec, not_before_ns=time.time_ns() + 5 * 10**9, expire_by_ns=time.time_ns() + 10**9)
     assert list(tmp_path.iterdir()) == []
+
+
+_HANGUP = r"""
+import json, os, signal, sys
+from pathlib import Path
+from grayctl.faults.node import faultctl
+from grayctl.faults.spec import to_spec
+
+def hang_up(*_args):  # the SSH session's pty goes (its controller SIGKILLed) while the node is mid-change
+    os.kill(os.getpid(), signal.SIGHUP)
+    return []
+
+faultctl.APPLY["resource"] = lambda store, spec, rec, python, expire_at: hang_up()
+faultctl._leftovers = hang_up
+store = faultctl.Store(Path(sys.argv[1]))
+spec = {**to_spec("cpu_x", "cpu-stress", {"workers": 1}, expire_after_s=5.0), "python": sys.executable}
+applied = faultctl.apply_fault(store, spec)["record"]["status"]
+reverted = faultctl.revert_fault(store, "cpu_x")["record"]["status"]
+print(json.dumps([applied, reverted]))
+"""
+
+
+def test_a_hangup_of_the_ssh_session_does_not_stop_an_apply_or_a_revert_half_way(tmp_path):
+    """Between changing the node and starting (apply) or finishing (revert) what reverts it, faultctl
+    outlives its session's SIGHUP (a killed controller's pty): else a fault could stay with no expiry."""
+    proc = subprocess.run([sys.executable, "-c", _HANGUP, str(tmp_path)], capture_output=True, text=True,
+                          timeout=60, check=False)
+    assert proc.returncode == 0, (proc.returncode, proc.stderr[-2000:])
+    assert json.loads(proc.stdout.splitlines()[-1]) == ["active", "reverted"]

@@ -159,6 +159,14 @@ class Store:
         return out
 
 
+def _outlive_the_session() -> None:
+    """From here to the end, a hangup of the SSH session (the controller killed: its pty goes) does
+    not stop this process half way, between changing the node and starting (apply) or finishing
+    (revert) what reverts it. A Python handler, not SIG_IGN: the helpers it starts get the default
+    back at exec. SIGKILL still ends it; a waiting (scheduled) step is not covered and may die."""
+    signal.signal(signal.SIGHUP, lambda _n, _f: None)
+
+
 def _spec_hash(spec: dict[str, Any]) -> str:
     return hashlib.sha256(json.dumps(spec, sort_keys=True).encode()).hexdigest()
 
@@ -254,6 +262,7 @@ def apply_fault(store: Store, raw: dict[str, Any], *, not_before_ns: int | None 
                          "called_ns": CALLED_NS, "start_ns": None, "end_ns": None})
         if not wait_until(not_before_ns, ours):
             return {"changed": False, "cancelled": True, "record": store.read(fid)}
+    _outlive_the_session()
     with store.locked():  # a revert cannot cancel between this check and the 'applying' record
         if scheduled and not ours():
             return {"changed": False, "cancelled": True, "record": store.read(fid)}
@@ -549,6 +558,7 @@ def revert_fault(store: Store, fid: str, *, reason: str = "revert", not_before_n
     ``not_before_ns``: wait until then first. A scheduled apply that has not acted is cancelled."""
     if not_before_ns is not None:
         wait_until(not_before_ns)
+    _outlive_the_session()
     with store.locked():
         rec = store.read(fid)
         if rec is not None and rec.get("status") == "scheduled":

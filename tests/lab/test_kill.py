@@ -6,8 +6,11 @@ started in its own session and its whole process group is SIGKILLed (the control
 the playbooks and their SSH sessions: nothing of it runs a handler) once a network fault (delay on
 the fallback delayer), a resource fault (cpu-stress) and a process fault (process-pause) are all
 applied, each on its own node. What must clean up then is on the nodes: each fault's on-host expiry
-(the fault's planned length + 30 s after its apply, grayctl/plan/build.py), bounded here by the
-expiry time each node recorded + 5 s, never by a guess of how fast the machine is.
+(the fault's planned length + 30 s after its apply, at most the schedule's end + 30 s:
+grayctl/plan/build.py, faultctl --expire-by), bounded here by the expiry time each node recorded
++ 5 s, never by a guess of how fast the machine is. A second test SIGKILLs ``grayctl fault inject``
+and injects the same fault again with no reset between: it must apply anew, not trust the record
+the expiry left 'active'.
 
 No expiry covers the deployed topology (replicas, exporters, Prometheus): after the kill it stays up
 until the next reset. The baseline check therefore allows exactly that drift (the processes and

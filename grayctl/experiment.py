@@ -23,6 +23,7 @@ from typing import Any
 from grayctl.errors import InputError, Problem
 from grayctl.faults.catalog import BACKENDS, CATALOG, FAULT_TYPES, SCOPE_PARAMS
 from grayctl.faults.realise import realisation_problem, target_kind
+from grayctl.faults.spec import EXPIRY_MARGIN_S, MAX_EXPIRE_AFTER_S, expiry_problem
 from grayctl.faults.validate import parse_param, to_plain, validate_parameters
 from grayctl.promql import syntax_errors
 from grayctl.source import (
@@ -515,6 +516,11 @@ class _ExperimentValidator:
                            f"the fault window (offset {offset} + duration {duration}) ends after the fault phase "
                            f"({schedule.fault})",
                            expected=f"offset + duration <= {schedule.fault} (schedule.fault)")
+        if duration is not None and (why := expiry_problem(duration.seconds)):
+            # the window decides the on-host expiry (grayctl/plan/build.py): bounded here, at its line
+            where = path + ("duration",) if "duration" in m else ("schedule", "fault")
+            ck.problem(where, f"fault window {duration}: {why}",
+                       expected=f"a fault window of at most {Duration(MAX_EXPIRE_AFTER_S - EXPIRY_MARGIN_S)}")
         if ftype == "process-pause" and params is not None and duration is not None:
             self._check_pause_window(params, duration, path + ("parameters",))
         if len(ck.problems) > before or None in (fid, ftype, target, service, params, scope, offset, duration,

@@ -4,12 +4,15 @@ Map:
   run_inject(experiment, lab, ...) -> InjectionRecord   inject:<id> steps of the plan, hold the
                                                         window, revert:<id>; on Ctrl-C, SIGTERM or
                                                         any error: fault_revert_all.yml
+  validate_hold(experiment, faults, duration, margin)   refuse a --duration / --expire-margin whose
+                                                        on-host expiry would outlive the window + margin
   run_revert_all(lab) -> list[dict]                     revert every fault recorded on the nodes
   load_records(dir) -> list[dict]                       the node records fetched to the controller
   to_injection_json(...)                                injection.json: one entry per fault and node
 
 Faults are injected together at once (offsets are a run's business, ``grayctl run``), each on the
-nodes its plan step names; ``--duration`` overrides every fault's duration. The playbooks fetch
+nodes its plan step names; ``--duration`` overrides every fault's duration, up to its window (the
+on-host expiry stays within the window plus the margin). The playbooks fetch
 each node's record (host-measured UTC times, exact argv lists, backend, revert verified) into
 ``<record dir>/<host>/<id>.json``; ``injection.json`` gathers them.
 """
@@ -24,12 +27,14 @@ from pathlib import Path
 from typing import Any, Self
 
 from grayctl.errors import GrayctlError, InputError, Interrupted, Problem
-from grayctl.experiment import load_experiment
+from grayctl.experiment import Fault, load_experiment
+from grayctl.faults.spec import EXPIRY_MARGIN_S, expire_after, expiry_problem
 from grayctl.lab.definition import LabDefinition
 from grayctl.plan import build_plan
 from grayctl.run.ansible import run_playbook
+from grayctl.source import Checker, load_yaml_document
 
-__all__ = ["InjectionRecord", "load_records", "run_inject", "run_revert_all", "to_injection_json"]
+__all__ = ["InjectionRecord", "load_records", "run_inject", "run_revert_all", "to_injection_json", "validate_hold"]
 
 
 @dataclass
@@ -98,6 +103,36 @@ class _Signals:
             signal.signal(s, h)
 
 
+def validate_hold(experiment_path: str, faults: list[Fault], duration: float | None, margin_s: float) -> None:
+    """Refuse a hold (``--duration``) or an ``--expire-margin`` that would set a fault's on-host
+    expiry beyond its planned window plus the margin (faults.spec.expiry_problem): an InputError
+    naming the option, or the experiment's line of the window it would outlive."""
+    if (why := expiry_problem(0.0, margin_s)) is not None:
+        raise InputError(Problem(why, path="--expire-margin", expected=f"0 < --expire-margin <= {EXPIRY_MARGIN_S:g}"))
+    if duration is None:
+        return
+    if not duration > 0:
+        raise InputError(Problem(f"--duration {duration:g} must be more than 0 s", path="--duration",
+                                 expected="a positive number of seconds"))
+    data, positions = load_yaml_document(experiment_path)
+    ck = Checker(experiment_path, positions)
+    key = "chaos_injection" if "chaos_injection" in data else "chaos_injections"
+    items = [data[key]] if key == "chaos_injection" else list(data.get(key) or [])
+    for f in faults:
+        window = f.end_s - f.start_s
+        if duration <= window + 1e-9:
+            continue
+        i = next((n for n, item in enumerate(items) if isinstance(item, dict) and item.get("id") == f.id), None)
+        item = items[i] if i is not None else {}
+        here = (key,) if key == "chaos_injection" else (key, i) if i is not None else (key,)
+        where = here + ("duration",) if "duration" in item else ("schedule", "fault")
+        ck.problem(where, f"--duration {duration:g} holds fault {f.id!r} {duration - window:g} s past its window "
+                          f"({f.duration}): its on-host expiry would be {expire_after(duration, margin_s):g} s after "
+                          f"the apply, beyond the window plus the {margin_s:g} s margin",
+                   expected=f"--duration <= {window:g} (the fault's window), or a longer window in the experiment")
+    ck.raise_if_problems(hint="grayctl plan EXPERIMENT shows each fault's window")
+
+
 def run_revert_all(lab: LabDefinition, *, record_dir: Path | None = None, verbose: bool = False) -> list[dict[str, Any]]:
     """Revert every fault recorded on the lab's nodes; fetch their records; fail if any is left."""
     record_dir = record_dir or lab.lab_dir / "faults"
@@ -118,6 +153,7 @@ def run_inject(experiment_path: str, lab: LabDefinition, *, fault_ids: tuple[str
         raise InputError(Problem(f"no fault {', '.join(sorted(missing))} in this experiment", file=experiment_path,
                                  path="chaos_injections"),
                          hint="grayctl plan EXPERIMENT lists the faults and their ids")
+    validate_hold(experiment_path, [ft.fault for ft in chosen], duration, expire_margin)
     rec = InjectionRecord(record_dir or lab.lab_dir / "faults" / time.strftime("%Y%m%dT%H%M%SZ", time.gmtime()))
     steps = {s.name: s for s in plan.steps}
     hold = max(duration if duration is not None else ft.fault.end_s - ft.fault.start_s for ft in chosen)
@@ -127,7 +163,7 @@ def run_inject(experiment_path: str, lab: LabDefinition, *, fault_ids: tuple[str
             for ft in chosen:
                 step = steps[f"inject:{ft.fault.id}"]
                 hold_s = duration if duration is not None else ft.fault.end_s - ft.fault.start_s
-                spec = {**step.extravars["fault_spec"], "expire_after_s": round(hold_s + expire_margin, 3)}
+                spec = {**step.extravars["fault_spec"], "expire_after_s": expire_after(hold_s, expire_margin)}
                 extra = {**step.extravars, **common, "fault_spec": spec}
                 run_playbook("fault.yml", inventory=lab.inventory_path, extravars=extra, limit=step.hosts,
                              verbose=verbose)

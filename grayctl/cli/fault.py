@@ -29,11 +29,13 @@ def fault() -> None:
 @fault.command()
 @click.argument("experiment", type=click.Path(exists=True, dir_okay=False))
 @click.option("--id", "fault_ids", multiple=True, metavar="ID", help="Only this fault (repeatable).")
-@click.option("--duration", type=float, default=None, metavar="SECONDS", help="Hold the faults this long instead.")
+@click.option("--duration", type=float, default=None, metavar="SECONDS",
+              help="Hold the faults this long instead (at most each fault's window).")
 @click.option("--record-dir", type=click.Path(file_okay=False, path_type=Path), default=None,
               help="Where the node records and injection.json go (default: <lab>/faults/<UTC time>).")
 @click.option("--expire-margin", type=float, default=30.0, show_default=True, metavar="SECONDS",
-              help="The on-host expiry reverts each fault this long after its planned end, controller or not.")
+              help="The on-host expiry reverts each fault this long after its planned end, controller or not "
+                   "(at most 30).")
 @_lab_option
 def inject(experiment: str, fault_ids: tuple[str, ...], duration: float | None, record_dir: Path | None,
            expire_margin: float, lab_name: str) -> None:

@@ -12,6 +12,8 @@ Map:
                                                 by grayctl.units, defaults filled from the catalog
   ensure_interface_allowed(spec)                the guard: the data interface only, never mgmt
   node_fault_id(experiment_id)                  the id a fault has on the node
+  expire_after(window_s) -> float               the on-host expiry: the planned length + EXPIRY_MARGIN_S
+  expiry_problem(window_s, margin_s) -> str|None why an expiry would be out of bounds (validate, plan, inject)
   validate_fault_id / _ifname / _network / _port, plain_path   refuse anything not plainly valid
 """
 
@@ -29,11 +31,15 @@ from grayctl.faults.catalog import BACKENDS, CATALOG, DIRECTIONS, QUANTITY_PARSE
 from grayctl.units import parse_percent
 
 __all__ = [
+    "EXPIRY_MARGIN_S",
     "FAULT_ID_RE",
+    "MAX_EXPIRE_AFTER_S",
     "IFNAME_RE",
     "FaultRefused",
     "Spec",
     "ensure_interface_allowed",
+    "expire_after",
+    "expiry_problem",
     "is_fault_id",
     "is_ifname",
     "load_spec",
@@ -103,6 +109,34 @@ def plain_path(value: Any, what: str) -> str:
     if not isinstance(value, str) or not _PATH.match(value) or "/../" in value + "/":
         raise FaultRefused(f"{what} {value!r} is not a plain absolute path")
     return value
+
+
+EXPIRY_MARGIN_S = 30.0  # the on-host expiry reverts a fault this long after its planned end
+MAX_EXPIRE_AFTER_S = 7 * 86400  # the node refuses a spec whose expiry is further out (load_spec)
+
+
+def expire_after(window_s: float, margin_s: float = EXPIRY_MARGIN_S) -> float:
+    """``expire_after_s`` of a fault held ``window_s``: the node reverts it by itself this long after its apply."""
+    return round(window_s + margin_s, 3)
+
+
+def expiry_problem(window_s: float, margin_s: float = EXPIRY_MARGIN_S) -> str | None:
+    """Why a fault held ``window_s`` with this margin would get an expiry out of bounds, or None.
+
+    The bound is the schedule plus the margin: a fault never outlives its planned window by more
+    than EXPIRY_MARGIN_S when the controller dies, and the node accepts no more than
+    MAX_EXPIRE_AFTER_S. Checked where a user sets the window or the margin (experiment validation,
+    ``grayctl fault inject``), so nothing out of bounds reaches a node's load_spec mid-run.
+    """
+    if not margin_s > 0:
+        return f"an expiry margin of {margin_s:g} s would revert the fault at its apply"
+    if margin_s > EXPIRY_MARGIN_S + 1e-9:
+        return (f"an expiry margin of {margin_s:g} s would leave the fault on the node up to {margin_s:g} s past its "
+                f"planned end if the controller dies; the bound is {EXPIRY_MARGIN_S:g} s")
+    if window_s + margin_s > MAX_EXPIRE_AFTER_S + 1e-9:
+        return (f"its on-host expiry ({window_s:g} s + the {margin_s:g} s margin) would be past the nodes' ceiling "
+                f"of {MAX_EXPIRE_AFTER_S} s (7 days)")
+    return None
 
 
 def node_fault_id(experiment_id: str) -> str:
@@ -253,8 +287,8 @@ def load_spec(data: Mapping[str, Any]) -> Spec:
     expire = data.get("expire_after_s")
     if isinstance(expire, str) and re.fullmatch(r"[0-9]+(\.[0-9]+)?", expire):
         expire = float(expire)
-    if isinstance(expire, bool) or not isinstance(expire, (int, float)) or not 0 < expire <= 7 * 86400:
-        raise FaultRefused(f"expire_after_s {expire!r} must be a number of seconds in (0, 604800]")
+    if isinstance(expire, bool) or not isinstance(expire, (int, float)) or not 0 < expire <= MAX_EXPIRE_AFTER_S:
+        raise FaultRefused(f"expire_after_s {expire!r} must be a number of seconds in (0, {MAX_EXPIRE_AFTER_S}]")
     if data.get("effect", "record") not in EFFECT_MODES:
         raise FaultRefused(f"effect {data.get('effect')!r} must be one of {', '.join(EFFECT_MODES)}")
     service = data.get("service") or ""

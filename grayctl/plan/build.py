@@ -15,7 +15,7 @@ from __future__ import annotations
 from grayctl.errors import InputError, Problem
 from grayctl.experiment import Experiment, Fault
 from grayctl.faults.realise import describe, realisation_problem, target_kind, widened
-from grayctl.faults.spec import node_fault_id, to_spec
+from grayctl.faults.spec import expire_after, node_fault_id, to_spec
 from grayctl.lab.definition import LabDefinition
 from grayctl.lab.provider import provider_for
 from grayctl.plan.model import FaultTarget, Plan, Replica, Step, teardown_path
@@ -159,9 +159,10 @@ def _steps(experiment: Experiment, lab: LabDefinition, replicas: tuple[Replica, 
         # of its own every packet of the data interface is the service's (its calls included).
         shared = any(r.node in ft.nodes and r.service != ft.service for r in replicas)
         # One variable for playbooks/fault.yml: the node-facing spec, its family from the catalog.
-        # On-host expiry: the node reverts by itself this long after the apply.
+        # On-host expiry: the node reverts by itself this long after the apply (the window + the
+        # margin; experiment validation refused a window whose expiry would be out of bounds).
         spec = {"fault_spec": to_spec(node_fault_id(f.id), f.type, f.to_dict()["parameters"], name=f.id,
-                                      expire_after_s=round(f.end_s - f.start_s + 30, 3), service=ft.service,
+                                      expire_after_s=expire_after(f.end_s - f.start_s), service=ft.service,
                                       target_service=f.target_service, interface=ft.interface,
                                       peers=ft.peer_addresses, peer_services=ft.peers,
                                       ports=ft.ports if shared else (), scope=f.scope.to_dict(), backend=f.backend,

@@ -3,6 +3,7 @@
 Map:
   run_timeline(r)        inject at t0+start_s, revert at the host-measured apply + the planned length
                          (plan.revert_aim_s), each a fault.yml run started early by a learnt lead;
+                         each apply's on-host expiry bounded by the schedule's end + the margin;
                          phase events as the schedule passes; returns at the end of the schedule
   emit_fault_timing(r)   the faults' edges (first apply, last revert) from the exact t0
   NS, POLL_S, FIRST_LEAD_S, MAX_LEAD_S   its clock and how early a fault step may start
@@ -16,6 +17,7 @@ import os
 import time
 from typing import Any
 
+from grayctl.faults.spec import EXPIRY_MARGIN_S
 from grayctl.plan import fault_edges, revert_aim_s
 from grayctl.run.context import Run
 
@@ -73,6 +75,8 @@ def run_timeline(r: Run) -> None:
             r.started["inject"] = True
         extravars = {**s.extravars, "fault_record_dir": str(record_dir),
                      "fault_not_before_ns": _node_times_ns(r, t0 + at_s, s.hosts.split(":"))}
+        if state == "applied":  # however late the apply, its on-host expiry is the schedule's end + the margin at most
+            extravars["fault_expire_by_ns"] = _node_times_ns(r, t0 + total + EXPIRY_MARGIN_S, s.hosts.split(":"))
         r.journal.step(s.name, "run", lambda s=s, ev=extravars: r.journal.play(s.name, s.playbook, ev, limit=s.hosts),
                        why=s.why)
         arrived = _host_time_s(r, fid, "called_ns" if state == "applied" else "revert_called_ns", t0, last=True)

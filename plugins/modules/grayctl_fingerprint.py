@@ -24,7 +24,8 @@ module: grayctl_fingerprint
 short_description: Fingerprint a grayctl lab node and compare it with its golden baseline
 description:
   - Collects a canonical fingerprint of a lab node - kernel release, package versions, sysctls,
-    links, qdiscs, nftables and iptables rules, leftover processes and the state directory.
+    links, qdiscs, nftables and iptables rules, policy-routing (ip) rules, leftover processes and
+    the state directory.
   - Returns the fingerprint and the sha256 of its canonical JSON.
   - Checks the I(declared) invariants (no leftover processes, empty state directory, no link of a
     forbidden kind such as C(ifb)) on every call.
@@ -125,6 +126,7 @@ import subprocess
 
 from ansible.module_utils.basic import AnsibleModule
 from ansible_collections.grayctl.lab.plugins.module_utils.commands import tool
+from ansible_collections.grayctl.lab.plugins.module_utils.netns_state import rule_lines
 
 SCHEMA = 1
 BUILTIN_CHAINS = {
@@ -402,6 +404,20 @@ def to_iptables(text):
     return lines
 
 
+def to_rules(inet, inet6, errors):
+    """Policy-routing rules of both families as canonical lines; None when ip could not list them."""
+    if inet is None or inet6 is None:
+        return None
+    lines = []
+    for family, text in (("inet", inet), ("inet6", inet6)):
+        try:
+            lines += rule_lines(family, json.loads(text) if text.strip() else [])
+        except ValueError as exc:
+            errors.append("rules: unparsable output (%s)" % exc)
+            return None
+    return lines
+
+
 def collect_sysctls(names):
     values = {}
     for name in names:
@@ -425,6 +441,8 @@ def collect(params):
         "nftables": _start(["nft", "-j", "list", "ruleset"]),
         "iptables": _start(["iptables-save"]),
         "ip6tables": _start(["ip6tables-save"]),
+        "rules_inet": _start(["ip", "-j", "-f", "inet", "rule", "show"]),
+        "rules_inet6": _start(["ip", "-j", "-f", "inet6", "rule", "show"]),
     }
     # With iptables-nft as the default, rules made with iptables-legacy live in separate kernel
     # tables that neither nft nor iptables-save show: read them too when the tool exists.
@@ -469,6 +487,7 @@ def collect(params):
         "ip6tables": parsed("ip6tables", to_iptables),
         "iptables_legacy": parsed("iptables_legacy", to_iptables) if "iptables" in legacy else [],
         "ip6tables_legacy": parsed("ip6tables_legacy", to_iptables) if "ip6tables" in legacy else [],
+        "rules": to_rules(outputs.get("rules_inet"), outputs.get("rules_inet6"), errors),
         "processes": processes,
         "state_dir": collect_state_dir(params["state_dir"]),
     }
@@ -543,6 +562,14 @@ def compare(golden, now):
                 out.append(_entry(field, golden.get(field), now.get(field), "could not be read"))
             continue
         _compare_list(field, golden[field], now[field], out)
+    # ip rules: compared when the golden record has them (one recorded before they were
+    # fingerprinted has no such field; 'grayctl lab reset --accept-drift' is not needed for that)
+    if "rules" in golden:
+        if golden["rules"] is None or now.get("rules") is None:
+            if golden["rules"] != now.get("rules"):
+                out.append(_entry("rules", golden["rules"], now.get("rules"), "could not be read"))
+        else:
+            _compare_list("rules", golden["rules"], now["rules"], out)
     return out
 
 

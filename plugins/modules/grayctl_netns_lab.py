@@ -46,7 +46,9 @@ options:
       - C(absent) removes everything the record holds.
       - C(reset) brings every node back to its golden baseline (kills processes in the node's
         cgroup except the sshd listener, deletes qdiscs, firewall rules and extra links, restores
-        addresses, empties the state directory), then converges like C(present).
+        addresses, writes back the namespace's net sysctls and ip rules as recorded when it was made,
+        empties the state directory and removes the fault records beside it), then converges like
+        C(present).
       - C(inspect) changes nothing and reports what exists, what is missing and what is left behind.
     type: str
     choices: [present, absent, reset, inspect]
@@ -109,11 +111,13 @@ import shutil
 import signal
 import socket
 import subprocess
+import sys
 import time
 
 from ansible.module_utils.basic import AnsibleModule
 from ansible_collections.grayctl.lab.plugins.module_utils.commands import CommandFailed, run, run_all, tool
 from ansible_collections.grayctl.lab.plugins.module_utils.files import write_if_changed
+from ansible_collections.grayctl.lab.plugins.module_utils import netns_state
 from ansible_collections.grayctl.lab.plugins.module_utils.labdef import (
     DEFAULTS, PROVIDER_OPTIONS, VM_STATE_DIR, node_address, plan_to_act_on, resolve_lab)
 from ansible_collections.grayctl.lab.plugins.module_utils.process import pid_alive, read_pid
@@ -977,6 +981,34 @@ class Lab:
                             fh.write(value)
         return changed
 
+    def record_netns_defaults(self, fresh):
+        """Record each node namespace's net sysctls and ip rules as made (``fresh``: just created)
+        or, for a node with none recorded yet, as first seen; the reset writes them back."""
+        known = self.record.data.setdefault("netns_defaults", {}) if not self.check else {}
+        nodes = [n for n in self.plan["nodes"] if n["name"] in fresh or n["name"] not in known]
+        if self.check or not nodes:
+            return False
+        paths = dict((n["name"], os.path.join(NETNS_DIR, n["netns"])) for n in nodes)
+        snap = netns_state.snapshot(sys.executable, list(paths.values()))
+        for name, path in paths.items():
+            if snap.get(path) is not None:
+                known[name] = snap[path]
+        return True
+
+    def restore_netns_defaults(self, nodes, cleaned):
+        """The reset's sysctl and ip rule step: what differs from the recorded defaults goes back."""
+        known = self.record.data.get("netns_defaults") or {}
+        for n in nodes:
+            if not os.path.exists(os.path.join(NETNS_DIR, n["netns"])):
+                continue  # gone: present (the reset's last step) makes it anew and records it fresh
+            if n["name"] not in known:
+                cleaned[n["name"]].append("no recorded sysctls or ip rules to restore (a lab made before they "
+                                          "were recorded): recorded now, as this reset leaves them")
+                continue
+            done, left = netns_state.restore(sys.executable, os.path.join(NETNS_DIR, n["netns"]), known[n["name"]],
+                                             check=self.check)
+            cleaned[n["name"]] += ["restored " + d for d in done] + ["could not restore " + x for x in left]
+
 
 def listening(pid, ip, port=22):
     """Whether a LISTEN socket on ip:port exists in pid's network namespace (no connection made)."""
@@ -1047,6 +1079,8 @@ def present(lab):
     surplus = [r for r in lab.record.resources if r.get("node") and r["node"] not in wanted_nodes]
     if surplus:
         lab.remove(list(reversed(surplus)))
+        for name in set(r["node"] for r in surplus) if not lab.check else ():
+            lab.record.data.get("netns_defaults", {}).pop(name, None)
         changed = True
 
     want = by_phase(desired(lab))
@@ -1064,6 +1098,7 @@ def present(lab):
             if not lab.check:
                 lab.remove_sshd([r])
     missing = by_phase(missing)
+    fresh_nodes = set(r["node"] for r in missing if r["kind"] == "netns")
     if missing:
         changed = True
         if not lab.check:
@@ -1105,6 +1140,7 @@ def present(lab):
             changed = True
             if not lab.check:
                 os.makedirs(n["state_dir"], mode=0o755)
+    changed |= lab.record_netns_defaults(fresh_nodes)
     changed |= lab.write_access_files()
     if not lab.check:
         lab.record.data["plan"] = plan
@@ -1134,6 +1170,7 @@ def absent(lab):
         lab.record.set_status("removing")
     lab.remove(list(reversed(list(lab.record.resources))))
     if not lab.check:
+        lab.record.data.pop("netns_defaults", None)  # the namespaces they describe are gone
         lab.record.set_status("down")
     return True
 
@@ -1219,8 +1256,25 @@ def reset(lab):
     for name, _ in lab.configure_nodes(nodes, views):
         cleaned[name].append("restored links and addresses")
 
-    # 5. the state directory, emptied (not removed: it is part of the node)
+    # 5. the namespace's own settings: net sysctls and ip rules, as recorded when it was made
+    lab.restore_netns_defaults(nodes, cleaned)
+
+    # 6. the state directory, emptied (not removed: it is part of the node); and the fault records
+    # beside it (roles/fault's fault_dir): steps 1-3 reverted every fault they describe, so a record
+    # left 'active' (its controller was killed; a netfilter fault's expiry does not rewrite it) would
+    # make the next apply of that fault id a no-op or a refusal
     for n in nodes:
+        faults = os.path.join(os.path.dirname(n["state_dir"]), "faults")
+        records = os.listdir(faults) if os.path.isdir(faults) else []
+        if records:
+            cleaned[n["name"]].append("removed the fault records (%d files)" % len(records))
+            if not lab.check:
+                for e in records:
+                    p = os.path.join(faults, e)
+                    if os.path.isdir(p) and not os.path.islink(p):
+                        shutil.rmtree(p)
+                    else:
+                        os.unlink(p)
         d = n["state_dir"]
         entries = os.listdir(d) if os.path.isdir(d) else []
         if entries:
@@ -1233,7 +1287,7 @@ def reset(lab):
                     else:
                         os.unlink(p)
 
-    # 6. anything missing (a killed sshd, a deleted namespace) is recreated
+    # 7. anything missing (a killed sshd, a deleted namespace) is recreated
     converged = present(lab)
     cleaned = dict((k, v) for k, v in cleaned.items() if v)
     return bool(cleaned) or converged, cleaned

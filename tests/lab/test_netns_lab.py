@@ -356,3 +356,30 @@ def test_doctor_reports_what_down_must_not_touch(own_lab) -> None:
     finally:
         subprocess.run(["ip", "netns", "del", leaked], check=False)
     assert lab.grayctl("lab", "doctor").returncode == 0
+
+
+def test_reset_restores_the_namespaces_sysctls_and_ip_rules(own_lab) -> None:
+    lab = own_lab("s", "10.227.128.0/26", "10.227.192.0/26")
+    lab.grayctl("lab", "up")
+    ns = lab.defn.netns_of("node01")
+
+    def node(*argv: str) -> str:
+        return subprocess.run(["ip", "netns", "exec", ns, *argv], capture_output=True, text=True, check=True).stdout
+
+    made = (node("sysctl", "-n", "net.core.somaxconn").strip(), node("sysctl", "-n", "net.ipv4.tcp_congestion_control")
+            .strip(), node("ip", "rule", "show"))
+    assert made[1] != "reno"
+    node("sysctl", "-qw", "net.core.somaxconn=77", "net.ipv4.tcp_congestion_control=reno")
+    node("ip", "rule", "add", "pref", "100", "from", "10.227.192.0/26", "lookup", "100")
+    # the fingerprint sees both (the baseline lists those sysctls; the rules are a field of their own)
+    doctor = lab.grayctl("lab", "doctor", check=False)
+    assert doctor.returncode == 5, doctor.stdout + doctor.stderr
+    assert "net.core.somaxconn" in doctor.stdout and "net.ipv4.tcp_congestion_control" in doctor.stdout
+    assert "rules: golden=- now=inet priority=100" in doctor.stdout, doctor.stdout
+    proc = lab.grayctl("lab", "reset")
+    assert "restored sysctls" in proc.stdout and "net.core.somaxconn" in proc.stdout, proc.stdout
+    assert "restored ip rules (inet): 1 removed" in proc.stdout, proc.stdout
+    assert "baseline verified" in proc.stdout, proc.stdout
+    assert (node("sysctl", "-n", "net.core.somaxconn").strip(), node("sysctl", "-n", "net.ipv4.tcp_congestion_control")
+            .strip(), node("ip", "rule", "show")) == made
+    assert lab.grayctl("lab", "doctor").returncode == 0

@@ -4,14 +4,16 @@ Run on a lab node by the fault role (argv lists, no shell), inside the node (its
 namespace and cgroup, since the SSH session lands there)::
 
     python -m grayctl.faults.node.faultctl probe
-    python -m grayctl.faults.node.faultctl apply  --dir FAULT_DIR --spec JSON [--not-before NS]
+    python -m grayctl.faults.node.faultctl apply  --dir FAULT_DIR --spec JSON [--not-before NS] [--expire-by NS]
     python -m grayctl.faults.node.faultctl revert --dir FAULT_DIR --id ID [--not-before NS]
     python -m grayctl.faults.node.faultctl list   --dir FAULT_DIR
     python -m grayctl.faults.node.faultctl purge  --dir FAULT_DIR --id ID
     python -m grayctl.faults.node.faultctl watch  --dir FAULT_DIR --id ID --at EPOCH [--pid PID]
 
 Each prints one JSON object. ``apply`` is idempotent: an active record with the same spec is
-left alone (``changed: false``). Every fault gets an on-host expiry in its own session:
+left alone (``changed: false``) while its expiry lives; one whose expiry is gone (it reverted the
+fault, or a lab reset killed it with the rest of the node) is closed first and the fault applied
+anew. Every fault gets an on-host expiry in its own session:
 ``grayctl.faults.node.expiry`` for netfilter-only faults (its revert is by fault id), ``faultctl
 watch`` for everything else (tc qdiscs, stress-ng, stutter, a killed service) — it reverts from
 the record at the deadline, or as soon as the fault's helper process exits.
@@ -157,6 +159,14 @@ class Store:
         return out
 
 
+def _outlive_the_session() -> None:
+    """From here to the end, a hangup of the SSH session (the controller killed: its pty goes) does
+    not stop this process half way, between changing the node and starting (apply) or finishing
+    (revert) what reverts it. A Python handler, not SIG_IGN: the helpers it starts get the default
+    back at exec. SIGKILL still ends it; a waiting (scheduled) step is not covered and may die."""
+    signal.signal(signal.SIGHUP, lambda _n, _f: None)
+
+
 def _spec_hash(spec: dict[str, Any]) -> str:
     return hashlib.sha256(json.dumps(spec, sort_keys=True).encode()).hexdigest()
 
@@ -207,13 +217,30 @@ def wait_until(not_before_ns: int, still_wanted: Any = None) -> bool:
         time.sleep(min(0.05, left))
 
 
-def apply_fault(store: Store, raw: dict[str, Any], *, not_before_ns: int | None = None) -> dict[str, Any]:
+def apply_fault(store: Store, raw: dict[str, Any], *, not_before_ns: int | None = None,
+                expire_by_ns: int | None = None) -> dict[str, Any]:
     """Apply the fault of ``raw`` (the role's spec); return {changed, record}. Rolls back on failure.
-    ``not_before_ns``: record it as scheduled, wait, then apply — unless a revert cancelled it."""
+    ``not_before_ns``: record it as scheduled, wait, then apply — unless a revert cancelled it.
+    ``expire_by_ns``: the on-host expiry comes no later than this (the run's schedule end plus the
+    margin), however late the apply: a late apply does not carry the fault past the schedule."""
     spec = load_spec(raw)
     fid = spec.fault_id
+    if expire_by_ns is not None and max(not_before_ns or 0, time.time_ns()) >= expire_by_ns:
+        raise FaultRefused(f"fault {fid}: its expiry bound (the schedule's end plus the margin) is already past: "
+                           "not applied")
     digest = _spec_hash(raw)
     old = store.read(fid)
+    exp = (old or {}).get("expiry") or {}
+    if old and old.get("status") == "active" and not (exp.get("pid") and alive(exp["pid"], exp.get("argv"))):
+        # Its on-host expiry is gone: it reverted the fault (a netfilter fault's expiry leaves the
+        # record as it was) or was killed with the rest of the node (a lab reset). Either way the
+        # record is stale: close it from what is there (revert is idempotent), then apply anew,
+        # so an apply is never a no-op on the word of a stale record.
+        closed = revert_fault(store, fid)
+        if not closed["clean"]:
+            raise FaultRefused(f"fault {fid}: a stale active record whose leftovers could not be removed: "
+                               f"{closed['left']}")
+        old = store.read(fid)
     if old and old.get("status") == "active":
         if old.get("spec_sha256") == digest:
             return {"changed": False, "record": old}
@@ -235,11 +262,19 @@ def apply_fault(store: Store, raw: dict[str, Any], *, not_before_ns: int | None 
                          "called_ns": CALLED_NS, "start_ns": None, "end_ns": None})
         if not wait_until(not_before_ns, ours):
             return {"changed": False, "cancelled": True, "record": store.read(fid)}
+    _outlive_the_session()
     with store.locked():  # a revert cannot cancel between this check and the 'applying' record
         if scheduled and not ours():
             return {"changed": False, "cancelled": True, "record": store.read(fid)}
         start_ns, start_utc = _now()
         expire_at = start_ns / 1e9 + spec.expire_after_s
+        if expire_by_ns is not None:
+            if start_ns >= expire_by_ns:  # the wait for not_before ran past it
+                if scheduled:
+                    store.write({**(store.read(fid) or {}), "status": "cancelled", "end_ns": start_ns,
+                                 "end_reason": "the expiry bound passed before the scheduled apply"})
+                raise FaultRefused(f"fault {fid}: its expiry bound passed before the apply: not applied")
+            expire_at = min(expire_at, expire_by_ns / 1e9)
         rec: dict[str, Any] = {
             "fault_id": fid, "type": spec.type, "service": spec.service, "target_service": raw.get("target_service"),
             "node": raw.get("node"), "interface": spec.interface, "ports": list(spec.ports), "peers": list(spec.peers),
@@ -247,9 +282,13 @@ def apply_fault(store: Store, raw: dict[str, Any], *, not_before_ns: int | None 
             "backend_requested": spec.backend, "spec": raw, "spec_sha256": digest, "status": "applying",
             "start_ns": start_ns, "start_utc": start_utc, "expire_at": expire_at, "commands": [], "notes": [],
             "end_ns": None, "end_utc": None, "revert_verified": None,
-            "called_ns": CALLED_NS, "scheduled_ns": not_before_ns,
+            "called_ns": CALLED_NS, "scheduled_ns": not_before_ns, "expire_by_ns": expire_by_ns,
             "realisation": raw.get("realisation"), "widened": bool(raw.get("widened")),
         }
+        # A previous instance's files (never purged: its controller died) would be read as this
+        # one's: its helper's counters as the effect's "before", its expiry's reason at the revert.
+        for stale in (".stats.json", ".expiry.json"):
+            store.path(fid, stale).unlink(missing_ok=True)
         store.write(rec)
     try:
         APPLY[spec.family](store, spec, rec, python, expire_at)
@@ -379,13 +418,14 @@ def _refuse_foreign_qdisc(act: Actions, spec: Spec) -> None:
                                          f"interface are not supported")
 
 
-def _apply_stress(store: Store, spec: Spec, rec: dict[str, Any], python: str, _expire_at: float) -> None:
+def _apply_stress(store: Store, spec: Spec, rec: dict[str, Any], python: str, expire_at: float) -> None:
     temp = store.path(spec.fault_id, ".hdd")
     if spec.type == "disk-io-stress":
         temp.mkdir(mode=0o700, exist_ok=True)
         rec["temp_dir"] = str(temp)
     limit = memory_limit()
-    argv, notes = stress_argv(spec, timeout_s=spec.expire_after_s, memory_limit=limit, temp_dir=str(temp))
+    argv, notes = stress_argv(spec, timeout_s=round(max(expire_at - rec["start_ns"] / 1e9, 1.0), 3),
+                              memory_limit=limit, temp_dir=str(temp))
     rec.update(backend="stress-ng", mechanism="stress-ng", memory_limit=limit)
     rec["notes"] += notes + ["stress-ng runs in the node's cgroup (the SSH session's); --timeout is the on-host expiry"]
     pid = spawn(argv, store.path(spec.fault_id, ".helper.log"))
@@ -518,6 +558,7 @@ def revert_fault(store: Store, fid: str, *, reason: str = "revert", not_before_n
     ``not_before_ns``: wait until then first. A scheduled apply that has not acted is cancelled."""
     if not_before_ns is not None:
         wait_until(not_before_ns)
+    _outlive_the_session()
     with store.locked():
         rec = store.read(fid)
         if rec is not None and rec.get("status") == "scheduled":
@@ -660,6 +701,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         if name in ("apply", "revert"):
             sp.add_argument("--not-before", type=int, default=None, metavar="NS",
                             help="act at this time of this node's clock (epoch ns), not before")
+        if name == "apply":
+            sp.add_argument("--expire-by", type=int, default=None, metavar="NS",
+                            help="the on-host expiry comes no later than this (epoch ns, this node's clock)")
         if name == "watch":
             sp.add_argument("--at", type=float, required=True)
             sp.add_argument("--pid", type=int, default=None)
@@ -673,7 +717,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.cmd == "watch":
             return watch(store, args.id, args.at, args.pid)
         if args.cmd == "apply":
-            out = apply_fault(store, json.loads(args.spec), not_before_ns=args.not_before)
+            out = apply_fault(store, json.loads(args.spec), not_before_ns=args.not_before, expire_by_ns=args.expire_by)
         elif args.cmd == "revert":
             out = revert_fault(store, args.id, not_before_ns=args.not_before)
         elif args.cmd == "purge":

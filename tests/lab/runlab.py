@@ -18,6 +18,12 @@ from grayctl.lab.definition import load_lab
 from grayctl.paths import PROJECT_ROOT
 
 
+def dataset_dir(stdout: str) -> Path:
+    """The dataset a ``grayctl run`` printed (its ``dataset:`` line)."""
+    line = next(x for x in stdout.splitlines() if x.strip().startswith("dataset:"))
+    return Path(line.split("dataset:", 1)[1].strip())
+
+
 class RunLab:
     def __init__(self, tmp: Path, *, prefix: str, count: int, network: str) -> None:
         """``network``: the first two octets' /16 prefix, e.g. ``10.236`` (management .0/24, data .64/24)."""

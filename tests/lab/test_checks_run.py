@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from runlab import RunLab  # tests/lab is on sys.path (rootdir-less test dir)
+from runlab import RunLab, dataset_dir  # tests/lab is on sys.path (rootdir-less test dir)
 
 pytestmark = [
     pytest.mark.lab,
@@ -49,11 +49,6 @@ def lab(tmp_path_factory: pytest.TempPathFactory):
         lab.down("gen2-coarse")
 
 
-def _dataset_dir(stdout: str) -> Path:
-    line = next(x for x in stdout.splitlines() if x.strip().startswith("dataset:"))
-    return Path(line.split("dataset:", 1)[1].strip())
-
-
 def test_a_violated_fail_run_check_fails_the_run_with_exit_7_and_no_data_is_said_loudly(lab: RunLab) -> None:
     exp = lab.experiment(EXPERIMENT, "violated")
     proc = lab.grayctl("run", str(exp), "--out", str(lab.tmp / "runs"), "--quiet", check=False)
@@ -63,7 +58,7 @@ def test_a_violated_fail_run_check_fails_the_run_with_exit_7_and_no_data_is_said
     assert "check p99-under-1ms (fault): fail (" in proc.stdout and "[fail_run: the run fails]" in proc.stdout
     assert "check p99-rises (fault): pass (" in proc.stdout, proc.stdout
     assert "check nothing-exports-this (all): NO DATA" in proc.stdout, proc.stdout
-    ds = _dataset_dir(proc.stdout)
+    ds = dataset_dir(proc.stdout)
     manifest = json.loads((ds / "manifest.json").read_text())
     assert manifest["status"] == "complete" and manifest["teardown"]["verify_clean"]["ok"] is True
     checks = {c["name"]: c for c in manifest["checks"]}

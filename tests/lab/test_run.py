@@ -23,7 +23,7 @@ import pytest
 import yaml
 
 from grayctl.paths import PROJECT_ROOT
-from runlab import RunLab  # tests/lab is on sys.path (rootdir-less test dir)
+from runlab import RunLab, dataset_dir  # tests/lab is on sys.path (rootdir-less test dir)
 
 pytestmark = [
     pytest.mark.lab,
@@ -53,16 +53,11 @@ def lab(tmp_path_factory: pytest.TempPathFactory):
         lab.down("gen2-coarse")
 
 
-def _dataset_dir(stdout: str) -> Path:
-    line = next(x for x in stdout.splitlines() if x.strip().startswith("dataset:"))
-    return Path(line.split("dataset:", 1)[1].strip())
-
-
 def test_a_latency_experiment_runs_end_to_end_and_leaves_the_lab_clean(lab: RunLab) -> None:
     exp = lab.experiment(EXPERIMENT, "e2e")
     out = lab.tmp / "runs"
     proc = lab.grayctl("run", str(exp), "--out", str(out))  # with the console's lines (stderr: not a terminal)
-    ds = _dataset_dir(proc.stdout)
+    ds = dataset_dir(proc.stdout)
     assert "report:" in proc.stdout and (ds / "report.html").is_file()
     verify = lab.grayctl("dataset", "verify", str(ds))
     assert "ok" in verify.stdout
@@ -131,7 +126,7 @@ def test_a_rate_the_generator_cannot_sustain_is_invalid_load_and_keeps_its_recor
     proc = lab.grayctl("run", str(exp), "--out", str(lab.tmp / "runs"), "--quiet", check=False)
     assert proc.returncode == 9, proc.stdout + proc.stderr
     assert "load: INVALID" in proc.stdout and "fell behind" in proc.stderr
-    ds = _dataset_dir(proc.stdout)
+    ds = dataset_dir(proc.stdout)
     manifest = json.loads((ds / "manifest.json").read_text())
     assert manifest["status"] == manifest["run_status"] == "invalid-load"
     load = manifest["load"]
@@ -157,7 +152,7 @@ def test_the_same_fault_file_runs_on_both_decompositions_of_a_user_topology(lab:
     rise = {}
     for topology in ("shop-monolith", "shop-services"):
         proc = lab.grayctl("run", str(exp), "--set", f"topology={topology}", "--out", str(lab.tmp / "runs"), "--quiet")
-        ds = _dataset_dir(proc.stdout)
+        ds = dataset_dir(proc.stdout)
         manifest = json.loads((ds / "manifest.json").read_text())
         assert manifest["status"] == "complete" and manifest["experiment"]["topology"] == topology
         (inj,) = json.loads((ds / "injection.json").read_text())
@@ -194,7 +189,7 @@ def test_keep_leaves_the_topology_up_and_refuses_repetitions(lab: RunLab) -> Non
     refused = lab.grayctl("run", str(exp), "--keep", "--repetitions", "2", check=False)
     assert refused.returncode != 0 and "--keep" in refused.stderr and "Traceback" not in refused.stderr
     proc = lab.grayctl("run", str(exp), "--out", str(lab.tmp / "runs-keep"), "--keep")
-    ds = _dataset_dir(proc.stdout)
+    ds = dataset_dir(proc.stdout)
     manifest = json.loads((ds / "manifest.json").read_text())
     assert manifest["status"] == "complete" and manifest["teardown"]["keep"] is True
     assert manifest["teardown"]["path"] is None

@@ -20,6 +20,7 @@ from grayctl.checks import ensure_checks_parse, evaluate_checks, failing, judge,
 from grayctl.errors import InputError
 from grayctl.experiment import Tolerance, load_experiment
 from grayctl.workload.loadgen import LiveMetrics
+from localnet import free_port, wait_http  # tests/unit is on sys.path (rootdir-less test dir)
 
 ROOT = Path(__file__).resolve().parents[2]
 PHASES = [("warmup", 0.0, 2.0), ("baseline", 2.0, 6.0), ("fault", 6.0, 10.0), ("recovery", 10.0, 13.0)]
@@ -75,21 +76,6 @@ def test_a_sample_on_a_phase_edge_belongs_to_the_phase_it_starts_even_off_the_mi
 
 # -- a real Prometheus ------------------------------------------------------------------------------
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def _wait_http(url: str, timeout: float = 20.0) -> None:
-    deadline = time.time() + timeout
-    while time.time() < deadline:
-        try:
-            with urllib.request.urlopen(url, timeout=1):
-                return
-        except OSError:
-            time.sleep(0.2)
-    raise AssertionError(f"{url} never answered")
 
 
 class _Endpoint(http.server.ThreadingHTTPServer):
@@ -125,7 +111,7 @@ def prometheus(tmp_path_factory: pytest.TempPathFactory):
     d = tmp_path_factory.mktemp("prom")
     ep = _Endpoint(("127.0.0.1", 0), _Handler)
     threading.Thread(target=ep.serve_forever, daemon=True).start()
-    port = _free_port()
+    port = free_port()
     cfg = d / "prometheus.yml"
     cfg.write_text(f"global: {{scrape_interval: 1s, scrape_timeout: 800ms}}\nscrape_configs:\n"
                    f"  - job_name: lab\n    static_configs: [{{targets: ['127.0.0.1:{ep.server_address[1]}']}}]\n")
@@ -134,7 +120,7 @@ def prometheus(tmp_path_factory: pytest.TempPathFactory):
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     url = f"http://127.0.0.1:{port}"
     try:
-        _wait_http(url + "/-/ready")
+        wait_http(url + "/-/ready")
         deadline = time.time() + 30
         while time.time() < deadline:  # targets are applied ~5 s after start
             with urllib.request.urlopen(url + "/api/v1/query?query=lab_gauge", timeout=2) as r:
@@ -282,11 +268,11 @@ def test_an_unreachable_prometheus_is_not_evaluated_never_a_pass(tmp_path):
     f = tmp_path / "exp.yaml"
     f.write_text(EXPERIMENT)
     exp = load_experiment(f)
-    rows = evaluate_checks(f"http://127.0.0.1:{_free_port()}", exp.checks, t0=time.time() - 13, end=time.time(),
+    rows = evaluate_checks(f"http://127.0.0.1:{free_port()}", exp.checks, t0=time.time() - 13, end=time.time(),
                            phases=PHASES, timeout=2)
     assert {r["verdict"] for r in rows} == {"not evaluated"}
     assert all("cannot query Prometheus" in r["why"] for r in rows)
-    ensure_checks_parse(f"http://127.0.0.1:{_free_port()}", exp, timeout=2)  # left to the metrics step
+    ensure_checks_parse(f"http://127.0.0.1:{free_port()}", exp, timeout=2)  # left to the metrics step
 
 
 # -- the report shows the stored verdicts -----------------------------------------------------------

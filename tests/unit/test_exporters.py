@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import shutil
-import socket
 import subprocess
 import sys
 import time
@@ -13,11 +12,7 @@ from pathlib import Path
 
 import pytest
 
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+from localnet import free_port  # tests/unit is on sys.path (rootdir-less test dir)
 
 
 def test_fault_records_become_grayctl_fault_active_while_in_force(tmp_path: Path) -> None:
@@ -29,7 +24,7 @@ def test_fault_records_become_grayctl_fault_active_while_in_force(tmp_path: Path
     (faults / "f2.json").write_text(json.dumps({**base, "fault_id": "f2", "status": "reverted", "start_ns": 1, "end_ns": 2}))
     (faults / "f3.json").write_text(json.dumps({**base, "fault_id": "f3", "status": "scheduled", "start_ns": None}))
     (faults / "f1.stats.json").write_text("{}")  # a helper file, not a record
-    port = _free_port()
+    port = free_port()
     ready = tmp_path / "ready"
     proc = subprocess.Popen([sys.executable, "-m", "grayctl.exporters", "--listen", f"127.0.0.1:{port}",
                              "--fault-dir", str(faults), "--ready-file", str(ready)],

@@ -4,11 +4,9 @@ from __future__ import annotations
 
 import json
 import shutil
-import socket
 import subprocess
 import sys
 import time
-import urllib.request
 from pathlib import Path
 
 import pytest
@@ -17,6 +15,7 @@ from grayctl.exporters import Exposition
 from grayctl.exporters.cgroup import CgroupPaths, collect as collect_cgroup, parse_pressure
 from grayctl.exporters.qdisc import parse_tc_json, to_exposition
 from grayctl.metrics import MAX_POINTS, chunk_windows, collect_run_metrics, query_range_chunked
+from localnet import free_port, wait_http  # tests/unit is on sys.path (rootdir-less test dir)
 
 
 def test_chunks_cover_the_grid_once_and_stay_under_the_limit():
@@ -75,26 +74,11 @@ def test_qdisc_exporter_labels_handle_and_parent():
     assert 'x{a="q\\"\\\\"} 1.5' in exp.render()
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def _wait_http(url: str, timeout: float = 20.0) -> None:
-    deadline = time.time() + timeout
-    while time.time() < deadline:
-        try:
-            with urllib.request.urlopen(url, timeout=1):
-                return
-        except OSError:
-            time.sleep(0.2)
-    raise AssertionError(f"{url} never answered")
 
 
 @pytest.mark.skipif(not shutil.which("prometheus") or not shutil.which("tc"), reason="needs prometheus and tc")
 def test_real_prometheus_scraping_the_qdisc_exporter_gives_contiguous_chunked_data(tmp_path):
-    exp_port, prom_port = _free_port(), _free_port()
+    exp_port, prom_port = free_port(), free_port()
     exporter = subprocess.Popen([sys.executable, "-m", "grayctl.exporters", "--listen", f"127.0.0.1:{exp_port}"],
                                 stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     cfg = tmp_path / "prometheus.yml"
@@ -110,8 +94,8 @@ scrape_configs:
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     url = f"http://127.0.0.1:{prom_port}"
     try:
-        _wait_http(f"http://127.0.0.1:{exp_port}/metrics/qdisc")
-        _wait_http(url + "/-/ready")
+        wait_http(f"http://127.0.0.1:{exp_port}/metrics/qdisc")
+        wait_http(url + "/-/ready")
         t0 = time.time()
         deadline = t0 + 30
         series = []

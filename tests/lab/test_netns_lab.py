@@ -351,7 +351,9 @@ def test_doctor_reports_what_down_must_not_touch(own_lab) -> None:
     try:
         doctor = lab.grayctl("lab", "doctor", check=False)
         assert doctor.returncode == 3 and f"netns:{leaked}" in doctor.stdout, doctor.stdout
-        lab.grayctl("lab", "down")
+        # down touches only what its record holds: with nothing recorded it names what it left (exit 3)
+        down = lab.grayctl("lab", "down", check=False)
+        assert down.returncode == 3 and f"netns:{leaked}" in down.stderr, down.stdout + down.stderr
         assert leaked in subprocess.run(["ip", "netns", "list"], capture_output=True, text=True).stdout
     finally:
         subprocess.run(["ip", "netns", "del", leaked], check=False)

@@ -373,16 +373,24 @@ def test_none_converges_the_node_in_place(phys: PhysLab) -> None:
 
 # -- drift: refused with a readable diff, or accepted and recorded -----------------------------------
 
-SYSCTL, GOLDEN_VALUE, DRIFTED_VALUE = "net.ipv4.tcp_fin_timeout", "60", "33"
+# The golden record says 33; the node, reset, has the kernel's 60 (DRIFTED_VALUE: what is seen).
+SYSCTL, GOLDEN_VALUE, DRIFTED_VALUE = "net.ipv4.tcp_fin_timeout", "33", "60"
 
 
 @pytest.fixture
 def drifted(phys: PhysLab):
-    """A per-namespace sysctl off its golden value: the netns reset does not touch sysctls, so the
-    drift survives a reset, as a drifted BIOS setting survives a reimage."""
-    assert phys.ssh(f"sysctl -w {SYSCTL}={DRIFTED_VALUE}").returncode == 0
+    """A node that cannot meet its golden record whatever the reset does — as a BIOS setting the golden
+    image had and this machine lacks survives every reimage: the golden record says 33 for a
+    per-namespace sysctl the netns reset puts back to the node's own 60 (it restores the namespace's
+    sysctls, so changing the node's value would not survive the reset)."""
+    golden = phys.home / "baseline" / "golden" / f"{NODE}.json"
+    saved = golden.read_text()
+    doc = json.loads(saved)
+    assert doc["fingerprint"]["sysctls"][SYSCTL] == DRIFTED_VALUE, doc["fingerprint"]["sysctls"]
+    doc["fingerprint"]["sysctls"][SYSCTL] = GOLDEN_VALUE
+    golden.write_text(json.dumps(doc, indent=2, sort_keys=True) + "\n")
     yield
-    assert phys.ssh(f"sysctl -w {SYSCTL}={GOLDEN_VALUE}").returncode == 0
+    golden.write_text(saved)
 
 
 def test_lab_reset_refuses_drift_with_a_per_node_per_check_diff(phys: PhysLab, drifted: None) -> None:

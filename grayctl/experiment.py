@@ -76,7 +76,7 @@ ARRIVALS = ("constant", "poisson")
 DEFAULTS: dict[str, Any] = {
     "lab": "local",
     "workload": {"rate": "50/s", "arrival": "poisson", "seed": 1, "connections": 32,
-                 "keep_up": {"rate": "1%", "send_lateness_p99": "20ms"}},
+                 "keep_up": {"rate": "1%", "send_lateness_p99": "100ms"}},
     "schedule": {"warmup": "10s", "baseline": "30s", "fault": "60s", "recovery": "30s"},
     "metrics": {"interval": "1s"},
     "repetitions": 1,

@@ -205,7 +205,7 @@ def test_the_load_generators_keep_up_bound_reaches_the_workload_step(tmp_path: P
     from grayctl.plan import build_plan
 
     exp = _load(SEED, tmp_path)
-    assert exp.workload.keep_up.bound() == {"rate_pct": 1.0, "send_error_p99_ms": 20.0}  # the documented defaults
+    assert exp.workload.keep_up.bound() == {"rate_pct": 1.0, "send_error_p99_ms": 100.0}  # the documented defaults
     exp = _load(SEED + "workload:\n  keep_up: {rate: 2%, send_lateness_p99: 5ms}\n", tmp_path)
     assert exp.to_dict()["workload"]["keep_up"] == {"rate": "2%", "send_lateness_p99": "5ms"}
     plan = build_plan(exp, load_lab("local"))

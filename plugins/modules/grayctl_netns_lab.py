@@ -1175,6 +1175,16 @@ def absent(lab):
     return True
 
 
+def _empty_dir(d, entries):
+    """Remove ``entries`` of directory ``d`` (files, links, whole subtrees); ``d`` itself stays."""
+    for e in entries:
+        p = os.path.join(d, e)
+        if os.path.isdir(p) and not os.path.islink(p):
+            shutil.rmtree(p)
+        else:
+            os.unlink(p)
+
+
 def reset(lab):
     """The netns reimage: every node back to how 'present' made it."""
     plan = lab.plan
@@ -1264,28 +1274,13 @@ def reset(lab):
     # left 'active' (its controller was killed; a netfilter fault's expiry does not rewrite it) would
     # make the next apply of that fault id a no-op or a refusal
     for n in nodes:
-        faults = os.path.join(os.path.dirname(n["state_dir"]), "faults")
-        records = os.listdir(faults) if os.path.isdir(faults) else []
-        if records:
-            cleaned[n["name"]].append("removed the fault records (%d files)" % len(records))
-            if not lab.check:
-                for e in records:
-                    p = os.path.join(faults, e)
-                    if os.path.isdir(p) and not os.path.islink(p):
-                        shutil.rmtree(p)
-                    else:
-                        os.unlink(p)
-        d = n["state_dir"]
-        entries = os.listdir(d) if os.path.isdir(d) else []
-        if entries:
-            cleaned[n["name"]].append("emptied state dir (%d entries)" % len(entries))
-            if not lab.check:
-                for e in entries:
-                    p = os.path.join(d, e)
-                    if os.path.isdir(p) and not os.path.islink(p):
-                        shutil.rmtree(p)
-                    else:
-                        os.unlink(p)
+        for d, said in ((os.path.join(os.path.dirname(n["state_dir"]), "faults"), "removed the fault records (%d files)"),
+                        (n["state_dir"], "emptied state dir (%d entries)")):
+            entries = os.listdir(d) if os.path.isdir(d) else []
+            if entries:
+                cleaned[n["name"]].append(said % len(entries))
+                if not lab.check:
+                    _empty_dir(d, entries)
 
     # 7. anything missing (a killed sshd, a deleted namespace) is recreated
     converged = present(lab)

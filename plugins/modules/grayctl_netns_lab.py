@@ -998,6 +998,7 @@ class Lab:
     def restore_netns_defaults(self, nodes, cleaned):
         """The reset's sysctl and ip rule step: what differs from the recorded defaults goes back."""
         known = self.record.data.get("netns_defaults") or {}
+        todo = []
         for n in nodes:
             if not os.path.exists(os.path.join(NETNS_DIR, n["netns"])):
                 continue  # gone: present (the reset's last step) makes it anew and records it fresh
@@ -1005,8 +1006,12 @@ class Lab:
                 cleaned[n["name"]].append("no recorded sysctls or ip rules to restore (a lab made before they "
                                           "were recorded): recorded now, as this reset leaves them")
                 continue
-            done, left = netns_state.restore(sys.executable, os.path.join(NETNS_DIR, n["netns"]), known[n["name"]],
-                                             check=self.check)
+            todo.append(n)
+        # one read of every namespace, in parallel (one at a time was most of a 14-node reset)
+        now = netns_state.snapshot(sys.executable, [os.path.join(NETNS_DIR, n["netns"]) for n in todo])
+        for n in todo:
+            path = os.path.join(NETNS_DIR, n["netns"])
+            done, left = netns_state.restore(sys.executable, path, known[n["name"]], now.get(path), check=self.check)
             cleaned[n["name"]] += ["restored " + d for d in done] + ["could not restore " + x for x in left]
 
 

@@ -12,8 +12,8 @@ from typing import Any
 from grayctl.errors import DriftError
 from grayctl.paths import PLAYBOOKS_DIR
 
-__all__ = ["BASELINE_PLAYBOOK", "DRIFT_TASK", "drift_lines", "golden_complete", "has_baseline", "run_baseline",
-           "verify"]
+__all__ = ["BASELINE_PLAYBOOK", "DRIFT_TASK", "drift_lines", "golden_complete", "has_baseline", "judge",
+           "run_baseline", "verify"]
 
 DRIFT_TASK = "Fail when the node drifted from its golden baseline"  # roles/baseline/tasks/verify.yml
 BASELINE_PLAYBOOK = "baseline.yml"
@@ -65,7 +65,12 @@ def _drift_records(defn: Any, nodes: set[str]) -> dict[str, list[dict[str, Any]]
 def verify(defn: Any, verbose: bool, accept_drift: bool, when: str) -> dict[str, list[dict[str, Any]]]:
     """Baseline verify; {} when clean. Drift raises DriftError with a per node, per check diff, or
     with ``accept_drift`` is returned. Any other failure (a node unreachable) always raises."""
-    result = run_baseline(defn, "verify", verbose, check=False)
+    return judge(defn, run_baseline(defn, "verify", verbose, check=False), accept_drift, when)
+
+
+def judge(defn: Any, result: Any, accept_drift: bool, when: str) -> dict[str, list[dict[str, Any]]]:
+    """What a verify play's ``result`` says (see ``verify``): a verify run alone, or the verify play
+    of a reset playbook (lab_reset.yml's second play)."""
     if result.ok:
         return {}
     drifted = {f.host for f in result.failures if f.task == DRIFT_TASK}

@@ -16,7 +16,7 @@ from typing import Any
 import grayctl
 from grayctl.errors import LabError, StepFailed
 from grayctl.faultbackend import nodes_python, probe_fault_backend
-from grayctl.lab.baseline import drift_lines, golden_complete, has_baseline, run_baseline, verify
+from grayctl.lab.baseline import drift_lines, golden_complete, has_baseline, judge, run_baseline, verify
 from grayctl.lab.provider import Capabilities, Provider, ReimageStep
 from grayctl.lab.records import DoctorReport, LabRecord, NodeStatus, ensure_root
 
@@ -122,6 +122,8 @@ class NetnsProvider(Provider):
 
     def reset(self, lab: Any, *, verbose: bool, accept_drift: bool) -> LabRecord:
         ensure_root("lab reset")
+        if has_baseline() and golden_complete(lab) and lab.inventory_path.is_file():
+            return self.reset_and_verify(lab, verbose=verbose, accept_drift=accept_drift)
         t0 = time.monotonic()
         record = self.record(lab, self.apply("lab_reset.yml", lab, "reset", verbose))
         self.link_node_runtime(lab)
@@ -138,6 +140,32 @@ class NetnsProvider(Provider):
             record.drift = verify(recorded, verbose, accept_drift, "after reset")
             record.baseline = "drift accepted" if record.drift else "verified"
         record.seconds["verify"] = round(time.monotonic() - t1, 2)
+        return record
+
+    def reset_and_verify(self, lab: Any, *, verbose: bool, accept_drift: bool) -> LabRecord:
+        """The reset and the verify in one ansible-playbook run (lab_reset.yml's two plays, with the
+        lab's inventory beside the controller's): one start-up less, ~2 s of every run's end. A node
+        count that changed since the inventory was written gets the separate verify after all."""
+        from grayctl.paths import CONTROLLER_INVENTORY
+        from grayctl.run.ansible import run_playbook
+
+        self.link_node_runtime(lab)  # before: the verify does not use it, the next run's replicas do
+        t0 = time.monotonic()
+        result = run_playbook("lab_reset.yml", inventory=[CONTROLLER_INVENTORY, lab.inventory_path],
+                              extravars=self.role_vars(lab, "reset"),
+                              verbose=verbose, check=False)
+        res = result.results(APPLY_TASK).get("localhost")
+        if res is None or any(f.host == "localhost" for f in result.failures):
+            failed = [f.render() for f in result.failures if f.host == "localhost"]
+            raise LabError("lab_reset.yml: " + ("; ".join(failed) or f"no result for '{APPLY_TASK}'"))
+        record = self.record(lab, self.fold(result, res))
+        record.seconds["reset+verify"] = round(time.monotonic() - t0, 2)
+        recorded = lab.with_count(len(record.nodes)) if record.nodes else lab
+        if set(recorded.node_names) != set(lab.node_names):
+            record.drift = verify(recorded, verbose, accept_drift, "after reset")
+        else:
+            record.drift = judge(lab, result, accept_drift, "after reset")
+        record.baseline = "drift accepted" if record.drift else "verified"
         return record
 
     def down(self, lab: Any, *, verbose: bool) -> LabRecord:

@@ -20,7 +20,7 @@ import sys
 import tempfile
 import textwrap
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -166,7 +166,7 @@ def _runner_env(verbose: bool) -> dict[str, str]:
 def run_playbook(
     playbook: str,
     *,
-    inventory: str | Path | None = None,
+    inventory: str | Path | Sequence[str | Path] | None = None,
     extravars: dict[str, Any] | None = None,
     limit: str | None = None,
     check: bool = True,
@@ -181,10 +181,17 @@ def run_playbook(
     if not path.is_file():
         raise LabError(f"playbook not found: {path}")
     return _run(
-        dict(playbook=str(path), inventory=str(inventory or CONTROLLER_INVENTORY), extravars=extravars or {},
+        dict(playbook=str(path), inventory=inventories(inventory), extravars=extravars or {},
              limit=limit, forks=forks),
         label=path.name, check=check, verbose=verbose, on_event=on_event, log_dir=log_dir,
     )
+
+
+def inventories(inventory: str | Path | Sequence[str | Path] | None) -> str | list[str]:
+    """ansible-runner's inventory argument: one path, or a list (one -i each); the controller's by default."""
+    if isinstance(inventory, (list, tuple)):
+        return [str(i) for i in inventory]
+    return str(inventory or CONTROLLER_INVENTORY)
 
 
 def run_module(

@@ -27,8 +27,10 @@ description:
     links, qdiscs, nftables and iptables rules, policy-routing (ip) rules, leftover processes and
     the state directory.
   - Returns the fingerprint and the sha256 of its canonical JSON.
-  - Checks the I(declared) invariants (no leftover processes, empty state directory, no link of a
-    forbidden kind such as C(ifb)) on every call.
+  - Checks the I(declared) invariants (no leftover processes, empty state and fault-record
+    directories, no link of a forbidden kind such as C(ifb)) on every call.
+  - Records the CPU and memory limits of the cgroup it runs in (on a netns node, the node's own),
+    compared when the golden record has them.
   - Given O(golden), compares the I(recorded) parts with it and reports each difference as
     C(field), C(golden), C(now) and C(why); fails on drift unless O(fail_on_drift=false).
   - Read-only; supports check mode.
@@ -66,6 +68,12 @@ options:
     description: The node's grayctl state directory; it must exist and be empty.
     type: path
     required: true
+  fault_dir:
+    description:
+      - The node's fault-record directory (the fault role's C(fault_dir)); declared empty when it
+        exists, since every revert and every reset removes the records. Empty string - not checked.
+    type: str
+    default: ""
   forbidden_link_kinds:
     description: Link kinds that are drift wherever they appear (fault plumbing left behind).
     type: list
@@ -432,6 +440,40 @@ def collect_state_dir(path):
     return {"path": path, "exists": True, "entries": sorted(os.listdir(path))}
 
 
+# Limit files per cgroup hierarchy ("" = v2), read where they exist: what a reset re-applies.
+LIMIT_FILES = {"": ("cpu.max", "memory.max", "memory.high"),
+               "cpu": ("cpu.cfs_quota_us", "cpu.cfs_period_us"), "memory": ("memory.limit_in_bytes",)}
+
+
+def collect_cgroup_limits():
+    """The CPU and memory limits of this process's cgroups ({"cpu/cpu.cfs_quota_us": "50000", ...}).
+    On a netns node the module runs in the node's cgroup (its sshd's), so these are the node's limits."""
+    mounts = {}
+    for line in (_read("/proc/self/mounts") or b"").decode("utf-8", "replace").splitlines():
+        fields = line.split()
+        if len(fields) < 4:
+            continue
+        if fields[2] == "cgroup2":
+            mounts.setdefault("", fields[1])
+        elif fields[2] == "cgroup":
+            for opt in fields[3].split(","):
+                if opt in LIMIT_FILES:
+                    mounts.setdefault(opt, fields[1])
+    limits = {}
+    for line in (_read("/proc/self/cgroup") or b"").decode("utf-8", "replace").splitlines():
+        parts = line.split(":", 2)
+        if len(parts) != 3:
+            continue
+        for controller in (parts[1].split(",") if parts[1] else [""]):
+            if controller not in LIMIT_FILES or controller not in mounts:
+                continue
+            for name in LIMIT_FILES[controller]:
+                data = _read(os.path.join(mounts[controller], parts[2].lstrip("/"), name))
+                if data is not None:
+                    limits["%s/%s" % (controller or "v2", name)] = data.decode("utf-8", "replace").strip()
+    return limits
+
+
 def collect(params):
     """The fingerprint and the list of tool errors (missing tools are recorded as null)."""
     processes = collect_processes(params["cgroup"], params["process_names"])
@@ -490,7 +532,10 @@ def collect(params):
         "rules": to_rules(outputs.get("rules_inet"), outputs.get("rules_inet6"), errors),
         "processes": processes,
         "state_dir": collect_state_dir(params["state_dir"]),
+        "cgroup_limits": collect_cgroup_limits(),
     }
+    if params["fault_dir"]:
+        fingerprint["fault_dir"] = collect_state_dir(params["fault_dir"])
     return fingerprint, errors
 
 
@@ -514,6 +559,8 @@ def check_declared(fp, forbidden_kinds):
         found.append(_entry("state_dir", state["path"], None, "declared: state directory must exist"))
     for name in state["entries"]:
         found.append(_entry("state_dir", None, name, "declared: state directory must be empty"))
+    for name in (fp.get("fault_dir") or {}).get("entries", []):
+        found.append(_entry("fault_dir", None, name, "declared: no fault records left (reverted or reset)"))
     for name, link in sorted((fp["links"] or {}).items()):
         if link.split(" ")[0] in forbidden_kinds:
             found.append(_entry("links." + name, None, link, "declared: no %s links" % link.split(" ")[0]))
@@ -562,6 +609,9 @@ def compare(golden, now):
                 out.append(_entry(field, golden.get(field), now.get(field), "could not be read"))
             continue
         _compare_list(field, golden[field], now[field], out)
+    # cgroup limits: compared when the golden record has them (one recorded before they were read has not)
+    if "cgroup_limits" in golden:
+        _compare_map("cgroup_limits", golden["cgroup_limits"] or {}, now.get("cgroup_limits") or {}, out)
     # ip rules: compared when the golden record has them (one recorded before they were
     # fingerprinted has no such field; 'grayctl lab reset --accept-drift' is not needed for that)
     if "rules" in golden:
@@ -593,6 +643,7 @@ ARGUMENT_SPEC = dict(
     cgroup=dict(type="str", default=""),
     process_names=dict(type="list", elements="str", default=[]),
     state_dir=dict(type="path", required=True),
+    fault_dir=dict(type="str", default=""),
     forbidden_link_kinds=dict(type="list", elements="str", default=["ifb"]),
     golden=dict(type="dict"),
     fail_on_drift=dict(type="bool", default=True),

@@ -12,9 +12,19 @@ Map of the package (one module per domain concept):
   cli/        one module per command or command group
 """
 
-from importlib.metadata import PackageNotFoundError, version
+from typing import Any
 
-try:
-    __version__ = version("grayctl")
-except PackageNotFoundError:  # running from a source tree without install
-    __version__ = "0.0.0+src"
+
+def __getattr__(name: str) -> Any:
+    """``__version__`` on first use: importlib.metadata costs ~40 ms, and every process a run starts on
+    the nodes (replicas, exporters, fault helpers, the load generator) imports this package."""
+    if name != "__version__":
+        raise AttributeError(f"module 'grayctl' has no attribute {name!r}")
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        value = version("grayctl")
+    except PackageNotFoundError:  # running from a source tree without install
+        value = "0.0.0+src"
+    globals()["__version__"] = value
+    return value

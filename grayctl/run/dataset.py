@@ -101,7 +101,8 @@ def close_dataset(r: Run, status: str) -> None:
     baseline = r.writer.written.get("baseline") or {}
     baseline.update(drift_policy="accept" if r.accept_drift else "refuse",
                     drift_accepted=r.drift_accepted,
-                    # "reused": the previous run's end reset and verify, moments before (steps.FRESH_S)
+                    # "reused": the previous run's end reset and verify, moments before (steps.FRESH_S);
+                    # "verified": a verify found every node at its golden baseline, no reset needed
                     reset=rec.reimage,
                     reset_by=r.fresh_from.run_id if rec.reimage == "reused" and r.fresh_from else None)
     r.writer.amend(baseline=baseline)

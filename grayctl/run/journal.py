@@ -47,7 +47,9 @@ class RunRecord:
     verify_clean: dict[str, Any] | None = None
     teardown_path: str | None = None  # reset | undeploy (None: --keep, or no teardown reached)
     clean_at: float | None = None  # epoch s the teardown's reset verified the lab clean (reset path only)
-    reimage: str = "reset"  # reset | reused (the previous repetition's verified reset, moments before)
+    # reset | reused (the previous repetition's verified reset, moments before) | verified (found at
+    # its golden baseline by a verify: no reset needed)
+    reimage: str = "reset"
     seconds: float = 0.0
     schedule_s: float = 0.0
     repetition: int = 1

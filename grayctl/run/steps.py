@@ -1,8 +1,9 @@
 """The run's steps that are not the timeline: each one playbook (or a lab reset), state into ``Run``.
 
 Map:
-  reimage(r)          every node back to the golden baseline, verified (or the previous run's
-                      verified end reset, reused when it is moments old: FRESH_S)
+  reimage(r)          every node back to the golden baseline, verified: the previous run's verified
+                      end reset when it is moments old (FRESH_S), else a verify, and a reset only
+                      on drift (netns, qemu), else a reset or reimage and its verify
   prepare(r)          one playbook: replicas + exporters, Prometheus, clock offsets, then the load
                       generator, whose own anchor is t0
   collect(r)          one playbook: wait for the load generator, fetch its records, clock offsets, node files
@@ -27,6 +28,7 @@ from grayctl.checks import ensure_checks_parse
 from grayctl.checks import evaluate_checks as evaluate_on_prometheus
 from grayctl.clock import load_offsets
 from grayctl.errors import DriftError
+from grayctl.lab.baseline import verify
 from grayctl.lab.lifecycle import ensure_root, run_lab_reset
 from grayctl.lab.provider import provider_for
 from grayctl.metrics import collect_run_metrics
@@ -69,6 +71,10 @@ def reimage(r: Run) -> None:
                f"({r.fresh_from.run_id if r.fresh_from else '?'})")
         _keep_baseline_before(r)
         return
+    if verified_as_is(r):
+        r.rec.reimage = "verified"
+        _keep_baseline_before(r)
+        return
     r.started["reimage"] = True  # a reset cut short leaves a half-reset lab: cleanup resets again
     reset = run_lab_reset(r.lab, verbose=r.verbose, accept_drift=r.accept_drift)
     r.drift_accepted = reset.drift
@@ -76,6 +82,21 @@ def reimage(r: Run) -> None:
         r.emit("warning", message=f"--accept-drift: {', '.join(sorted(reset.drift))} differ from their golden "
                "baseline; running anyway, the deviation goes into manifest.json (baseline.drift_accepted)")
     _keep_baseline_before(r)
+
+
+def verified_as_is(r: Run) -> bool:
+    """Verify first, reset only on drift, where the reset restores nothing the verify does not see
+    (netns, qemu: ``reset_reusable``): a lab that an end reset left verified clean is at its golden
+    baseline by the fingerprint's own test, and a second reset would add ~5 s and nothing else.
+    False: reset now (drift, an unreachable node, --accept-drift, or a physical lab, which reimages)."""
+    if r.accept_drift or not provider_for(r.lab).capabilities.reset_reusable:
+        return False
+    try:
+        verify(r.lab, r.verbose, False, "before the run")
+    except DriftError as err:
+        r.emit("warning", message=f"{err.message.splitlines()[0].rstrip(':')}: resetting the lab")
+        return False
+    return True
 
 
 def _keep_baseline_before(r: Run) -> None:

@@ -178,9 +178,24 @@ def test_repetitions_run_each_from_the_baseline_into_their_own_datasets(lab: Run
         assert manifest["status"] == "complete"
         assert manifest["teardown"]["steps"][0]["name"] == "reimage"  # each from the golden baseline
         assert manifest["teardown"]["verify_clean"]["ok"] and manifest["baseline"]["nodes"]
-    # the second starts from the first one's verified end reset, moments before: no second reset
-    assert [m["baseline"]["reset"] for m in manifests] == ["reset", "reused"]
+    # the first finds the lab as the previous test's end reset left it, verified clean: no reset;
+    # the second starts from the first one's verified end reset, moments before: not even a verify
+    assert [m["baseline"]["reset"] for m in manifests] == ["verified", "reused"]
     assert manifests[1]["baseline"]["reset_by"] == manifests[0]["run_id"]
+    assert lab.leftovers() == []
+
+
+def test_a_dirty_node_is_found_by_the_verify_and_reset_before_the_run(lab: RunLab) -> None:
+    """Verify first, reset on drift: a stray file in one node's state directory (drift the verify
+    sees, a reset removes) makes the run reset the lab, say so, and start from a verified baseline."""
+    stray = lab.dir / "nodes" / lab.defn.node_names[1] / "state" / "stray-from-a-user"
+    stray.write_text("left behind\n")
+    exp = lab.experiment({**TINY, "name": "dirty", "chaos_injections": []}, "dirty")
+    proc = lab.grayctl("run", str(exp), "--out", str(lab.tmp / "runs-dirty"))
+    manifest = json.loads((dataset_dir(proc.stdout) / "manifest.json").read_text())
+    assert manifest["status"] == "complete" and manifest["baseline"]["reset"] == "reset"
+    assert "resetting the lab" in proc.stdout + proc.stderr and "differ from their golden baseline" in proc.stdout + proc.stderr
+    assert not stray.exists() and all(n["verified"] for n in manifest["baseline"]["nodes"].values())
     assert lab.leftovers() == []
 
 

@@ -1,0 +1,154 @@
+#!/usr/bin/env python3
+"""Benchmark (issue 18): cases per hour on a 10-case mini corpus, gen1 to gen3, mixed fault types.
+
+A case is one fault window on a 60 s schedule (warmup 10 s, baseline 20 s, fault 15 s, recovery
+15 s), run as its own ``grayctl run`` on the same lab, one after the other, in a seeded random
+order (a sweep axis takes plain values only, so a sweep cannot vary the fault type together with
+its parameters yet):
+
+  gen1-monolith       latency, cpu-stress, process stutter      on the monolith
+  gen2-coarse         loss on read-path, memory-stress on user-graph, bandwidth on frontend
+  gen3-disaggregated  latency on social-graph-service, loss on post-storage-service,
+                      cpu-stress on user-timeline-service, process pause on text-service
+
+Cases per hour = complete cases / wall hours of the ten runs (goal >= 40 on the 2-core machine);
+the overhead per case = (wall - cases x 60 s) / cases. Each manifest says how its run started
+(``baseline.reset``: reset, verified or reused) and ended.
+
+By default a private 14-node netns lab (lab ``cases14``, 10.244.0.0/24 + 10.244.64.0/24, lab home
+in a temporary directory), taken down at the end; ``--lab`` uses one that is up. Needs root.
+Writes the ``cases-bench`` section of docs/benchmarks.md (bench/machine.py). About 15 minutes.
+
+  sudo .venv/bin/python bench/cases_bench.py [--lab NAME_OR_PATH] [--no-write]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import random
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import yaml
+from machine import describe, write_section
+
+ROOT = Path(__file__).resolve().parent.parent
+SECTION = "cases-bench"
+LAB = {"name": "cases14", "nodes": {"count": 14},
+       "networks": {"management": "10.244.0.0/24", "data": "10.244.64.0/24"}}
+SCHEDULE = {"warmup": "10s", "baseline": "20s", "fault": "15s", "recovery": "15s"}
+SCHEDULE_S = 60.0
+
+
+def inj(kind: str, target: str, **parameters: object) -> list[dict]:
+    return [{"id": "f", "type": kind, "target_service": target, "parameters": parameters}]
+
+
+CORPUS = {
+    "gen1-monolith": [inj("network-latency", "monolith", delay="100ms"),
+                      inj("cpu-stress", "monolith", workers=1, load="80%"),
+                      inj("process-pause", "monolith", stutter={"pause": "50ms", "every": "500ms"})],
+    "gen2-coarse": [inj("network-loss", "read-path", percent="5%"),
+                    inj("memory-stress", "user-graph", percent="50%"),
+                    inj("network-bandwidth", "frontend", rate="2mbit")],
+    "gen3-disaggregated": [inj("network-latency", "social-graph-service", delay="100ms", jitter="20ms"),
+                           inj("network-loss", "post-storage-service", percent="5%"),
+                           inj("cpu-stress", "user-timeline-service", workers=1, load="80%"),
+                           inj("process-pause", "text-service", duration="5s")],
+}
+
+
+def grayctl(*args: str, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "grayctl", *args], cwd=ROOT, env=env, capture_output=True,
+                          text=True, check=False)
+
+
+def cases() -> list[tuple[str, dict]]:
+    """The ten experiments, in a seeded random order (drift cannot line up with a decomposition)."""
+    out = []
+    for topo, injections in CORPUS.items():
+        for k, injection in enumerate(injections):
+            out.append((topo, {"name": f"case-{topo.split('-')[0]}-{injection[0]['type']}-{k}", "topology": topo,
+                               "workload": {"rate": "20/s", "arrival": "poisson", "seed": 1},
+                               "schedule": SCHEDULE, "chaos_injections": injection}))
+    random.Random(1).shuffle(out)
+    return out
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--lab", default=None, help="a lab that is up (default: a private 14-node lab, up and down)")
+    ap.add_argument("--no-write", action="store_true", help="print, do not touch docs/benchmarks.md")
+    args = ap.parse_args()
+    tmp = Path(tempfile.mkdtemp(prefix="grayctl-cases-bench-"))
+    env = dict(os.environ)
+    lab, own = args.lab, args.lab is None
+    machine = describe(load_average_is="at the start; other jobs share the machine")
+    try:
+        if own:
+            env["GRAYCTL_LAB_HOME"] = str(tmp / "labs")
+            lab_file = tmp / "cases14.yml"
+            lab_file.write_text(yaml.safe_dump(LAB))
+            lab = str(lab_file)
+            up = grayctl("lab", "up", "--lab", lab, env=env)
+            if up.returncode != 0:
+                print(up.stdout, up.stderr, file=sys.stderr)
+                return 1
+        rows = []
+        for topo, exp in cases():
+            f = tmp / f"{exp['name']}.yaml"
+            f.write_text(yaml.safe_dump(exp, sort_keys=False))
+            t = time.monotonic()
+            proc = grayctl("run", str(f), "--lab", lab, "--out", str(tmp / "runs"), "--quiet", env=env)
+            wall = time.monotonic() - t
+            if proc.returncode != 0:
+                print(proc.stdout[-3000:], proc.stderr[-3000:], file=sys.stderr)
+            manifest = {}
+            for line in proc.stdout.splitlines():
+                if "dataset:" in line:
+                    try:
+                        manifest = json.loads((Path(line.split("dataset:", 1)[1].strip()) / "manifest.json").read_text())
+                    except (OSError, ValueError):
+                        pass
+            rows.append((topo, exp["chaos_injections"][0], wall, proc.returncode, manifest))
+        complete = sum(1 for r in rows if r[4].get("status") == "complete")
+        total_wall = sum(r[2] for r in rows)
+        per_hour = complete / (total_wall / 3600) if total_wall else 0.0
+        lines = ["## Cases per hour: a 10-case mini corpus (`bench/cases_bench.py`)", "",
+                 f"Measured {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())} with "
+                 f"`{' '.join(['bench/cases_bench.py', *sys.argv[1:]])}` on: {machine}.", "",
+                 "14-node netns lab; each case one fault window on a 60 s schedule (10 s warmup, 20 s baseline, "
+                 "15 s fault, 15 s recovery), 20/s Poisson arrivals, each its own `grayctl run`, seeded random "
+                 "order.", "",
+                 "| # | topology | fault | target | wall | overhead | start (baseline.reset) | status | exit |",
+                 "|---|---|---|---|---|---|---|---|---|"]
+        for k, (topo, fault, wall, rc, manifest) in enumerate(rows, 1):
+            lines.append(f"| {k} | {topo} | {fault['type']} | {fault['target_service']} | {wall:.0f} s | "
+                         f"{wall - SCHEDULE_S:.1f} s | {(manifest.get('baseline') or {}).get('reset', '-')} | "
+                         f"{manifest.get('status', '-')} | {rc} |")
+        over_all = (total_wall - len(rows) * SCHEDULE_S) / len(rows)
+        lines += ["", f"**{per_hour:.1f} cases per hour** ({complete} of {len(rows)} cases complete in "
+                  f"{total_wall:.0f} s; goal >= 40); overhead {over_all:.1f} s per case on a {SCHEDULE_S:.0f} s "
+                  f"schedule ({over_all / SCHEDULE_S * 100:.0f} % of it). At zero overhead the ceiling is "
+                  f"{3600 / SCHEDULE_S:.0f} per hour."]
+        text = "\n".join(lines)
+        print(text)
+        if not args.no_write:
+            write_section(SECTION, text)
+        return 0 if complete == len(rows) else 1
+    finally:
+        if own:
+            down = grayctl("lab", "down", "--lab", lab, env=env)
+            if down.returncode != 0:
+                print(down.stdout, down.stderr, file=sys.stderr)
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,10 +1,12 @@
 #!/usr/bin/env python3
-"""Benchmark: `grayctl lab up | reset | down` for 16 and 64 nodes, against Mininet as reference.
+"""Benchmark: `grayctl lab up | reset | down` for 16 to 128 nodes, against Mininet as reference.
 
 Not a test: it measures and writes the figures with the machine's description into
 docs/benchmarks.md (between the `lab-bench` markers). Run as root:
 
-    python bench/lab_bench.py [--sizes 16 64] [--repeat 3] [--no-write]
+    python bench/lab_bench.py [--sizes 16 32 64 128] [--repeat 3] [--no-write]
+
+It also draws time against nodes (docs/img/lab-scaling.svg, linked from the section).
 
 Each size uses its own lab name, address range and lab home, so a user's `local` lab is
 untouched. Mininet builds a bare network of the same size (hosts on one Linux bridge, no
@@ -42,6 +44,8 @@ t1 = time.perf_counter()
 net.stop()
 print(t1 - t0, time.perf_counter() - t1)
 """
+
+GOAL_S = 15.0  # issue 18: 64 nodes up, and reset with verify, each within this
 
 NOOP = """- name: Do nothing (runner start-up floor)
   hosts: localhost
@@ -140,22 +144,72 @@ def render(results: dict[int, dict], floor: list[float], repeat: int) -> str:
         lines.append(
             f"| {n} | {med(g['up'])} | {med(g['reset'])} | {med(g['down'])} | {med(m['up'])} | {med(m['down'])} | {ratio:.1f}× |"
         )
-    lines += ["", "Where the time goes (median seconds of each playbook inside the command):", ""]
+    lines += ["", "![time against nodes](img/lab-scaling.svg)", "",
+              "Where the time goes (median seconds of each playbook inside the command; the largest part "
+              "bounds the point):", ""]
     for n, r in results.items():
-        split = ", ".join(f"{k} {statistics.median(v):.2f}" for k, v in r["grayctl"]["parts"].items())
-        lines.append(f"- {n} nodes: {split}")
+        parts = {k: statistics.median(v) for k, v in r["grayctl"]["parts"].items()}
+        split = ", ".join(f"{k} {v:.2f}" for k, v in parts.items())
+        per_node = {k: v / n for k, v in parts.items() if k.endswith(("baseline", "verify", "reset+verify"))}
+        lines.append(f"- {n} nodes: {split}" + ("; per node: " + ", ".join(f"{k} {v * 1000:.0f} ms" for k, v in
+                                                                            per_node.items()) if per_node else ""))
     lines += [
         "",
         f"Floor: an empty playbook through the same runner takes {med(floor)}; every lab command pays it "
         "once per playbook (`up` runs two: create, then record the golden baselines over SSH; `reset` "
-        "runs two: reset, then verify).",
+        "runs one: the reset and the verify are two plays of lab_reset.yml).",
     ]
     return "\n".join(lines)
 
 
+def plot(results: dict[int, dict], path: Path) -> None:
+    """Median seconds against nodes for each command, as a small SVG line chart (no plotting library)."""
+    series = {"lab up": [(n, statistics.median(r["grayctl"]["up"])) for n, r in results.items()],
+              "lab reset (incl. verify)": [(n, statistics.median(r["grayctl"]["reset"])) for n, r in results.items()],
+              "lab down": [(n, statistics.median(r["grayctl"]["down"])) for n, r in results.items()],
+              "Mininet build+start": [(n, statistics.median(r["mininet"]["up"])) for n, r in results.items()
+                                      if r["mininet"]["up"]]}
+    w, h, left, bottom, top, right = 640, 360, 60, 40, 20, 190
+    xmax = max(results) * 1.05
+    ymax = max(v for pts in series.values() for _, v in pts) * 1.1 or 1.0
+
+    def xy(n: float, v: float) -> tuple[float, float]:
+        return left + n / xmax * (w - left - right), h - bottom - v / ymax * (h - top - bottom)
+
+    colors = ["#1f77b4", "#d62728", "#2ca02c", "#7f7f7f"]
+    out = [f'<svg xmlns="http://www.w3.org/2000/svg" width="{w}" height="{h}" font-family="sans-serif" font-size="11">',
+           f'<rect width="{w}" height="{h}" fill="white"/>',
+           f'<line x1="{left}" y1="{h - bottom}" x2="{w - right}" y2="{h - bottom}" stroke="black"/>',
+           f'<line x1="{left}" y1="{top}" x2="{left}" y2="{h - bottom}" stroke="black"/>',
+           f'<text x="{(left + w - right) / 2}" y="{h - 8}" text-anchor="middle">nodes</text>',
+           f'<text x="14" y="{(top + h - bottom) / 2}" transform="rotate(-90 14 {(top + h - bottom) / 2})" '
+           'text-anchor="middle">seconds (median)</text>']
+    for n in results:
+        x, _ = xy(n, 0)
+        out.append(f'<text x="{x:.0f}" y="{h - bottom + 14}" text-anchor="middle">{n}</text>')
+    for k in range(6):
+        v = ymax / 5 * k
+        _, y = xy(0, v)
+        out.append(f'<text x="{left - 6}" y="{y + 4:.0f}" text-anchor="end">{v:.0f}</text>'
+                   f'<line x1="{left}" y1="{y:.0f}" x2="{w - right}" y2="{y:.0f}" stroke="#ddd"/>')
+    if ymax > GOAL_S:  # the issue's goal for up and reset at 64 nodes
+        _, y = xy(0, GOAL_S)
+        out.append(f'<line x1="{left}" y1="{y:.0f}" x2="{w - right}" y2="{y:.0f}" stroke="black" stroke-dasharray="4 3"/>'
+                   f'<text x="{w - right + 10}" y="{y + 4:.0f}">goal {GOAL_S:.0f} s (64 nodes)</text>')
+    for i, (name, pts) in enumerate(series.items()):
+        c = colors[i % len(colors)]
+        coords = " ".join(f"{xy(n, v)[0]:.1f},{xy(n, v)[1]:.1f}" for n, v in pts)
+        out.append(f'<polyline points="{coords}" fill="none" stroke="{c}" stroke-width="2"/>')
+        out += [f'<circle cx="{xy(n, v)[0]:.1f}" cy="{xy(n, v)[1]:.1f}" r="3" fill="{c}"/>' for n, v in pts]
+        out.append(f'<text x="{w - right + 10}" y="{top + 16 + 16 * i}" fill="{c}">{name}</text>')
+    out.append("</svg>")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text("\n".join(out) + "\n")
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--sizes", type=int, nargs="+", default=[16, 64])
+    ap.add_argument("--sizes", type=int, nargs="+", default=[16, 32, 64, 128])
     ap.add_argument("--repeat", type=int, default=3)
     ap.add_argument("--no-write", action="store_true")
     args = ap.parse_args()
@@ -169,6 +223,7 @@ def main() -> None:
     section = render(results, floor, args.repeat)
     print(section)
     if not args.no_write:
+        plot(results, Path(__file__).resolve().parent.parent / "docs" / "img" / "lab-scaling.svg")
         write_section("lab-bench", section)
 
 

@@ -21,6 +21,8 @@ Sweep file (``sweeps/*.yaml``)::
     axes:                        # field path (as for --set) -> values
       topology: [gen2-coarse, gen3-disaggregated]
       chaos_injections.0.parameters.delay: [50ms, 200ms]
+      # a value may be a mapping or a list too: a whole fault, or a whole fault list
+      # (chaos_injections: [[{type: network-loss, ...}], [{type: cpu-stress, ...}]])
     repetitions: 2
     order: sequential            # or random (with seed): drift cannot line up with an axis
     seed: 1
@@ -33,6 +35,7 @@ and ``runs/`` (run directories as ``grayctl run`` makes them).
 
 from __future__ import annotations
 
+import copy
 import hashlib
 import itertools
 import json
@@ -71,11 +74,12 @@ class Cell:
 
     @property
     def overrides(self) -> tuple[Override, ...]:
-        return tuple(Override(parse_override(f"{k}=x").path, v, f"{k}={v}") for k, v in self.params.items())
+        return tuple(Override(parse_override(f"{k}=x").path, copy.deepcopy(v), f"{k}={axis_text(v)}")
+                     for k, v in self.params.items())
 
     @property
     def label(self) -> str:
-        return ", ".join(f"{k.rsplit('.', 1)[-1]}={v}" for k, v in self.params.items())
+        return ", ".join(f"{k.rsplit('.', 1)[-1]}={axis_text(v)}" for k, v in self.params.items())
 
 
 @dataclass(frozen=True)
@@ -106,10 +110,24 @@ class Sweep:
 
 # -- loading ------------------------------------------------------------------------------------
 
-def _scalar(value: Any) -> Any:
+def _axis_value(value: Any) -> Any:
+    """A plain value, or a mapping or list of them (a whole fault, a whole fault list): each cell's
+    experiment validation says whether it fits the field."""
     if isinstance(value, (str, int, float, bool)):
         return value
-    raise ValueError(f"an axis value must be a plain value, got {type(value).__name__}")
+    if isinstance(value, (dict, list)):
+        try:
+            json.dumps(value)  # plain data only (no YAML timestamps or the like)
+        except TypeError as err:
+            raise ValueError(f"an axis value must be plain data ({err})") from None
+        return value
+    raise ValueError(f"an axis value must be a value, a mapping or a list, got {type(value).__name__}")
+
+
+def axis_text(value: Any) -> Any:
+    """How an axis value goes into the index and the labels: as it is, or a mapping/list as compact JSON."""
+    return value if isinstance(value, (str, int, float, bool)) else json.dumps(value, sort_keys=True,
+                                                                               separators=(",", ":"))
 
 
 def load_sweep(path: str | Path, *, validate_cells: bool = True) -> Sweep:
@@ -168,8 +186,8 @@ def load_sweep(path: str | Path, *, validate_cells: bool = True) -> Sweep:
             if not seq:
                 ck.problem(p, "an axis needs at least one value")
                 continue
-            vals = [ck.convert(v, p + (i,), _scalar) for i, v in enumerate(seq)]
-            if len(set(map(str, vals))) != len(vals):
+            vals = [ck.convert(v, p + (i,), _axis_value) for i, v in enumerate(seq)]
+            if None not in vals and len({json.dumps(v, sort_keys=True) for v in vals}) != len(vals):
                 ck.problem(p, "the same value twice on one axis", expected="distinct values")
             axes[key] = vals
     reps = ck.field(top, (), "repetitions", parse_int(1, 1000, "a number of repetitions"), 1)
@@ -420,7 +438,7 @@ def run_sweep(path: str | Path, *, out_dir: Path = Path("sweeps"), shard: tuple[
                                repetition=t.repetition,
                                fresh_from=previous[1] if previous and previous[0] == lab.name else None)
                 previous = (lab.name, run)
-                row = {"cell": t.cell.index, **{f"axis:{k}": v for k, v in t.cell.params.items()},
+                row = {"cell": t.cell.index, **{f"axis:{k}": axis_text(v) for k, v in t.cell.params.items()},
                        "repetition": t.repetition, "run_id": run.run_id, "status": run.status, "exit_code": run.exit_code,
                        "dataset": str(run.run_dir.resolve()), "seconds": run.seconds}
                 if run.dataset is not None:

@@ -8,6 +8,7 @@ import pandas as pd
 import pytest
 
 from grayctl.errors import InputError
+from grayctl.overrides import load_experiment_with
 from grayctl.paths import PROJECT_ROOT
 from grayctl.sweep import (
     cell_summary,
@@ -66,6 +67,37 @@ def test_a_cell_that_is_not_a_valid_experiment_is_refused_naming_the_cell(tmp_pa
     with pytest.raises(InputError) as e:
         load_sweep(_write(tmp_path, "base: BASE\naxes:\n  workload.rate: [10/s, fast]\n"))
     assert "cell 1 (rate=fast)" in e.value.render()
+
+
+FAULT_TYPES = """
+base: BASE
+axes:
+  chaos_injections:
+    - [{id: f, type: network-loss, target_service: api, parameters: {percent: 5%}}]
+    - [{id: f, type: cpu-stress, target_service: api, parameters: {workers: 1}}]
+"""
+
+
+def test_an_axis_of_whole_fault_lists_varies_the_fault_type_with_its_parameters(tmp_path):
+    s = load_sweep(_write(tmp_path, FAULT_TYPES))
+    kinds = []
+    for cell in s.cells:
+        exp = load_experiment_with(s.base, cell.overrides)
+        kinds.append((exp.faults[0].type, dict(exp.faults[0].parameters)))
+    assert [k for k, _ in kinds] == ["network-loss", "cpu-stress"] and "percent" in kinds[0][1]
+    assert "type" in s.cells[1].label and "cpu-stress" in s.cells[1].label  # compact JSON in labels and the index
+
+
+def test_a_fault_list_axis_refuses_a_bad_fault_naming_the_cell_and_the_same_value_twice(tmp_path):
+    bad = FAULT_TYPES.replace("workers: 1", "workers: many")
+    with pytest.raises(InputError) as e:
+        load_sweep(_write(tmp_path, bad))
+    assert "cell 1" in e.value.render() and "workers" in e.value.render()
+    twice = FAULT_TYPES.replace("cpu-stress, target_service: api, parameters: {workers: 1}",
+                                "network-loss, target_service: api, parameters: {percent: 5%}")
+    with pytest.raises(InputError) as e:
+        load_sweep(_write(tmp_path, twice))
+    assert "the same value twice" in e.value.render()
 
 
 def test_missing_base_and_empty_axes(tmp_path):

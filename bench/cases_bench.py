@@ -2,18 +2,18 @@
 """Benchmark (issue 18): cases per hour on a 10-case mini corpus, gen1 to gen3, mixed fault types.
 
 A case is one fault window on a 60 s schedule (warmup 10 s, baseline 20 s, fault 15 s, recovery
-15 s), run as its own ``grayctl run`` on the same lab, one after the other, in a seeded random
-order (a sweep axis takes plain values only, so a sweep cannot vary the fault type together with
-its parameters yet):
+15 s). The corpus is three sweeps as a user runs one (one per decomposition: a target must be a
+service in every cell of a sweep), each an axis of whole fault lists in a seeded random order, one
+``grayctl sweep`` after the other on the same lab:
 
   gen1-monolith       latency, cpu-stress, process stutter      on the monolith
   gen2-coarse         loss on read-path, memory-stress on user-graph, bandwidth on frontend
   gen3-disaggregated  latency on social-graph-service, loss on post-storage-service,
                       cpu-stress on user-timeline-service, process pause on text-service
 
-Cases per hour = complete cases / wall hours of the ten runs (goal >= 40 on the 2-core machine);
-the overhead per case = (wall - cases x 60 s) / cases. Each manifest says how its run started
-(``baseline.reset``: reset, verified or reused) and ended.
+Cases per hour = complete cases / wall hours of the three sweeps (goal >= 40 on the 2-core
+machine); the overhead per case = (wall - cases x 60 s) / cases. Each manifest says how its run
+started (``baseline.reset``: reset, verified, or reused: a sweep run after a verified end reset).
 
 By default a private 14-node netns lab (lab ``cases14``, 10.244.0.0/24 + 10.244.64.0/24, lab home
 in a temporary directory), taken down at the end; ``--lab`` uses one that is up. Needs root.
@@ -25,9 +25,9 @@ Writes the ``cases-bench`` section of docs/benchmarks.md (bench/machine.py). Abo
 from __future__ import annotations
 
 import argparse
+import csv
 import json
 import os
-import random
 import shutil
 import subprocess
 import sys
@@ -69,16 +69,21 @@ def grayctl(*args: str, env: dict[str, str]) -> subprocess.CompletedProcess[str]
                           text=True, check=False)
 
 
-def cases() -> list[tuple[str, dict]]:
-    """The ten experiments, in a seeded random order (drift cannot line up with a decomposition)."""
-    out = []
+def write_sweeps(tmp: Path) -> list[tuple[str, Path]]:
+    """One sweep file per decomposition: its cases are the values of one ``chaos_injections`` axis."""
+    files = []
     for topo, injections in CORPUS.items():
-        for k, injection in enumerate(injections):
-            out.append((topo, {"name": f"case-{topo.split('-')[0]}-{injection[0]['type']}-{k}", "topology": topo,
-                               "workload": {"rate": "20/s", "arrival": "poisson", "seed": 1},
-                               "schedule": SCHEDULE, "chaos_injections": injection}))
-    random.Random(1).shuffle(out)
-    return out
+        short = topo.split("-")[0]
+        base = tmp / f"base-{short}.yaml"
+        base.write_text(yaml.safe_dump({"name": f"cases-{short}", "topology": topo,
+                                        "workload": {"rate": "20/s", "arrival": "poisson", "seed": 1},
+                                        "schedule": SCHEDULE, "chaos_injections": injections[0]}, sort_keys=False))
+        sweep = tmp / f"cases-{short}.yaml"
+        sweep.write_text(yaml.safe_dump({"name": f"cases-{short}", "base": base.name,
+                                         "axes": {"chaos_injections": injections}, "repetitions": 1,
+                                         "order": "random", "seed": 1}, sort_keys=False))
+        files.append((topo, sweep))
+    return files
 
 
 def main() -> int:
@@ -100,40 +105,39 @@ def main() -> int:
             if up.returncode != 0:
                 print(up.stdout, up.stderr, file=sys.stderr)
                 return 1
-        rows = []
-        for topo, exp in cases():
-            f = tmp / f"{exp['name']}.yaml"
-            f.write_text(yaml.safe_dump(exp, sort_keys=False))
+        rows, total_wall = [], 0.0
+        for topo, sweep in write_sweeps(tmp):
             t = time.monotonic()
-            proc = grayctl("run", str(f), "--lab", lab, "--out", str(tmp / "runs"), "--quiet", env=env)
-            wall = time.monotonic() - t
+            proc = grayctl("sweep", str(sweep), "--lab", lab, "--out", str(tmp / "out"), "--quiet", env=env)
+            total_wall += time.monotonic() - t
             if proc.returncode != 0:
                 print(proc.stdout[-3000:], proc.stderr[-3000:], file=sys.stderr)
-            manifest = {}
-            for line in proc.stdout.splitlines():
-                if "dataset:" in line:
-                    try:
-                        manifest = json.loads((Path(line.split("dataset:", 1)[1].strip()) / "manifest.json").read_text())
-                    except (OSError, ValueError):
-                        pass
-            rows.append((topo, exp["chaos_injections"][0], wall, proc.returncode, manifest))
+            index = next((tmp / "out").glob(f"{sweep.stem}-*/index.csv"), None)
+            for row in (csv.DictReader(index.open()) if index else []):
+                manifest = {}
+                try:
+                    manifest = json.loads((Path(row["dataset"]) / "manifest.json").read_text())
+                except (OSError, ValueError):
+                    pass
+                fault = json.loads(row["axis:chaos_injections"])[0]
+                rows.append((topo, fault, float(row["seconds"] or 0), row["exit_code"], manifest))
         complete = sum(1 for r in rows if r[4].get("status") == "complete")
-        total_wall = sum(r[2] for r in rows)
         per_hour = complete / (total_wall / 3600) if total_wall else 0.0
+        cases_n = sum(len(v) for v in CORPUS.values())
         lines = ["## Cases per hour: a 10-case mini corpus (`bench/cases_bench.py`)", "",
                  f"Measured {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())} with "
                  f"`{' '.join(['bench/cases_bench.py', *sys.argv[1:]])}` on: {machine}.", "",
                  "14-node netns lab; each case one fault window on a 60 s schedule (10 s warmup, 20 s baseline, "
-                 "15 s fault, 15 s recovery), 20/s Poisson arrivals, each its own `grayctl run`, seeded random "
-                 "order.", "",
+                 "15 s fault, 15 s recovery), 20/s Poisson arrivals; three `grayctl sweep` runs, one per "
+                 "decomposition, each in a seeded random order. Per case: the run's own seconds (run.json).", "",
                  "| # | topology | fault | target | wall | overhead | start (baseline.reset) | status | exit |",
                  "|---|---|---|---|---|---|---|---|---|"]
         for k, (topo, fault, wall, rc, manifest) in enumerate(rows, 1):
             lines.append(f"| {k} | {topo} | {fault['type']} | {fault['target_service']} | {wall:.0f} s | "
                          f"{wall - SCHEDULE_S:.1f} s | {(manifest.get('baseline') or {}).get('reset', '-')} | "
                          f"{manifest.get('status', '-')} | {rc} |")
-        over_all = (total_wall - len(rows) * SCHEDULE_S) / len(rows)
-        lines += ["", f"**{per_hour:.1f} cases per hour** ({complete} of {len(rows)} cases complete in "
+        over_all = (total_wall - cases_n * SCHEDULE_S) / cases_n
+        lines += ["", f"**{per_hour:.1f} cases per hour** ({complete} of {cases_n} cases complete in "
                   f"{total_wall:.0f} s; goal >= 40); overhead {over_all:.1f} s per case on a {SCHEDULE_S:.0f} s "
                   f"schedule ({over_all / SCHEDULE_S * 100:.0f} % of it). At zero overhead the ceiling is "
                   f"{3600 / SCHEDULE_S:.0f} per hour."]
@@ -141,7 +145,7 @@ def main() -> int:
         print(text)
         if not args.no_write:
             write_section(SECTION, text)
-        return 0 if complete == len(rows) else 1
+        return 0 if complete == cases_n else 1
     finally:
         if own:
             down = grayctl("lab", "down", "--lab", lab, env=env)

@@ -417,15 +417,15 @@ def run_sweep(path: str | Path, *, out_dir: Path = Path("sweeps"), shard: tuple[
 
     sweep = load_sweep(path)
     root = Path(out_dir) / sweep.sweep_id
-    root.mkdir(parents=True, exist_ok=True)
-    (root / "sweep.yaml").write_text(Path(path).read_text())
     cells = [c for c in sweep.cells if in_shard(c, shard)]
     rows = _read_rows(root)
     todo = plan_resume(run_order(sweep, cells), rows, _is_complete)
     rec = SweepRecord(sweep.sweep_id, root, todo=todo)
     rec.skipped = sum(t.action == "skip" for t in todo)
-    if dry_run:
+    if dry_run:  # shows what would run: writes nothing
         return rec
+    root.mkdir(parents=True, exist_ok=True)
+    (root / "sweep.yaml").write_text(Path(path).read_text())
     previous: tuple[str, Any] | None = None  # (lab name, the last run on it): its end reset may be reused
     try:
         with interruptible():

@@ -179,3 +179,12 @@ def test_merge_keeps_one_row_per_run_preferring_complete(tmp_path):
     df = merge_indexes([a, b], tmp_path / "m")
     assert sorted(df["run_id"]) == ["r1", "r3"]
     assert (tmp_path / "m" / "index.csv").is_file() and (tmp_path / "m" / "cells.csv").is_file()
+
+
+def test_a_dry_run_shows_the_runs_and_writes_nothing(tmp_path):
+    from grayctl.sweep import run_sweep
+
+    out = tmp_path / "out"
+    rec = run_sweep(_write(tmp_path, GOOD), out_dir=out, dry_run=True)
+    assert len(rec.todo) == 12 and all(t.action == "run" for t in rec.todo)
+    assert not out.exists()

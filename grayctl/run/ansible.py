@@ -41,6 +41,7 @@ class HostFailure:
     # The last lines of the command's stderr (stdout when stderr is empty): usually the real reason,
     # where "non-zero return code" alone says nothing.
     detail: list[str] = field(default_factory=list)
+    play: str = ""  # the play the task belongs to (a playbook of several: which one stopped)
 
     def render(self) -> str:
         what = "unreachable" if self.unreachable else "failed"
@@ -235,7 +236,8 @@ def _run(
         unreachable = kind == "runner_on_unreachable"
         if unreachable or (kind == "runner_on_failed" and not data.get("ignore_errors")):
             message, detail = _failure(res)
-            result.failures.append(HostFailure(host, task, message, unreachable=unreachable, detail=detail))
+            result.failures.append(HostFailure(host, task, message, unreachable=unreachable, detail=detail,
+                                               play=str(data.get("play") or "")))
         if on_event is not None:
             on_event(event)
         return True  # False would drop the event from runner's own records
@@ -266,10 +268,16 @@ def _run(
     finally:
         shutil.rmtree(private_dir, ignore_errors=True)
 
-    if check and not result.ok:
+    if check:
+        raise_for(result)
+    return result
+
+
+def raise_for(result: PlaybookResult) -> None:
+    """StepFailed (FaultNoEffect for a fault that showed no effect) naming host, task and why, unless ok."""
+    if not result.ok:
         no_effect = any(NO_EFFECT_MARK in line for f in result.failures for line in (f.message, *f.detail))
         raise (FaultNoEffect if no_effect else StepFailed)(_failure_text(result), hint=_hint(result))
-    return result
 
 
 def _failure_text(result: PlaybookResult) -> str:

@@ -67,6 +67,9 @@ class Run:
         self.clock: dict[str, Any] = {}
         self.fingerprints: dict[str, dict[str, Any]] = {}
         self.phase_hint: str | None = None
+        self.accept_drift = False
+        self.fresh_from: Any = None  # the RunRecord of the run just before on this lab, in this process
+        self.verify_in_prepare = False  # the baseline verify is prepare.yml's first play (steps.reimage)
 
     @property
     def monitor_url(self) -> str:

@@ -2,10 +2,11 @@
 
 Map:
   reimage(r)          every node back to the golden baseline, verified: the previous run's verified
-                      end reset when it is moments old (FRESH_S), else a verify, and a reset only
-                      on drift (netns, qemu), else a reset or reimage and its verify
-  prepare(r)          one playbook: replicas + exporters, Prometheus, clock offsets, then the load
-                      generator, whose own anchor is t0
+                      end reset when it is moments old (FRESH_S); on netns and qemu a verify as
+                      prepare's first play, and a reset only on drift; else a reset or reimage
+                      and its verify
+  prepare(r)          one playbook: (the baseline verify,) replicas + exporters, Prometheus, clock
+                      offsets, then the load generator, whose own anchor is t0
   collect(r)          one playbook: wait for the load generator, fetch its records, clock offsets, node files
   collect_nodes(r)    what there is on the nodes (cleanup: the load generator asked to stop first)
   collect_metrics(r)  Prometheus over the run window
@@ -22,17 +23,19 @@ import json
 import shutil
 import time
 import urllib.request
+from dataclasses import replace
 from pathlib import Path
 
 from grayctl.checks import ensure_checks_parse
 from grayctl.checks import evaluate_checks as evaluate_on_prometheus
 from grayctl.clock import load_offsets
 from grayctl.errors import DriftError
-from grayctl.lab.baseline import verify
+from grayctl.lab.baseline import judge
 from grayctl.lab.lifecycle import ensure_root, run_lab_reset
 from grayctl.lab.provider import provider_for
 from grayctl.metrics import collect_run_metrics
 from grayctl.plan.services import WORKLOAD_METRICS_PORT
+from grayctl.run.ansible import raise_for
 from grayctl.run.context import Run
 
 __all__ = ["FRESH_S", "collect", "collect_metrics", "collect_nodes", "evaluate_checks", "lab_reset", "prepare",
@@ -41,6 +44,7 @@ __all__ = ["FRESH_S", "collect", "collect_metrics", "collect_nodes", "evaluate_c
 FRESH_S = 120.0  # a repetition reuses the previous one's verified end reset if it is at most this old
 WORKLOAD_SETTLE_S = 1.0  # roles/workload starts the generator, then checks it is still up this long
 WORKLOAD_START_TASK = "Start the load generator as a detached process"  # roles/workload/tasks/apply.yml
+VERIFY_PLAY = "Verify every lab node against its golden baseline"  # playbooks/prepare.yml, the gate
 
 
 # -- reimage -------------------------------------------------------------------------------------
@@ -71,10 +75,14 @@ def reimage(r: Run) -> None:
                f"({r.fresh_from.run_id if r.fresh_from else '?'})")
         _keep_baseline_before(r)
         return
-    if verified_as_is(r):
-        r.rec.reimage = "verified"
-        _keep_baseline_before(r)
+    if verify_first(r):
+        r.verify_in_prepare = True  # prepare.yml's first play; a drifted lab is reset there (prepare)
         return
+    reset_lab(r)
+
+
+def reset_lab(r: Run) -> None:
+    """The provider's reset (or reimage) and its verify; --accept-drift records what still differs."""
     r.started["reimage"] = True  # a reset cut short leaves a half-reset lab: cleanup resets again
     reset = run_lab_reset(r.lab, verbose=r.verbose, accept_drift=r.accept_drift)
     r.drift_accepted = reset.drift
@@ -84,19 +92,13 @@ def reimage(r: Run) -> None:
     _keep_baseline_before(r)
 
 
-def verified_as_is(r: Run) -> bool:
+def verify_first(r: Run) -> bool:
     """Verify first, reset only on drift, where the reset restores nothing the verify does not see
     (netns, qemu: ``reset_reusable``): a lab that an end reset left verified clean is at its golden
     baseline by the fingerprint's own test, and a second reset would add ~5 s and nothing else.
-    False: reset now (drift, an unreachable node, --accept-drift, or a physical lab, which reimages)."""
-    if r.accept_drift or not provider_for(r.lab).capabilities.reset_reusable:
-        return False
-    try:
-        verify(r.lab, r.verbose, False, "before the run")
-    except DriftError as err:
-        r.emit("warning", message=f"{err.message.splitlines()[0].rstrip(':')}: resetting the lab")
-        return False
-    return True
+    The verify is prepare.yml's first play (one ansible-playbook start-up less). False: reset now
+    (--accept-drift, or a physical lab, which reimages)."""
+    return not r.accept_drift and provider_for(r.lab).capabilities.reset_reusable
 
 
 def _keep_baseline_before(r: Run) -> None:
@@ -120,10 +122,27 @@ def prepare(r: Run) -> None:
     for what in ("deploy", "monitor", "workload"):
         r.started[what] = True  # a prepare cut short may have started any of them
     clock_file = r.raw / "clock-start.json"
+    extravars = {**s.extravars, "monitor_run_id": r.rec.run_id, "workload_state": "present",
+                 "workload_run_id": r.rec.run_id, "clock_file": str(clock_file)}
     r.journal.task_done_at = {}
-    r.journal.play("prepare", s.playbook, {**s.extravars, "monitor_run_id": r.rec.run_id,
-                                           "workload_state": "present", "workload_run_id": r.rec.run_id,
-                                           "clock_file": str(clock_file)})
+    if r.verify_in_prepare:
+        res = r.journal.play("prepare", s.playbook, {**extravars, "prepare_verify": True}, check=False)
+        gate = [f for f in res.failures if f.play == VERIFY_PLAY]
+        if gate:  # stopped at the gate, before anything started: reset, then prepare again
+            try:
+                judge(r.lab, replace(res, failures=gate), False, "before the run")
+            except DriftError as err:
+                head = err.message.splitlines()[0].split(" (check:")[0]
+                r.emit("warning", message=f"{head} ({', '.join(sorted({f.host for f in gate}))}): resetting the lab")
+            reset_lab(r)
+            r.journal.task_done_at = {}
+            r.journal.play("prepare", s.playbook, extravars)
+        else:
+            raise_for(res)
+            r.rec.reimage = "verified"
+            _keep_baseline_before(r)
+    else:
+        r.journal.play("prepare", s.playbook, extravars)
     ensure_checks_parse(r.monitor_url, r.exp)
     _read_clock(r, "start", clock_file)
     # t0 drives the timeline: the generator's own anchor, read from its metrics endpoint (in

@@ -194,7 +194,8 @@ def test_a_dirty_node_is_found_by_the_verify_and_reset_before_the_run(lab: RunLa
     proc = lab.grayctl("run", str(exp), "--out", str(lab.tmp / "runs-dirty"))
     manifest = json.loads((dataset_dir(proc.stdout) / "manifest.json").read_text())
     assert manifest["status"] == "complete" and manifest["baseline"]["reset"] == "reset"
-    assert "resetting the lab" in proc.stdout + proc.stderr and "differ from their golden baseline" in proc.stdout + proc.stderr
+    out = proc.stdout + proc.stderr
+    assert "resetting the lab" in out and "differ from their golden baseline" in out and lab.defn.node_names[1] in out
     assert not stray.exists() and all(n["verified"] for n in manifest["baseline"]["nodes"].values())
     assert lab.leftovers() == []
 

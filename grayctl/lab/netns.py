@@ -30,7 +30,8 @@ class NetnsProvider(Provider):
     name = "netns"
     capabilities = Capabilities(creates_nodes=True, reset_reimages=False, teardown_by_reset=True,
                                 reset_reusable=True, host_kernel=True)
-    reimage = ReimageStep("lab_reset.yml", "localhost", "every node back to the golden baseline")
+    reimage = ReimageStep("lab_reset.yml", "localhost", "only when the verify (prepare's first play) finds "
+                          "drift: every node back to the golden baseline, verified")
 
     def reset_vars(self, lab: Any) -> dict[str, Any]:
         return {"netns_lab_state": "reset", "netns_lab_definition": str(lab.source)}

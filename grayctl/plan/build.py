@@ -145,7 +145,9 @@ def _steps(experiment: Experiment, lab: LabDefinition, replicas: tuple[Replica, 
     steps = [
         reimage,
         Step("verify-baseline", "prepare", "baseline.yml", "lab_nodes", {"baseline_mode": "verify"},
-             why="fingerprint each node; refuse to run on drift"),
+             why="fingerprint each node; refuse to run on drift (netns, qemu: in prepare.yml's first play, "
+                 "before the reset, which runs only on drift)" if provider.capabilities.reset_reusable
+             else "fingerprint each node; refuse to run on drift"),
         # One playbook run for everything before t=0 (each ansible-playbook start-up costs seconds):
         # the run adds its run id and the clock file to these extra vars.
         Step("prepare", "prepare", "prepare.yml", "lab_nodes",

@@ -52,6 +52,13 @@ options:
   wait_required: {description: Fail when it is still running after O(wait_timeout) (else a warning)., type: bool, default: true}
   stop: {description: Send the recorded process (group) SIGTERM before waiting., type: bool, default: false}
   absent_cmdline: {description: Fail when a process's command line contains this text after the wait., type: str}
+  renew_lease:
+    description:
+      - Seconds from now to move the deadline of every lease in O(lease_dir) to (see grayctl_process's
+        O(lease)). The run's collect renews them, so the topology outlives a slow collect. 0 - none.
+    type: float
+    default: 0
+  lease_dir: {description: The node's lease directory (grayctl_process O(lease_dir))., type: path}
 author: grayctl
 """
 
@@ -91,6 +98,7 @@ files:
 contents: {description: The O(read) files parsed as JSON., type: dict, returned: always}
 waited_s: {description: Seconds spent waiting for the process., type: float, returned: always}
 stopped: {description: Whether SIGTERM was sent., type: bool, returned: always}
+leases_renewed: {description: How many leases O(renew_lease) moved., type: int, returned: always}
 written: {description: Controller paths the action plugin wrote (files already the same are not rewritten)., type: list, elements: str, returned: always}
 """
 
@@ -104,6 +112,7 @@ import time
 import zlib
 
 from ansible.module_utils.basic import AnsibleModule
+from ansible_collections.grayctl.lab.plugins.module_utils import lease
 from ansible_collections.grayctl.lab.plugins.module_utils.process import cmdline, matching, recorded, signal_group
 
 
@@ -140,6 +149,8 @@ ARGUMENT_SPEC = dict(
     wait_required=dict(type="bool", default=True),
     stop=dict(type="bool", default=False),
     absent_cmdline=dict(type="str"),
+    renew_lease=dict(type="float", default=0.0),
+    lease_dir=dict(type="path"),
 )
 
 
@@ -149,7 +160,9 @@ def main():
         supports_check_mode=True,
     )
     p = module.params
-    result = dict(changed=False, files=[], contents={}, waited_s=0.0, stopped=False)
+    result = dict(changed=False, files=[], contents={}, waited_s=0.0, stopped=False, leases_renewed=0)
+    if p["renew_lease"] > 0 and p["lease_dir"] and not module.check_mode:
+        result["leases_renewed"] = lease.renew(p["lease_dir"], p["renew_lease"])
 
     if p["wait_pid_file"]:
         t0 = time.time()

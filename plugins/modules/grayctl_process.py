@@ -83,6 +83,17 @@ options:
     type: list
     elements: str
     default: []
+  lease:
+    description:
+      - With C(started), seconds after which each listed process ends by itself, its run directory
+        removed, unless renewed or stopped first - a run's topology when its controller is gone (see
+        module_utils/lease.py - one entry per process in O(lease_dir), one watchdog per node on the
+        monotonic clock). 0 - no lease. C(stopped) releases the entries of the listed processes.
+    type: float
+    default: 0
+  lease_dir:
+    description: The node's lease directory (inside the state directory, so it ends empty with it). Required with O(lease).
+    type: path
   dir_mode:
     description:
       - With C(started), create O(dir) (and missing parents) with this mode first, so a role needs no
@@ -167,6 +178,7 @@ results:
   returned: with processes
 pruned: {description: Stale process directories removed (O(prune))., type: list, returned: always}
 matching: {description: "Processes matching O(exclusive), as C({pid, cmdline})", type: list, returned: with exclusive}
+lease_watchdog_started: {description: "With O(lease), whether this call started the node's lease watchdog (none ran).", type: bool, returned: with lease}
 """
 
 import hashlib
@@ -176,9 +188,11 @@ import shutil
 import signal
 import socket
 import subprocess
+import sys
 import time
 
 from ansible.module_utils.basic import AnsibleModule
+from ansible_collections.grayctl.lab.plugins.module_utils import lease
 from ansible_collections.grayctl.lab.plugins.module_utils.files import read_text, write_atomic
 from ansible_collections.grayctl.lab.plugins.module_utils.process import cmdline, matching, recorded, signal_group
 
@@ -484,6 +498,8 @@ ARGUMENT_SPEC = dict(
     prune=dict(type="path"),
     exclusive=dict(type="str"),
     closed_ports=dict(type="list", elements="str", default=[]),
+    lease=dict(type="float", default=0.0),
+    lease_dir=dict(type="path"),
 )
 
 
@@ -491,6 +507,8 @@ def main():
     module = AnsibleModule(argument_spec=ARGUMENT_SPEC, supports_check_mode=True)
     p = module.params
     state = p["state"]
+    if p["lease"] < 0 or (p["lease"] > 0 and not p["lease_dir"]):
+        module.fail_json(msg="grayctl_process: lease must be >= 0 seconds, and lease_dir is required with a lease")
     single = p["processes"] is None
     if single:
         if not p["name"] or not p["dir"]:
@@ -542,6 +560,11 @@ def main():
             failures += await_all(module, launched)
             if not failures:
                 failures += check_health([proc for proc in procs if proc.result["action"] != "done"])
+            if p["lease"] > 0 and not failures:
+                for proc in procs:
+                    if proc.result["action"] != "done":
+                        lease.grant(p["lease_dir"], proc.dir, p["lease"])
+                result["lease_watchdog_started"] = lease.ensure_watchdog(p["lease_dir"], sys.executable)
     elif state == "stopped":
         for proc in procs:
             proc.read_record()
@@ -559,6 +582,10 @@ def main():
                     proc.forget()
         for proc in procs:
             proc.result["pid"] = None
+        if p["lease_dir"] and not module.check_mode:
+            for proc in procs:
+                lease.release(p["lease_dir"], proc.dir)
+            lease.stop_watchdog_if_idle(p["lease_dir"])
         if p["prune"]:
             result["pruned"] = prune(module, p["prune"], procs, state)
         if p["closed_ports"] and not module.check_mode:

@@ -27,6 +27,12 @@ __all__ = ["DATA_IFACE", "build_plan"]
 DATA_IFACE = "data"
 NETWORK_LAYER = "network"
 
+# The deployed topology's lease (plugins/module_utils/lease.py): a run whose controller is gone ends
+# its replicas, exporters, Prometheus and load generator this long after the schedule (granted at
+# prepare for the schedule plus this; renewed to this at collect, so the metrics and checks after it
+# have Prometheus). The reset at the run's end removes everything long before.
+LEASE_MARGIN_S = 60.0
+
 
 def build_plan(experiment: Experiment, lab: LabDefinition) -> Plan:
     """Resolve ``experiment`` against ``lab``; raise InputError when they cannot fit together."""
@@ -151,7 +157,8 @@ def _steps(experiment: Experiment, lab: LabDefinition, replicas: tuple[Replica, 
         # One playbook run for everything before t=0 (each ansible-playbook start-up costs seconds):
         # the run adds its run id and the clock file to these extra vars.
         Step("prepare", "prepare", "prepare.yml", "lab_nodes",
-             {**deploy.extravars, **monitor.extravars, **workload.extravars},
+             {**deploy.extravars, **monitor.extravars, **workload.extravars,
+              "grayctl_lease_s": round(total + LEASE_MARGIN_S, 3)},
              why="replicas and exporters on every node, then Prometheus, clock offsets, and last the "
                  "open-loop load, whose start is t=0"),
     ]
@@ -175,7 +182,7 @@ def _steps(experiment: Experiment, lab: LabDefinition, replicas: tuple[Replica, 
         steps.append(Step(f"revert:{f.id}", "run", "fault.yml", hosts, {"fault_state": "absent", **spec},
                           f.end_s, None, why="revert and verify the kernel state is back"))
     steps.append(Step("collect", "collect", "collect_run.yml", "lab_nodes",
-                      {**workload.extravars, "workload_state": "wait"}, total,
+                      {**workload.extravars, "workload_state": "wait", "collect_lease_s": LEASE_MARGIN_S}, total,
                       why="wait for the load generator and fetch its records, clock offsets, spans and logs"))
     if teardown_path(lab) == "reset":
         steps.append(Step("reset", "teardown", "lab_reset.yml", "localhost", lab_vars,

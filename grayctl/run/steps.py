@@ -124,6 +124,8 @@ def prepare(r: Run) -> None:
     clock_file = r.raw / "clock-start.json"
     extravars = {**s.extravars, "monitor_run_id": r.rec.run_id, "workload_state": "present",
                  "workload_run_id": r.rec.run_id, "clock_file": str(clock_file)}
+    if r.keep:  # kept up for inspection: no lease ends it (grayctl lab reset or undeploy does)
+        extravars["grayctl_lease_s"] = 0
     r.journal.task_done_at = {}
     if r.verify_in_prepare:
         res = r.journal.play("prepare", s.playbook, {**extravars, "prepare_verify": True}, check=False)

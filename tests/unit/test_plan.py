@@ -13,6 +13,7 @@ from grayctl.errors import InputError
 from grayctl.experiment import load_experiment
 from grayctl.lab.definition import load_lab
 from grayctl.plan import build_plan
+from grayctl.plan.build import LEASE_MARGIN_S
 
 ROOT = Path(__file__).resolve().parents[2]
 SEED = ROOT / "experiments" / "seed.yaml"
@@ -95,10 +96,13 @@ def test_prepare_step_carries_deploy_monitor_and_workload_vars_without_clashes()
     plan = build_plan(load_experiment(SEED), load_lab("local"))
     prepare = next(s for s in plan.steps if s.name == "prepare")
     parts = [plan.part(n).extravars for n in ("deploy", "monitor", "workload")]
-    assert sum(len(p) for p in parts) == len(prepare.extravars)  # no key of one part hides another's
+    # no key of one part hides another's; the run's own addition is the deployment's lease
+    assert sum(len(p) for p in parts) + 1 == len(prepare.extravars)
     assert prepare.extravars["workload_state"] == "present" and prepare.extravars["monitor_state"] == "present"
+    # the lease outlives the schedule by the margin; the collect renews it to the margin
+    assert prepare.extravars["grayctl_lease_s"] == plan.duration_s + LEASE_MARGIN_S
     collect = next(s for s in plan.steps if s.name == "collect")
-    assert collect.extravars["workload_state"] == "wait"
+    assert collect.extravars["workload_state"] == "wait" and collect.extravars["collect_lease_s"] == LEASE_MARGIN_S
     assert collect.extravars["workload_targets"] == prepare.extravars["workload_targets"]
 
 

@@ -30,8 +30,9 @@ NETWORK_LAYER = "network"
 # The deployed topology's lease (plugins/module_utils/lease.py): a run whose controller is gone ends
 # its replicas, exporters, Prometheus and load generator this long after the schedule (granted at
 # prepare for the schedule plus this; renewed to this at collect, so the metrics and checks after it
-# have Prometheus). The reset at the run's end removes everything long before.
-LEASE_MARGIN_S = 60.0
+# have Prometheus). Generous: the first processes are granted theirs at the start of a prepare that
+# takes up to ~50 s on a loaded 2-core machine. The reset at the run's end removes everything first.
+LEASE_MARGIN_S = 120.0
 
 
 def build_plan(experiment: Experiment, lab: LabDefinition) -> Plan:

@@ -7,8 +7,9 @@ into the node's lease directory (``<state dir>/.lease``): the process's run dire
 deadline on this boot's monotonic clock (a stepped wall clock moves neither). One watchdog per
 node (started detached when none runs; an flock on ``watchdog.lock`` keeps it single) waits for
 the deadlines: an expired entry's process group gets SIGTERM, then SIGKILL, its run directory is
-removed, then the entry. With no entry left the watchdog removes the lease directory and exits,
-so the state directory ends empty, as the golden baseline declares it. A stop releases its
+removed, then the entry. With no entry left the watchdog exits, and when the last ones ran out
+(the run is gone: none was released) it empties the state directory first (the run's other files,
+e.g. Prometheus' config beside its run directory), so it ends empty, as the golden baseline declares. A stop releases its
 entries; the collect step renews every entry (``renew``), so a slow collect is not cut short.
 Stdlib only: modules that use this run on lab nodes with the node's python3.
 
@@ -97,12 +98,18 @@ def end(run_dir):
         parent = os.path.dirname(parent)
 
 boot = open("/proc/sys/kernel/random/boot_id").read().strip()
+expired = False
 while True:
     try:
         names = [n for n in os.listdir(d) if n.endswith(".json")]
     except OSError:
         sys.exit(0)  # the directory went (a reset): nothing left to watch
     if not names:
+        if expired:  # the run is gone (its last lease ran out, none was released): its state goes too
+            for n in os.listdir(top):
+                if os.path.join(top, n) != os.path.abspath(d):
+                    p = os.path.join(top, n)
+                    shutil.rmtree(p, ignore_errors=True) if os.path.isdir(p) and not os.path.islink(p) else os.unlink(p)
         for n in ("watchdog.pid", "watchdog.lock"):
             try:
                 os.unlink(os.path.join(d, n))
@@ -122,6 +129,7 @@ while True:
             continue
         left = e["deadline"] - now if e.get("boot") == boot else 0.0
         if left <= 0:
+            expired = True
             end(e["dir"])
             try:
                 os.unlink(p)

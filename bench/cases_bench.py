@@ -29,16 +29,16 @@ import csv
 import json
 import os
 import shutil
-import subprocess
 import sys
 import tempfile
 import time
+from contextlib import nullcontext
 from pathlib import Path
 
 import yaml
+from benchlab import grayctl, private_lab
 from machine import describe, write_section
 
-ROOT = Path(__file__).resolve().parent.parent
 SECTION = "cases-bench"
 LAB = {"name": "cases14", "nodes": {"count": 14},
        "networks": {"management": "10.244.0.0/24", "data": "10.244.64.0/24"}}
@@ -62,11 +62,6 @@ CORPUS = {
                            inj("cpu-stress", "user-timeline-service", workers=1, load="80%"),
                            inj("process-pause", "text-service", duration="5s")],
 }
-
-
-def grayctl(*args: str, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "grayctl", *args], cwd=ROOT, env=env, capture_output=True,
-                          text=True, check=False)
 
 
 def write_sweeps(tmp: Path) -> list[tuple[str, Path]]:
@@ -93,65 +88,57 @@ def main() -> int:
     args = ap.parse_args()
     tmp = Path(tempfile.mkdtemp(prefix="grayctl-cases-bench-"))
     env = dict(os.environ)
-    lab, own = args.lab, args.lab is None
     machine = describe(load_average_is="at the start; other jobs share the machine")
     try:
-        if own:
-            env["GRAYCTL_LAB_HOME"] = str(tmp / "labs")
-            lab_file = tmp / "cases14.yml"
-            lab_file.write_text(yaml.safe_dump(LAB))
-            lab = str(lab_file)
-            up = grayctl("lab", "up", "--lab", lab, env=env)
-            if up.returncode != 0:
-                print(up.stdout, up.stderr, file=sys.stderr)
-                return 1
-        rows, total_wall = [], 0.0
-        for topo, sweep in write_sweeps(tmp):
-            t = time.monotonic()
-            proc = grayctl("sweep", str(sweep), "--lab", lab, "--out", str(tmp / "out"), "--quiet", env=env)
-            total_wall += time.monotonic() - t
-            if proc.returncode != 0:
-                print(proc.stdout[-3000:], proc.stderr[-3000:], file=sys.stderr)
-            index = next((tmp / "out").glob(f"{sweep.stem}-*/index.csv"), None)
-            for row in (csv.DictReader(index.open()) if index else []):
-                manifest = {}
-                try:
-                    manifest = json.loads((Path(row["dataset"]) / "manifest.json").read_text())
-                except (OSError, ValueError):
-                    pass
-                fault = json.loads(row["axis:chaos_injections"])[0]
-                rows.append((topo, fault, float(row["seconds"] or 0), row["exit_code"], manifest))
-        complete = sum(1 for r in rows if r[4].get("status") == "complete")
-        per_hour = complete / (total_wall / 3600) if total_wall else 0.0
-        cases_n = sum(len(v) for v in CORPUS.values())
-        lines = ["## Cases per hour: a 10-case mini corpus (`bench/cases_bench.py`)", "",
-                 f"Measured {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())} with "
-                 f"`{' '.join(['bench/cases_bench.py', *sys.argv[1:]])}` on: {machine}.", "",
-                 "14-node netns lab; each case one fault window on a 60 s schedule (10 s warmup, 20 s baseline, "
-                 "15 s fault, 15 s recovery), 20/s Poisson arrivals; three `grayctl sweep` runs, one per "
-                 "decomposition, each in a seeded random order. Per case: the run's own seconds (run.json).", "",
-                 "| # | topology | fault | target | wall | overhead | start (baseline.reset) | status | exit |",
-                 "|---|---|---|---|---|---|---|---|---|"]
-        for k, (topo, fault, wall, rc, manifest) in enumerate(rows, 1):
-            lines.append(f"| {k} | {topo} | {fault['type']} | {fault['target_service']} | {wall:.0f} s | "
-                         f"{wall - SCHEDULE_S:.1f} s | {(manifest.get('baseline') or {}).get('reset', '-')} | "
-                         f"{manifest.get('status', '-')} | {rc} |")
-        over_all = (total_wall - cases_n * SCHEDULE_S) / cases_n
-        lines += ["", f"**{per_hour:.1f} cases per hour** ({complete} of {cases_n} cases complete in "
-                  f"{total_wall:.0f} s; goal >= 40); overhead {over_all:.1f} s per case on a {SCHEDULE_S:.0f} s "
-                  f"schedule ({over_all / SCHEDULE_S * 100:.0f} % of it). At zero overhead the ceiling is "
-                  f"{3600 / SCHEDULE_S:.0f} per hour."]
-        text = "\n".join(lines)
-        print(text)
-        if not args.no_write:
-            write_section(SECTION, text)
-        return 0 if complete == cases_n else 1
+        with private_lab(tmp, LAB, env) if args.lab is None else nullcontext(args.lab) as lab:
+            return measure(lab, tmp, env, machine, args.no_write)
     finally:
-        if own:
-            down = grayctl("lab", "down", "--lab", lab, env=env)
-            if down.returncode != 0:
-                print(down.stdout, down.stderr, file=sys.stderr)
         shutil.rmtree(tmp, ignore_errors=True)
+
+
+def measure(lab: str, tmp: Path, env: dict[str, str], machine: str, no_write: bool) -> int:
+    """The three sweeps on ``lab``; the section written; 0 when every case completed."""
+    rows, total_wall = [], 0.0
+    for topo, sweep in write_sweeps(tmp):
+        t = time.monotonic()
+        proc = grayctl("sweep", str(sweep), "--lab", lab, "--out", str(tmp / "out"), "--quiet", env=env)
+        total_wall += time.monotonic() - t
+        if proc.returncode != 0:
+            print(proc.stdout[-3000:], proc.stderr[-3000:], file=sys.stderr)
+        index = next((tmp / "out").glob(f"{sweep.stem}-*/index.csv"), None)
+        for row in (csv.DictReader(index.open()) if index else []):
+            manifest = {}
+            try:
+                manifest = json.loads((Path(row["dataset"]) / "manifest.json").read_text())
+            except (OSError, ValueError):
+                pass
+            fault = json.loads(row["axis:chaos_injections"])[0]
+            rows.append((topo, fault, float(row["seconds"] or 0), row["exit_code"], manifest))
+    complete = sum(1 for r in rows if r[4].get("status") == "complete")
+    per_hour = complete / (total_wall / 3600) if total_wall else 0.0
+    cases_n = sum(len(v) for v in CORPUS.values())
+    lines = ["## Cases per hour: a 10-case mini corpus (`bench/cases_bench.py`)", "",
+             f"Measured {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())} with "
+             f"`{' '.join(['bench/cases_bench.py', *sys.argv[1:]])}` on: {machine}.", "",
+             "14-node netns lab; each case one fault window on a 60 s schedule (10 s warmup, 20 s baseline, "
+             "15 s fault, 15 s recovery), 20/s Poisson arrivals; three `grayctl sweep` runs, one per "
+             "decomposition, each in a seeded random order. Per case: the run's own seconds (run.json).", "",
+             "| # | topology | fault | target | wall | overhead | start (baseline.reset) | status | exit |",
+             "|---|---|---|---|---|---|---|---|---|"]
+    for k, (topo, fault, wall, rc, manifest) in enumerate(rows, 1):
+        lines.append(f"| {k} | {topo} | {fault['type']} | {fault['target_service']} | {wall:.0f} s | "
+                     f"{wall - SCHEDULE_S:.1f} s | {(manifest.get('baseline') or {}).get('reset', '-')} | "
+                     f"{manifest.get('status', '-')} | {rc} |")
+    over_all = (total_wall - cases_n * SCHEDULE_S) / cases_n
+    lines += ["", f"**{per_hour:.1f} cases per hour** ({complete} of {cases_n} cases complete in "
+              f"{total_wall:.0f} s; goal >= 40); overhead {over_all:.1f} s per case on a {SCHEDULE_S:.0f} s "
+              f"schedule ({over_all / SCHEDULE_S * 100:.0f} % of it). At zero overhead the ceiling is "
+              f"{3600 / SCHEDULE_S:.0f} per hour."]
+    text = "\n".join(lines)
+    print(text)
+    if not no_write:
+        write_section(SECTION, text)
+    return 0 if complete == cases_n else 1
 
 
 if __name__ == "__main__":

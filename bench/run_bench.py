@@ -22,13 +22,14 @@ import json
 import os
 import shutil
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
+from contextlib import nullcontext
 from pathlib import Path
 
 import yaml
+from benchlab import grayctl, private_lab
 from machine import describe, write_section
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -36,11 +37,6 @@ SECTION = "run-bench"
 FAILED: list[str] = []  # experiments whose run did not exit 0
 LAB = {"name": "bench14", "nodes": {"count": 14},
        "networks": {"management": "10.245.0.0/24", "data": "10.245.64.0/24"}}
-
-
-def grayctl(*args: str, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "grayctl", *args], cwd=ROOT, env=env, capture_output=True,
-                          text=True, check=False)
 
 
 def run(experiment: dict, out: Path, lab: str, env: dict[str, str], *extra: str) -> tuple[float, list[Path], int]:
@@ -179,50 +175,43 @@ def main() -> int:
     args = ap.parse_args()
     tmp = Path(tempfile.mkdtemp(prefix="grayctl-run-bench-"))
     env = dict(os.environ)
-    lab = args.lab
-    own = lab is None
     machine = describe(load_average_is="at the start; other jobs share the machine")
     try:
-        if own:
-            env["GRAYCTL_LAB_HOME"] = str(tmp / "labs")
-            lab_file = tmp / "bench14.yml"
-            lab_file.write_text(yaml.safe_dump(LAB))
-            lab = str(lab_file)
-            up = grayctl("lab", "up", "--lab", lab, env=env)
-            if up.returncode != 0:
-                print(up.stdout, up.stderr, file=sys.stderr)
-                return 1
-        lines: list[str] = []
-
-        def publish(pending: str = "") -> None:
-            """Write what is measured so far (a long run may be cut short; each part lands when done)."""
-            text = "\n".join(["## `grayctl run`: overhead and repeatability", "",
-                              (f"Measured {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())} with "
-                              f"`{' '.join(['bench/run_bench.py', *sys.argv[1:]])}` on: {machine}."), "",
-                              *lines, *([pending, ""] if pending else []), NOTES])
-            print(text, flush=True)
-            if not args.no_write:
-                write_section(SECTION, text)
-
-        if not args.skip_overhead:
-            lines += ["### Overhead: wall time of `grayctl run` minus the schedule", "",
-                      (f"14-node netns lab (gen3 uses 12 app nodes), {args.rate} constant arrivals, one 50 ms "
-                      "latency fault:"), "", *overhead(lab, tmp, env, args.rate), ""]
-            publish("" if args.skip_repeatability else "Repeatability: being measured.")
-        if not args.skip_repeatability:
-            lines += [(f"### Repeatability: {args.repetitions} x baseline-only gen3 ({args.baseline} baseline, "
-                      f"{args.rate} constant, seed 1)"), "", *repeatability(lab, tmp, env, args.repetitions,
-                                                                         args.baseline, args.rate), ""]
-            publish()
+        with private_lab(tmp, LAB, env) if args.lab is None else nullcontext(args.lab) as lab:
+            measure(args, lab, tmp, env, machine)
     finally:
-        if own:
-            grayctl("lab", "down", "--lab", lab, env=env)
         if FAILED:
             # the failed runs' Ansible logs and events are the only evidence of why
             print(f"a run failed: its records are kept in {tmp}", file=sys.stderr)
         else:
             shutil.rmtree(tmp, ignore_errors=True)
     return 0
+
+
+def measure(args: argparse.Namespace, lab: str, tmp: Path, env: dict[str, str], machine: str) -> None:
+    """The overhead and repeatability parts on ``lab``, each written as it lands."""
+    lines: list[str] = []
+
+    def publish(pending: str = "") -> None:
+        """Write what is measured so far (a long run may be cut short; each part lands when done)."""
+        text = "\n".join(["## `grayctl run`: overhead and repeatability", "",
+                          (f"Measured {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())} with "
+                          f"`{' '.join(['bench/run_bench.py', *sys.argv[1:]])}` on: {machine}."), "",
+                          *lines, *([pending, ""] if pending else []), NOTES])
+        print(text, flush=True)
+        if not args.no_write:
+            write_section(SECTION, text)
+
+    if not args.skip_overhead:
+        lines += ["### Overhead: wall time of `grayctl run` minus the schedule", "",
+                  (f"14-node netns lab (gen3 uses 12 app nodes), {args.rate} constant arrivals, one 50 ms "
+                  "latency fault:"), "", *overhead(lab, tmp, env, args.rate), ""]
+        publish("" if args.skip_repeatability else "Repeatability: being measured.")
+    if not args.skip_repeatability:
+        lines += [(f"### Repeatability: {args.repetitions} x baseline-only gen3 ({args.baseline} baseline, "
+                  f"{args.rate} constant, seed 1)"), "", *repeatability(lab, tmp, env, args.repetitions,
+                                                                     args.baseline, args.rate), ""]
+        publish()
 
 
 NOTES = """

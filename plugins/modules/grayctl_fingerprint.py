@@ -70,8 +70,10 @@ options:
     required: true
   fault_dir:
     description:
-      - The node's fault-record directory (the fault role's C(fault_dir)); declared empty when it
-        exists, since every revert and every reset removes the records. Empty string - not checked.
+      - The node's fault-record directory (the fault role's C(fault_dir)); declared to hold no
+        unfinished fault (a record scheduled, applying, active or revert-failed, or unreadable). Ended
+        records (reverted, cancelled, failed) are the node's history until the next reset removes them.
+        Empty string - not checked.
     type: str
     default: ""
   forbidden_link_kinds:
@@ -440,6 +442,29 @@ def collect_state_dir(path):
     return {"path": path, "exists": True, "entries": sorted(os.listdir(path))}
 
 
+# faultctl's record statuses that say the fault no longer acts (grayctl.faults.node.faultctl)
+ENDED_FAULT_STATUSES = ("reverted", "cancelled", "failed")
+FAULT_RECORD = re.compile(r"([a-z0-9][a-z0-9_]{0,31})\.json")  # <id>.json; <id>.expiry.json etc. are its files
+
+
+def collect_fault_records(path):
+    """The fault records in ``path`` that are not ended: {"path", "entries": ["<id>: <status>", ...]}.
+    An expiry that reverted a fault after its controller died leaves an ended record: not drift."""
+    unfinished = []
+    for name in sorted(os.listdir(path)) if os.path.isdir(path) else []:
+        m = FAULT_RECORD.fullmatch(name)
+        if not m:
+            continue
+        try:
+            with open(os.path.join(path, name), encoding="utf-8") as f:
+                status = json.load(f).get("status")
+        except (OSError, ValueError, AttributeError):
+            status = "unreadable"
+        if status not in ENDED_FAULT_STATUSES:
+            unfinished.append("%s: %s" % (m.group(1), status))
+    return {"path": path, "entries": unfinished}
+
+
 # Limit files per cgroup hierarchy ("" = v2), read where they exist: what a reset re-applies.
 LIMIT_FILES = {"": ("cpu.max", "memory.max", "memory.high"),
                "cpu": ("cpu.cfs_quota_us", "cpu.cfs_period_us"), "memory": ("memory.limit_in_bytes",)}
@@ -535,7 +560,7 @@ def collect(params):
         "cgroup_limits": collect_cgroup_limits(),
     }
     if params["fault_dir"]:
-        fingerprint["fault_dir"] = collect_state_dir(params["fault_dir"])
+        fingerprint["fault_dir"] = collect_fault_records(params["fault_dir"])
     return fingerprint, errors
 
 
@@ -560,7 +585,8 @@ def check_declared(fp, forbidden_kinds):
     for name in state["entries"]:
         found.append(_entry("state_dir", None, name, "declared: state directory must be empty"))
     for name in (fp.get("fault_dir") or {}).get("entries", []):
-        found.append(_entry("fault_dir", None, name, "declared: no fault records left (reverted or reset)"))
+        found.append(_entry("fault_dir", None, name, "declared: no unfinished fault (every record reverted, "
+                                                     "cancelled or failed)"))
     for name, link in sorted((fp["links"] or {}).items()):
         if link.split(" ")[0] in forbidden_kinds:
             found.append(_entry("links." + name, None, link, "declared: no %s links" % link.split(" ")[0]))

@@ -53,9 +53,9 @@ FID = "api-delay"
 DOC = {
     "name": "cut-test", "topology": TOPOLOGY,
     "workload": {"rate": "10/s", "arrival": "constant", "seed": 5},
-    # the revert is due 20 s after the apply (the test cuts the path within a second of it); the
-    # expiry 30 s after that
-    "schedule": {"warmup": "2s", "baseline": "4s", "fault": "20s", "recovery": "2s"},
+    # the revert is due 30 s after the apply, and its play starts up to 15 s early (timeline.MAX_LEAD_S):
+    # the cut, a few seconds after the apply is reported, comes before it; the expiry is 30 s after that
+    "schedule": {"warmup": "2s", "baseline": "4s", "fault": "30s", "recovery": "2s"},
     "chaos_injections": [{"id": FID, "type": "network-latency", "target_service": "api",
                           "parameters": {"delay": "30ms"}}],
 }
@@ -176,6 +176,9 @@ def _cut_mid_fault(lab: RunLab, case: str, cut: Callable[[RunLab, str], Abstract
             proc.send_signal(signal.SIGINT)  # never leave a run going into the next test: its cleanup resets
             proc.wait(timeout=APPLY_GUARD_S)
     evs = events.join()
+    # the premise: the run's revert started only once the path was cut (else it could reach the node first)
+    (revert_start,) = [e["at"] for e in evs if e["kind"] == "step_start" and e.get("step") == f"revert:{FID}"]
+    assert revert_start > cut_at, f"the revert started {cut_at - revert_start:.1f} s before the cut"
     print(f"{case}: the run ended {time.time() - restored_at:5.1f} s after the path came back, exit {rc}")
     err = (lab.tmp / stderr).read_text()
     end = evs[-1]

@@ -211,6 +211,14 @@ def test_node_cgroup_limits_hold_for_everything_started_over_ssh(lab: Lab) -> No
         assert f"cpu:/grayctl/{lab.name}/node01" in own
 
 
+# The flake (a second up reporting changed=1, issue 19): not reproduced on 2026-12-08 in 3 runs of
+# this test and test_up_makes under stress-ng (2 CPU + 1 I/O hogs, load average 3.4-4.7 on 2 cores),
+# nor in the lab tier run before them. An earlier cause was another Ansible's interpreter
+# rewriting the inventory (fixed: the lab's own node runtime is named there). Found by reading the
+# module: a namespace whose sysctls could not be read on the first up was not recorded, yet
+# reported as a change, and so was every later up's attempt (record_netns_defaults now reports
+# only what it recorded). The module now says why it changed (``why_changed``): if it happens
+# again, the assertion shows it.
 def test_up_twice_changes_nothing(lab: Lab) -> None:
     proc = lab.playbook("lab_up.yml", "-v")  # -v: the module's result, with what it changed and why
     why = re.findall(r'"why_changed": \[[^\]]*\]', proc.stdout)

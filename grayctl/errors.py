@@ -9,7 +9,8 @@ Exit codes (docs/exit-codes.md):
   1  internal error (a bug: please report with --verbose output)
   2  bad input: an experiment, topology, lab file or option is invalid
   3  lab/environment problem: not root, missing tool, lab not up, address clash
-  4  a step failed on a host (Ansible reported failure or unreachable)
+  4  a step failed on a host (Ansible reported failure or unreachable: NodeUnreachable, the run's
+     dataset then marked incomplete)
   5  baseline drift: a node does not match its golden baseline
   6  dataset problem: a run directory is incomplete, corrupted or not a dataset
   7  a steady-state check marked fail_run failed (the dataset is complete)
@@ -111,6 +112,18 @@ class StepFailed(GrayctlError):
 
     exit_code = 4
     title = "step failed"
+
+
+class NodeUnreachable(StepFailed):
+    """A playbook step could not reach a host at all: the management path (its link, or SSH) is
+    lost. Its faults still end at their on-host expiry; what the run collected lacks that node, so
+    a run's dataset is marked ``incomplete`` (never ``complete``). Exit 4, like any failed step."""
+
+    title = "node unreachable"
+
+    def __init__(self, message: str, *, hosts: list[str], hint: str | None = None) -> None:
+        super().__init__(message, hint=hint)
+        self.hosts = sorted(hosts)
 
 
 # The words faultctl's answer carries when an apply shows no effect (grayctl.faults.node.faultctl).

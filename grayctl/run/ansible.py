@@ -25,7 +25,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from grayctl.errors import NO_EFFECT_MARK, FaultNoEffect, Interrupted, LabError, StepFailed
+from grayctl.errors import NO_EFFECT_MARK, FaultNoEffect, Interrupted, LabError, NodeUnreachable, StepFailed
 from grayctl.paths import (ANSIBLE_CFG, COLLECTIONS_DIR, CONTROLLER_INVENTORY, PLAYBOOKS_DIR, PROJECT_ROOT, ROLES_DIR,
                            require_content)
 
@@ -274,9 +274,15 @@ def _run(
 
 
 def raise_for(result: PlaybookResult) -> None:
-    """StepFailed (FaultNoEffect for a fault that showed no effect) naming host, task and why, unless ok."""
+    """StepFailed (FaultNoEffect for a fault that showed no effect, NodeUnreachable for a host that
+    could not be reached at all) naming host, task and why, unless ok."""
     if not result.ok:
         no_effect = any(NO_EFFECT_MARK in line for f in result.failures for line in (f.message, *f.detail))
+        lost = sorted({f.host for f in result.failures if f.unreachable})
+        if lost and not no_effect:
+            raise NodeUnreachable(f"lost the management path to {', '.join(lost)}: {result.playbook} could not "
+                                  f"reach {'it' if len(lost) == 1 else 'them'} over SSH\n" + _failure_text(result),
+                                  hosts=lost, hint=_hint(result))
         raise (FaultNoEffect if no_effect else StepFailed)(_failure_text(result), hint=_hint(result))
 
 
@@ -291,5 +297,6 @@ def _failure_text(result: PlaybookResult) -> str:
 
 def _hint(result: PlaybookResult) -> str | None:
     if any(f.unreachable for f in result.failures):
-        return "is the lab up? try 'grayctl lab status'"
+        return ("is the lab up, is the node's management link up and its SSH port open? 'grayctl lab status'; "
+                "a node's faults end at their on-host expiry without the controller")
     return "re-run with --verbose for Ansible's full output"

@@ -126,7 +126,9 @@ def cleanup(r: Run, status: str) -> None:
 
     started_lab = r.started["deploy"]
     # Always: a cancelled inject may have applied its fault without telling us.
-    attempt("revert-faults", lambda: steps.revert_all(r), when=started_lab)
+    # A node that cannot be reached is waited for (until its faults' on-host expiry has passed):
+    # a further signal stops the wait.
+    attempt("revert-faults", lambda: steps.revert_all(r, stop=lambda: bool(acks)), when=started_lab)
     if status != "complete" and r.t0_est is not None:
         attempt("collect", lambda: steps.collect_nodes(r, stop_workload=True), when=started_lab)
         r.run_end_s = time.time()

@@ -60,6 +60,8 @@ class Run:
         self.t0_est: float | None = None
         self.t0_source = "estimate"  # load generator | estimate (see steps.prepare)
         self.started = {"reimage": False, "deploy": False, "monitor": False, "workload": False, "inject": False}
+        # nodes a step could not reach (NodeUnreachable): what was collected lacks them, the dataset is incomplete
+        self.lost_nodes: set[str] = set()
         self.requests_path: Path | None = None
         self.summary: dict[str, Any] | None = None
         self.metrics_df: Any = None

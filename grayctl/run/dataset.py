@@ -95,7 +95,9 @@ def close_dataset(r: Run, status: str) -> None:
                              "steps": rec.steps, "cleanup": rec.cleanup},
                    checks=rec.checks,
                    run_status=status,
-                   **({"status": "incomplete"} if status == "incomplete" else {}),
+                   # interrupted, or a node lost on the way: what was collected is not the whole run
+                   **({"status": "incomplete"} if status == "incomplete" or r.lost_nodes else {}),
+                   **({"lost_nodes": sorted(r.lost_nodes)} if r.lost_nodes else {}),
                    **({"load": load_block(r.summary, allowed=r.allow_invalid_load)} if r.rec.load is None else {}),
                    **({"error": rec.error} if rec.error else {}))
     baseline = r.writer.written.get("baseline") or {}

@@ -36,6 +36,9 @@ records), then on the ``undeploy`` path teardown.yml, and the lab reset — each
 ``cleanup`` event, and run in a worker thread while further signals are only acknowledged, so a
 second Ctrl-C cannot leave a fault behind. What was collected is assembled; an interrupted run's
 manifest says ``status: incomplete`` (exit 130), a failed one ``failed`` (exit 4, or the error's).
+A run that lost a node's management path (NodeUnreachable: link down, SSH blocked) fails (exit 4)
+and its dataset is ``incomplete`` too: what was collected lacks that node. Its cleanup waits for
+the node to answer (steps.revert_all) until the faults' on-host expiry has ended them.
 """
 
 from __future__ import annotations
@@ -47,7 +50,7 @@ from pathlib import Path
 from typing import Any
 
 from grayctl.checks import failing, not_evaluated
-from grayctl.errors import ChecksFailed, GrayctlError, Interrupted, LabError, LoadInvalid
+from grayctl.errors import ChecksFailed, GrayctlError, Interrupted, LabError, LoadInvalid, NodeUnreachable
 from grayctl.lab.definition import load_lab
 from grayctl.lab.lifecycle import ensure_root
 from grayctl.overrides import Override, load_experiment_with
@@ -124,6 +127,8 @@ def run_once(experiment: Any, lab: Any, *, out_dir: Path = Path("runs"), keep: b
         error = Interrupted("interrupted")
     except GrayctlError as err:
         error = err
+        if isinstance(err, NodeUnreachable):
+            r.lost_nodes.update(err.hosts)
     except Exception as err:  # noqa: BLE001 - a bug: clean the lab up first, then report it
         crash = err
         error = GrayctlError(f"internal error: {err!r}")
@@ -172,6 +177,10 @@ def run_once(experiment: Any, lab: Any, *, out_dir: Path = Path("runs"), keep: b
             err = ChecksFailed(", ".join(f"{c['name']} ({c['phase']}: " + (f"{c['value']:.4g}" if isinstance(
                 c.get("value"), float) else c["verdict"]) + ")" for c in failed))
             rec.error, rec.exit_code = err.message, err.exit_code
+    if r.lost_nodes and rec.error:  # said where the user looks first
+        head, _, rest = rec.error.partition("\n")
+        rec.error = (f"{head} (the dataset is incomplete: it lacks {', '.join(sorted(r.lost_nodes))} while "
+                     "unreachable)" + (f"\n{rest}" if rest else ""))
     rec.seconds = round(time.monotonic() - t_run, 2)
     close_dataset(r, status)
     r.journal.write_record()

@@ -23,6 +23,7 @@ import json
 import shutil
 import time
 import urllib.request
+from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
 
@@ -30,6 +31,7 @@ from grayctl.checks import ensure_checks_parse
 from grayctl.checks import evaluate_checks as evaluate_on_prometheus
 from grayctl.clock import load_offsets
 from grayctl.errors import DriftError
+from grayctl.faults.spec import EXPIRY_MARGIN_S
 from grayctl.lab.baseline import judge
 from grayctl.lab.lifecycle import ensure_root, run_lab_reset
 from grayctl.lab.provider import provider_for
@@ -41,6 +43,8 @@ from grayctl.run.context import Run
 __all__ = ["FRESH_S", "collect", "collect_metrics", "collect_nodes", "evaluate_checks", "lab_reset", "prepare",
            "reimage", "reset_teardown", "revert_all", "teardown", "verify_clean"]
 
+REACH_GRACE_S = 60.0  # the cleanup waits for an unreachable node until its faults' expiry + this
+REACH_RETRY_S = 3.0  # between the cleanup's attempts to reach it
 FRESH_S = 120.0  # a repetition reuses the previous one's verified end reset if it is at most this old
 WORKLOAD_SETTLE_S = 1.0  # roles/workload starts the generator, then checks it is still up this long
 WORKLOAD_START_TASK = "Start the load generator as a detached process"  # roles/workload/tasks/apply.yml
@@ -243,8 +247,37 @@ def teardown(r: Run) -> None:
     r.journal.play("teardown", "teardown.yml", {"monitor_run_id": r.rec.run_id})
 
 
-def revert_all(r: Run) -> None:
-    r.journal.play("revert-all", "fault_revert_all.yml", {"fault_record_dir": str(r.raw / "faults")})
+def revert_all(r: Run, *, stop: Callable[[], bool] = lambda: False) -> None:
+    """fault_revert_all.yml on every node. A node it cannot reach (its management path lost: link
+    down, SSH blocked) is tried again every REACH_RETRY_S until it answers, until its faults' on-host
+    expiry (the schedule's end + the margin at most, however late the apply) has passed by
+    REACH_GRACE_S, or until ``stop()`` (a further signal). Meanwhile nothing else of the cleanup runs:
+    a node is reset or declared lost only after its own expiry has ended its faults. A node still
+    unreachable then raises NodeUnreachable; every node that was unreachable is in ``r.lost_nodes``."""
+    extravars = {"fault_record_dir": str(r.raw / "faults")}
+    first = r.journal.play("revert-all", "fault_revert_all.yml", extravars, check=False)
+    failures = [f for f in first.failures if not f.unreachable]  # reached, and failed: no waiting helps
+    unreachable = [f for f in first.failures if f.unreachable]
+    lost = sorted({f.host for f in unreachable})
+    r.lost_nodes.update(lost)
+    if lost and r.started["inject"] and r.t0_est is not None:
+        until = r.t0_est + r.plan.duration_s + EXPIRY_MARGIN_S + REACH_GRACE_S
+        r.emit("warning", message=f"{', '.join(lost)} unreachable (management path lost): their faults end at "
+               f"their on-host expiry; waiting up to {max(0.0, until - time.time()):.0f} s for "
+               f"{'it' if len(lost) == 1 else 'them'} to answer before the rest of the cleanup")
+        while unreachable and time.time() < until and not stop():
+            time.sleep(REACH_RETRY_S)
+            res = r.journal.play("revert-all", "fault_revert_all.yml", extravars,
+                                 limit=":".join(sorted({f.host for f in unreachable})), check=False)
+            unreachable = [f for f in res.failures if f.unreachable]
+            if not unreachable:
+                failures += res.failures
+        if not unreachable:
+            r.emit("warning", message=f"{', '.join(lost)} answering again: every fault reverted or found ended")
+    if failures or unreachable:
+        raise_for(replace(first, status="failed", failures=failures + unreachable))
+    if not lost:
+        raise_for(first)  # a playbook that failed with no host failure named (rc, status)
 
 
 def verify_clean(r: Run) -> None:

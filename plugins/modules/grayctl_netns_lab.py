@@ -397,6 +397,7 @@ class Lab:
         self.hier = hierarchies(self.layout)
         self.created = []
         self.removed = []
+        self.why_changed = []  # present(): what it found to change (a second up that changes says why)
         self.lab_dir = plan["lab_dir"]
         self.ssh_dir = os.path.join(self.lab_dir, "ssh")
         self.record = Record(os.path.join(self.lab_dir, "state.json"), {}, self.check, "lab state file")
@@ -500,10 +501,16 @@ class Lab:
 
     def create_cgroup(self, group):
         for r in group:
-            try:
-                os.mkdir(r["path"])
-            except FileExistsError:
-                pass
+            # makedirs, again if need be: the shared grayctl/ parent may be removed under us by another
+            # lab's down (it found it empty) between our finding it and making our directory in it
+            for attempt in range(20):
+                try:
+                    os.makedirs(r["path"], exist_ok=True)
+                    break
+                except FileNotFoundError:
+                    if attempt == 19:
+                        raise
+                    time.sleep(0.01)
             if self.layout["mode"] == "v2" and not r.get("node"):
                 # parents hand the cpu and memory controllers down to the node cgroups
                 with open(os.path.join(r["path"], "cgroup.subtree_control"), "w") as fh:
@@ -804,14 +811,14 @@ class Lab:
     def write_access_files(self):
         """known_hosts (strict host key checking) and the Ansible inventory for the lab."""
         if self.check:
-            return False
+            return []
         with open(os.path.join(self.ssh_dir, "ssh_host_ed25519_key.pub")) as fh:
             keytype, key = fh.read().split()[:2]
         # VM nodes are given the same lab host key at boot (qemu_lab's seed)
         known = "".join("%s %s %s\n" % (n["mgmt_ip"], keytype, key) for n in self.all_nodes())
-        changed = write_if_changed(os.path.join(self.lab_dir, "known_hosts"), known, 0o644)
-        changed |= write_if_changed(os.path.join(self.lab_dir, "inventory.yml"), self.inventory_text(), 0o644)
-        return changed
+        written = [name for name, text in (("known_hosts", known), ("inventory.yml", self.inventory_text()))
+                   if write_if_changed(os.path.join(self.lab_dir, name), text, 0o644)]
+        return written
 
     def all_nodes(self):
         return sorted(self.plan["nodes"] + self.plan.get("vm_nodes", []), key=lambda n: n["index"])
@@ -987,13 +994,15 @@ class Lab:
         known = self.record.data.setdefault("netns_defaults", {}) if not self.check else {}
         nodes = [n for n in self.plan["nodes"] if n["name"] in fresh or n["name"] not in known]
         if self.check or not nodes:
-            return False
+            return []
         paths = dict((n["name"], os.path.join(NETNS_DIR, n["netns"])) for n in nodes)
         snap = netns_state.snapshot(sys.executable, list(paths.values()))
+        done = []
         for name, path in paths.items():
-            if snap.get(path) is not None:
+            if snap.get(path) is not None and known.get(name) != snap[path]:
                 known[name] = snap[path]
-        return True
+                done.append(name)
+        return done  # a namespace that could not be read is not recorded: not a change either
 
     def restore_netns_defaults(self, nodes, cleaned):
         """The reset's sysctl and ip rule step: what differs from the recorded defaults goes back."""
@@ -1067,8 +1076,11 @@ def check_foreign(lab, want):
 
 
 def present(lab):
+    """Make what is missing; True when anything changed. Why it changed goes into ``lab.why_changed``
+    (the module's ``why_changed``): a second up that reports a change says what it found."""
     plan = lab.plan
     changed = False
+    why = lab.why_changed
     recorded_plan = lab.record.data.get("plan")
     if recorded_plan and lab.record.resources:
         for key in ("management", "data", "prefix"):
@@ -1077,13 +1089,17 @@ def present(lab):
                                  % (key, recorded_plan.get(key), plan.get(key)))
     if not lab.check:
         os.makedirs(lab.lab_dir, mode=0o700, exist_ok=True)
-    changed |= bool(lab.ensure_keys())
+    made = lab.ensure_keys()
+    if made:
+        why.append("keys made: %s" % ", ".join(made))
+        changed = True
 
     # shrink: nodes in the record that the plan no longer has, removed from their record entries
     wanted_nodes = set(n["name"] for n in plan["nodes"])
     surplus = [r for r in lab.record.resources if r.get("node") and r["node"] not in wanted_nodes]
     if surplus:
         lab.remove(list(reversed(surplus)))
+        why.append("surplus removed: %s" % ", ".join(r["id"] for r in surplus))
         for name in set(r["node"] for r in surplus) if not lab.check else ():
             lab.record.data.get("netns_defaults", {}).pop(name, None)
         changed = True
@@ -1106,6 +1122,7 @@ def present(lab):
     fresh_nodes = set(r["node"] for r in missing if r["kind"] == "netns")
     if missing:
         changed = True
+        why.append("missing, made: %s" % ", ".join(r["id"] for r in missing))
         if not lab.check:
             lab.record.data["plan"] = plan
             lab.record.data["lab"] = plan["name"]
@@ -1138,15 +1155,24 @@ def present(lab):
             lab.configure_nodes(plan["nodes"], fresh=fresh)
             lab.apply_limits(plan["nodes"])
     else:
-        changed |= bool(lab.configure_nodes(plan["nodes"]))
-        changed |= bool(lab.apply_limits(plan["nodes"]))
+        touched = lab.configure_nodes(plan["nodes"])
+        limits = lab.apply_limits(plan["nodes"])
+        why.extend("configured %s: %s" % (n, "; ".join(issues)) for n, issues in touched)
+        why.extend("limit set: %s" % x for x in limits)
+        changed |= bool(touched or limits)
     for n in plan["nodes"]:
         if not os.path.isdir(n["state_dir"]):
             changed = True
+            why.append("state dir made: %s" % n["state_dir"])
             if not lab.check:
                 os.makedirs(n["state_dir"], mode=0o755)
-    changed |= lab.record_netns_defaults(fresh_nodes)
-    changed |= lab.write_access_files()
+    recorded = lab.record_netns_defaults(fresh_nodes)
+    if recorded:
+        why.append("sysctls and ip rules recorded: %s" % ", ".join(recorded))
+    access = lab.write_access_files()
+    if access:
+        why.append("access files written: %s" % ", ".join(access))
+    changed |= bool(recorded or access)
     if not lab.check:
         lab.record.data["plan"] = plan
         lab.record.data.setdefault("lab", plan["name"])
@@ -1409,6 +1435,7 @@ def main():
     except OSError as err:
         module.fail_json(msg="%s: %s" % (type(err).__name__, err), **result)
     result["created"] = [strip(r) for r in lab.created]
+    result["why_changed"] = lab.why_changed
     result["removed"] = [strip(r) for r in lab.removed]
     result["lab"] = {
         "name": plan["name"], "id": plan["lab_id"], "dir": lab.lab_dir, "state_file": lab.record.path,

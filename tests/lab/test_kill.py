@@ -40,11 +40,12 @@ from datetime import datetime
 from pathlib import Path
 
 import pytest
-import yaml
 
 from grayctl.faults.spec import EXPIRY_MARGIN_S
 from grayctl.paths import PROJECT_ROOT
 from grayctl.units import parse_duration
+from midfault import (APPLY_GUARD_S, EXPIRY_SLACK_S, drift, expiry_record, fault_state, node_records, node_var,
+                      processes, session_gone, start_run, until_applied)
 from runlab import RunLab  # tests/lab is on sys.path (rootdir-less test dir)
 
 pytestmark = [
@@ -74,8 +75,6 @@ NEXT = {
     "schedule": {"warmup": "2s", "baseline": "4s", "fault": "4s", "recovery": "2s"},
     "chaos_injections": [{"id": "api-delay", **FAULTS["api-delay"][1]}],
 }
-EXPIRY_SLACK_S = 5.0  # after the node's recorded expiry, the node must be clean
-APPLY_GUARD_S = 900  # hang guard for the run to reach its fault phase (a loaded machine), not an expectation
 
 
 @pytest.fixture(scope="module")
@@ -88,131 +87,17 @@ def lab(tmp_path_factory: pytest.TempPathFactory):
         lab.down(TOPOLOGY)
 
 
-# ---------------------------------------------------------------------------- reading a node
-
-def _node_var(lab: RunLab, node: str, key: str) -> str:
-    inv = yaml.safe_load(lab.defn.inventory_path.read_text())["all"]["children"]["lab_nodes"]
-    return {**inv["vars"], **inv["hosts"][node]}[key]
-
-
-def _in_netns(lab: RunLab, node: str, *argv: str) -> str:
-    return subprocess.run(["ip", "netns", "exec", lab.defn.netns_of(node), *argv], capture_output=True, text=True,
-                          check=False).stdout
-
-
-def _cgroup_limits(lab: RunLab, node: str) -> dict[str, str]:
-    """The node cgroup's CPU and memory limits, v1 and v2 (whichever files this host has)."""
-    rel = Path("grayctl") / lab.name / node
-    files = [Path("/sys/fs/cgroup/cpu") / rel / "cpu.cfs_quota_us", Path("/sys/fs/cgroup/cpu") / rel / "cpu.cfs_period_us",
-             Path("/sys/fs/cgroup/memory") / rel / "memory.limit_in_bytes"]
-    v2 = Path(_node_var(lab, node, "grayctl_node_cgroup"))
-    files += [v2 / "cpu.max", v2 / "memory.max", v2 / "memory.high"]
-    return {str(f): f.read_text().strip() for f in files if f.is_file()}
-
-
-def _processes(lab: RunLab, node: str) -> list[tuple[int, str, str]]:
-    """(pid, state, argv) of every live process in the node's cgroup (and below)."""
-    out = []
-    for procs in Path(_node_var(lab, node, "grayctl_node_cgroup")).rglob("cgroup.procs"):
-        for pid in procs.read_text().split():
-            try:
-                state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
-                argv = Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
-            except OSError:
-                continue
-            if state not in "ZX":
-                out.append((int(pid), state, argv.strip()))
-    return out
-
-
-def _fault_state(lab: RunLab, node: str) -> dict:
-    """What a fault can leave on a node: qdiscs, nft rules, cgroup limits; its processes (the delayer,
-    the expiry watchers, stress-ng) and the stopped ones."""
-    procs = _processes(lab, node)
-    return {
-        "qdiscs": sorted(line.split(" refcnt")[0] for line in _in_netns(lab, node, "tc", "qdisc", "show").splitlines()),
-        "nft": _in_netns(lab, node, "nft", "list", "ruleset").strip(),
-        "limits": _cgroup_limits(lab, node),
-        "fault processes": sorted(a for _p, _s, a in procs if "grayctl.faults.node" in a or "stress-ng" in a),
-        "stopped": sorted(f"{p} {a}" for p, s, a in procs if s in "Tt"),
-    }
-
-
-def _node_records(lab: RunLab) -> dict[str, dict]:
-    """fault id (node side) -> its record on the node that holds it (the node's state dir's sibling)."""
-    out = {}
-    for node in lab.defn.node_names:
-        for p in (Path(_node_var(lab, node, "grayctl_state_dir")).parent / "faults").glob("*.json"):
-            if p.name.count(".") == 1:  # <id>.json; <id>.expiry.json and the helpers' files are not records
-                try:
-                    out[p.stem] = {**json.loads(p.read_text()), "node": node}
-                except ValueError:
-                    pass  # being rewritten: read again on the next poll
-    return out
-
-
-def _expiry_record(lab: RunLab, node: str, fid: str) -> dict | None:
-    p = Path(_node_var(lab, node, "grayctl_state_dir")).parent / "faults" / f"{fid}.expiry.json"
-    return json.loads(p.read_text()) if p.is_file() else None
-
-
-def _drift(lab: RunLab) -> dict[str, list[dict]]:
-    """Baseline verify of every node: node -> its drift entries (empty dict: every node verifies)."""
-    ok = lab.baseline_verifies()
-    out = {}
-    for node in lab.defn.node_names:
-        rec = json.loads((lab.dir / "baseline" / "last" / f"{node}.json").read_text())
-        if rec.get("drift"):
-            out[node] = rec["drift"]
-    assert ok == (not out), (ok, out)
-    return out
-
-
 # ---------------------------------------------------------------------------- the test
-
-def _start_run(lab: RunLab, exp: Path, out: Path) -> subprocess.Popen:
-    err = (lab.tmp / "killed.stderr").open("w")
-    return subprocess.Popen(lab.argv("run", str(exp), "--out", str(out), "--json"), env=lab.env, cwd=PROJECT_ROOT,
-                            stdout=subprocess.PIPE, stderr=err, text=True, start_new_session=True)
-
+# (reading a node, the run's events: tests/lab/midfault.py, shared with test_cut.py)
 
 def _kill_when_applied(proc: subprocess.Popen, ids: set[str]) -> tuple[float, float]:
     """Read the run's event stream until every fault is applied; SIGKILL its process group.
     The kill's time, and the run's t0 (the timeline's start, epoch s)."""
-    applied: set[str] = set()
-    t0 = None
-    deadline = time.monotonic() + APPLY_GUARD_S
-    assert proc.stdout is not None
-    for line in proc.stdout:
-        if not line.startswith("{"):
-            continue
-        ev = json.loads(line)
-        if ev["kind"] == "timeline_start":
-            t0 = float(ev["data"]["t0"])
-        if ev["kind"] == "fault" and ev["data"]["state"] == "applied":
-            applied.add(ev["data"]["id"])
-        elif ev["kind"] == "fault" and ev["data"]["state"] == "reverted":
-            raise AssertionError(f"{ev['data']['id']} was reverted before every fault was applied: "
-                                 "the fault phase is too short for this machine")
-        if applied == ids:
-            os.killpg(proc.pid, signal.SIGKILL)
-            killed = time.time()
-            proc.wait(timeout=60)
-            assert t0 is not None
-            return killed, t0
-        assert time.monotonic() < deadline and ev["kind"] != "run_end", f"faults applied: {applied}; last {ev}"
-    raise AssertionError(f"the run ended (exit {proc.wait()}) with faults applied: {applied}")
-
-
-def _session_gone(sid: int, guard_s: float = 60.0) -> bool:
-    """No live process of the killed run's session is left (zombies wait for PID 1 to reap them)."""
-    deadline = time.monotonic() + guard_s
-    while time.monotonic() < deadline:
-        ps = subprocess.run(["ps", "-s", str(sid), "-o", "stat="], capture_output=True, text=True, check=False)
-        if not [s for s in ps.stdout.split() if not s.startswith("Z")]:
-            return True
-        time.sleep(0.5)
-    return False
+    t0 = until_applied(proc, ids)
+    os.killpg(proc.pid, signal.SIGKILL)
+    killed = time.time()
+    proc.wait(timeout=60)
+    return killed, t0
 
 
 @dataclass
@@ -228,9 +113,9 @@ class Killed:
 def _kill_mid_fault(lab: RunLab, doc: dict, name: str, classes: dict[str, str]) -> Killed:
     """Run ``doc``, SIGKILL its whole process group once every fault is applied, then poll each fault's
     node until it is back at its pre-run state: each by its own recorded expiry + EXPIRY_SLACK_S."""
-    before = {node: _fault_state(lab, node) for node in lab.defn.node_names}
+    before = {node: fault_state(lab, node) for node in lab.defn.node_names}
     assert not any(s["fault processes"] or s["stopped"] or s["nft"] for s in before.values()), before
-    proc = _start_run(lab, lab.experiment(doc, name), lab.tmp / f"runs-{name}")
+    proc = start_run(lab, lab.experiment(doc, name), lab.tmp / f"runs-{name}")
     ids = {f["id"] for f in doc["chaos_injections"]}
     try:
         killed, t0 = _kill_when_applied(proc, ids)
@@ -240,10 +125,10 @@ def _kill_mid_fault(lab: RunLab, doc: dict, name: str, classes: dict[str, str]) 
             proc.wait()
     assert proc.returncode == -signal.SIGKILL
     # nothing of the controller runs any more: no handler, no cleanup step, no playbook
-    assert _session_gone(proc.pid), subprocess.run(["ps", "-s", str(proc.pid), "-o", "pid,stat,args"],
+    assert session_gone(proc.pid), subprocess.run(["ps", "-s", str(proc.pid), "-o", "pid,stat,args"],
                                                     capture_output=True, text=True, check=False).stdout
 
-    records = _node_records(lab)
+    records = node_records(lab)
     by_fault = {rec["spec"]["name"]: rec for rec in records.values() if rec["spec"].get("name") in ids}
     assert set(by_fault) == ids, records
     assert all(rec["status"] == "active" for rec in by_fault.values()), by_fault  # the kill left them applied
@@ -259,12 +144,12 @@ def _kill_mid_fault(lab: RunLab, doc: dict, name: str, classes: dict[str, str]) 
         print(f"\n{fid}: applied {rec['start_ns'] / 1e9 - t0:5.1f} s after t0, expiry at {rec['expire_at'] - t0:5.1f} s"
               f" ({'capped at the schedule end + margin' if rec['expire_at'] < rec['start_ns'] / 1e9 + rec['spec']['expire_after_s'] else 'window + margin'})")  # one fault per node: each one's clean time is its own
     # what the run deployed, as it was at the kill (the processes of the topology, its state entries)
-    topology = {node: {p for p, _s, a in _processes(lab, node) if "grayctl.faults.node" not in a
+    topology = {node: {p for p, _s, a in processes(lab, node) if "grayctl.faults.node" not in a
                        and "stress-ng" not in a} for node in lab.defn.node_names}
-    state_at_kill = {node: set(os.listdir(_node_var(lab, node, "grayctl_state_dir"))) for node in lab.defn.node_names}
+    state_at_kill = {node: set(os.listdir(node_var(lab, node, "grayctl_state_dir"))) for node in lab.defn.node_names}
     # the faults are there: the check below can tell an applied fault from a clean node
     for fid, node in nodes.items():
-        assert _fault_state(lab, node) != before[node], (fid, node)
+        assert fault_state(lab, node) != before[node], (fid, node)
 
     clean_at: dict[str, float] = {}
     last: dict[str, dict] = {}
@@ -272,7 +157,7 @@ def _kill_mid_fault(lab: RunLab, doc: dict, name: str, classes: dict[str, str]) 
     while len(clean_at) < len(ids) and time.time() < max(expire.values()) + EXPIRY_SLACK_S:
         for fid, node in nodes.items():
             if fid not in clean_at:
-                last[fid] = _fault_state(lab, node)
+                last[fid] = fault_state(lab, node)
                 if last[fid] == before[node]:
                     clean_at[fid] = time.time()
         time.sleep(0.25)
@@ -287,11 +172,11 @@ def _kill_mid_fault(lab: RunLab, doc: dict, name: str, classes: dict[str, str]) 
     # the nodes say who cleaned up: the expiry, verified. A netfilter-only fault's expiry
     # (grayctl.faults.node.expiry) writes its own record beside the fault's; faultctl watch
     # (the others) reverts through the fault's record itself.
-    for fid, rec in _node_records(lab).items():
+    for fid, rec in node_records(lab).items():
         fname = rec["spec"].get("name")
         if fname not in ids:
             continue
-        exp = _expiry_record(lab, rec["node"], fid)
+        exp = expiry_record(lab, rec["node"], fid)
         if rec["status"] == "reverted":
             assert rec["revert_verified"] and str(rec["end_reason"]).startswith("expiry:"), rec
             done, how = rec["end_ns"] / 1e9, rec["end_reason"]
@@ -309,15 +194,15 @@ def _only_the_topology_drifts(lab: RunLab, k: Killed) -> None:
     deployed topology (replicas, exporters, Prometheus) and its state entries: no expiry covers them;
     the next run's reimage removes them. So each drift entry must be one of those, as they were at the
     kill, never something a fault made."""
-    drift = _drift(lab)
-    for node, entries in drift.items():
+    drifted = drift(lab)
+    for node, entries in drifted.items():
         for e in entries:
             if e["field"] == "processes":
                 pid = int(str(e["now"]).split()[1])
                 assert pid in k.topology[node], (node, e)  # a process the run deployed, not a fault's
             else:
                 assert e["field"] == "state_dir" and e["now"] in k.state_at_kill[node], (node, e)
-    assert drift, "the killed run's topology is still up: verify must see it (else this check sees nothing)"
+    assert drifted, "the killed run's topology is still up: verify must see it (else this check sees nothing)"
 
 
 def test_sigkill_of_a_run_mid_fault_leaves_every_node_clean_by_the_on_host_expiry(lab: RunLab) -> None:
@@ -341,7 +226,7 @@ def test_sigkill_of_a_run_mid_fault_leaves_every_node_clean_by_the_on_host_expir
     assert manifest["status"] == "complete" and manifest["teardown"]["verify_clean"]["ok"] is True
     assert manifest["baseline"]["reset"] == "reset"  # its reimage, not a reuse: the killed run left no end reset
     assert lab.leftovers() == []
-    assert _drift(lab) == {}
+    assert drift(lab) == {}
     assert lab.grayctl("lab", "doctor", "--lab", str(lab.file), check=False).returncode == 0
 
 
@@ -361,18 +246,18 @@ def test_a_fault_whose_expiry_reverted_it_after_a_sigkill_is_applied_anew_by_the
                                  env=lab.env, cwd=PROJECT_ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                                  text=True, start_new_session=True)
         deadline = time.monotonic() + APPLY_GUARD_S
-        while not _fault_state(lab, node)["nft"]:
+        while not fault_state(lab, node)["nft"]:
             assert first.poll() is None and time.monotonic() < deadline, first.communicate()
             time.sleep(0.2)
         os.killpg(first.pid, signal.SIGKILL)
         killed = time.time()
         first.communicate(timeout=60)
-        (rec,) = [r for r in _node_records(lab).values() if r["spec"].get("name") == "api-delay"]
+        (rec,) = [r for r in node_records(lab).values() if r["spec"].get("name") == "api-delay"]
         fid = rec["fault_id"]
-        while _expiry_record(lab, node, fid) is None and time.time() < float(rec["expire_at"]) + EXPIRY_SLACK_S:
+        while expiry_record(lab, node, fid) is None and time.time() < float(rec["expire_at"]) + EXPIRY_SLACK_S:
             time.sleep(0.2)
-        assert (_expiry_record(lab, node, fid) or {}).get("reason") == "expired"
-        assert not _fault_state(lab, node)["nft"] and _node_records(lab)[fid]["status"] == "active"  # stale
+        assert (expiry_record(lab, node, fid) or {}).get("reason") == "expired"
+        assert not fault_state(lab, node)["nft"] and node_records(lab)[fid]["status"] == "active"  # stale
         again = lab.grayctl("fault", "inject", str(exp), "--lab", str(lab.file), "--duration", "3",
                             "--expire-margin", "2", "--record-dir", str(lab.tmp / "inject-2"))
     finally:
@@ -382,7 +267,7 @@ def test_a_fault_whose_expiry_reverted_it_after_a_sigkill_is_applied_anew_by_the
     (second,) = json.loads((lab.tmp / "inject-2" / "injection.json").read_text())["faults"]
     assert second["start_ns"] / 1e9 > killed, (second["start_ns"], killed)  # applied now, not the stale record
     assert second["effect"]["verified"] is True and second["revert_verified"] is True
-    assert not _fault_state(lab, node)["nft"]
+    assert not fault_state(lab, node)["nft"]
     lab.grayctl("fault", "revert", "--all", "--lab", str(lab.file))
     assert lab.leftovers() == []
 

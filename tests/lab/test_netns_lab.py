@@ -211,9 +211,18 @@ def test_node_cgroup_limits_hold_for_everything_started_over_ssh(lab: Lab) -> No
         assert f"cpu:/grayctl/{lab.name}/node01" in own
 
 
+# The flake (a second up reporting changed=1, issue 19): not reproduced on 2026-12-08 in 3 runs of
+# this test and test_up_makes under stress-ng (2 CPU + 1 I/O hogs, load average 3.4-4.7 on 2 cores),
+# nor in the lab tier run before them. An earlier cause was another Ansible's interpreter
+# rewriting the inventory (fixed: the lab's own node runtime is named there). Found by reading the
+# module: a namespace whose sysctls could not be read on the first up was not recorded, yet
+# reported as a change, and so was every later up's attempt (record_netns_defaults now reports
+# only what it recorded). The module now says why it changed (``why_changed``): if it happens
+# again, the assertion shows it.
 def test_up_twice_changes_nothing(lab: Lab) -> None:
-    proc = lab.playbook("lab_up.yml")
-    assert re.search(r"localhost\s+: ok=\d+\s+changed=0", proc.stdout), proc.stdout[-1500:]
+    proc = lab.playbook("lab_up.yml", "-v")  # -v: the module's result, with what it changed and why
+    why = re.findall(r'"why_changed": \[[^\]]*\]', proc.stdout)
+    assert re.search(r"localhost\s+: ok=\d+\s+changed=0", proc.stdout), (why, proc.stdout[-1500:])
 
 
 def test_nodes_run_grayctl_from_the_node_runtime_not_from_a_checkout(lab: Lab) -> None:
@@ -385,3 +394,51 @@ def test_reset_restores_the_namespaces_sysctls_and_ip_rules(own_lab) -> None:
     assert (node("sysctl", "-n", "net.core.somaxconn").strip(), node("sysctl", "-n", "net.ipv4.tcp_congestion_control")
             .strip(), node("ip", "rule", "show")) == made
     assert lab.grayctl("lab", "doctor").returncode == 0
+
+
+# SIGKILL of the whole ``grayctl lab up`` process group (grayctl, ansible-playbook, the module and
+# whatever it is starting), right after the record first holds a resource of each kind below: the
+# record is written before each phase is made, so the kill lands while that phase is being made (or
+# just before). ``lab down`` must then remove everything up recorded, and nothing of the lab may be
+# left. Where: "cgroup_parent" the lab's (and the shared grayctl/) cgroup directories, "cgroup" the
+# node cgroups. The default tier kills at two points, the slow tier at every phase.
+UP_KILL_POINTS = [
+    pytest.param("cgroup_parent", 0),
+    pytest.param("bridge", 1, marks=pytest.mark.slow),
+    pytest.param("netns", 2, marks=pytest.mark.slow),
+    pytest.param("uts", 3, marks=pytest.mark.slow),
+    pytest.param("veth", 4, marks=pytest.mark.slow),
+    pytest.param("cgroup", 5, marks=pytest.mark.slow),
+    pytest.param("sshd", 6),
+]
+
+
+def _recorded_kinds(state_file: Path) -> set[str]:
+    try:
+        resources = json.loads(state_file.read_text())["resources"]
+    except (OSError, ValueError, KeyError):
+        return set()  # not written yet, or being replaced
+    return {"cgroup_parent" if r["kind"] == "cgroup" and not r.get("node") else r["kind"] for r in resources}
+
+
+@pytest.mark.parametrize(("kind", "n"), UP_KILL_POINTS)
+def test_down_after_sigkill_of_lab_up_removes_everything_it_recorded(own_lab, kind: str, n: int) -> None:
+    before = snapshot()
+    lab = own_lab(f"u{n}", f"10.230.{n}.0/26", f"10.230.{64 + n}.0/26")
+    proc = subprocess.Popen([sys.executable, "-m", "grayctl", "lab", "up", "--lab", str(lab.file)], env=lab.env,
+                            cwd=PROJECT_ROOT, start_new_session=True, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL)
+    state = lab.dir / "state.json"
+    deadline = time.time() + 600  # hang guard for a loaded machine
+    while time.time() < deadline and proc.poll() is None and kind not in _recorded_kinds(state):
+        time.sleep(0.002)
+    os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait()
+    assert proc.returncode == -signal.SIGKILL, f"lab up ended by itself (exit {proc.returncode}) before {kind}"
+    recorded = lab.state()
+    assert kind in _recorded_kinds(state) and recorded["status"] == "creating", recorded
+    during = leftovers(lab, before, snapshot())
+    assert during, "the kill left nothing to remove: this check would see nothing"
+    lab.grayctl("lab", "down")
+    assert wait_clean(lab, before) == {}
+    assert lab.state()["status"] == "down" and lab.state()["resources"] == []

@@ -187,6 +187,9 @@ class FaultBoard:
         except OSError:
             sig = None
         if sig == self._sig:
+            if self.faults:  # past its own expiry a fault is dropped: calls into it are plain calls again
+                now = time.monotonic()
+                self.faults = {k: f for k, f in self.faults.items() if now < f.expires_mono}
             return
         self._sig = sig
         entries = live_entries(read_entries(self.path)) if sig is not None else {}

@@ -84,12 +84,14 @@ class Replica:
         status, _, took = fetch(f"http://127.0.0.1:{self.port}/front/{endpoint}")
         return status, took
 
-    def counter(self, fid: str, action: str | None = None) -> float:
+    def metric(self, name: str, **labels: str) -> float:
         import urllib.request
         with urllib.request.urlopen(f"http://127.0.0.1:{self.mport}/metrics", timeout=5) as r:
-            text = r.read().decode()
+            return sample(r.read().decode(), name, **labels)
+
+    def counter(self, fid: str, action: str | None = None) -> float:
         labels = {"fault_id": fid} | ({"action": action} if action else {})
-        return sample(text, "grayctl_runtime_fault_calls_total", **labels)
+        return self.metric("grayctl_runtime_fault_calls_total", **labels)
 
     def control(self, fid: str, ftype: str, parameters: dict, *, component: str | None = "db",
                 peers: list[str] | None = None, lasts: float = 60.0) -> None:
@@ -252,7 +254,9 @@ def test_pause_stops_the_components_workers_until_the_pause_ends(replica):
 def test_the_runtime_stops_faulting_by_the_entrys_own_expiry_with_the_file_still_there(replica):
     replica.control("exp", "network-latency", {"delay": "150ms"}, lasts=1.0)
     assert replica.get()[1] > 0.13
+    assert replica.metric("grayctl_runtime_faults_active", fault_id="exp") == 1
     time.sleep(1.0)
+    assert replica.metric("grayctl_runtime_faults_active", fault_id="exp") == 0
     n = replica.counter("exp")
     took = [replica.get()[1] for _ in range(3)]
     assert runtimectl.control_path(replica.dir).exists()  # nobody removed it: the runtime ended it itself

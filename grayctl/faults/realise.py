@@ -98,21 +98,24 @@ def _mechanism(ftype: str, backend: str) -> str:
 
 def describe(ftype: str, *, service: str, target_service: str, nodes: Iterable[str], widen: bool,
              interface: str | None = None, direction: str | None = None, backend: str = "auto",
-             peer_services: Iterable[str] = (), runtime: bool = False, component: str | None = None) -> str:
+             peer_services: Iterable[str] = (), runtime: bool = False, component: str | None = None,
+             in_process: bool = True) -> str:
     """The short realisation string, e.g. ``host: fallback delayer egress on node01 data, peers all`` or
     ``runtime: in-process calls into social-graph-service in service monolith on node01``.
 
     ``backend``: what the node chose (netem, fallback), or what was asked (auto) in the plan.
-    ``runtime``: realised by the service runtime; ``component``: the component it acts on (None: the
-    whole service, a service of its own under scope.realise: runtime)."""
+    ``runtime``: realised by the service runtime; ``component``: the component it acts on (None: every
+    component of the service); ``in_process``: the target shares its process (its callers call it
+    in-process), else it is a service of its own under scope.realise: runtime (its calls arrive over
+    the network)."""
     ft = CATALOG[ftype]
     where = ",".join(nodes) or "?"
     if runtime:
-        what = "worker pool of" if ftype == "process-pause" else "in-process calls into"
+        pause = ftype == "process-pause"
         if component is None:
-            what = "worker pools of" if ftype == "process-pause" else "calls into"
-            head = f"runtime: {what} service {service} on {where}"
+            head = f"runtime: {'worker pools of' if pause else 'calls into'} service {service} on {where}"
         else:
+            what = "worker pool of" if pause else ("in-process calls into" if in_process else "calls into")
             head = f"runtime: {what} {component} in service {service} on {where}"
         peers = ",".join(peer_services)
         return head + (f", from {peers}" if peers else "")

@@ -168,7 +168,8 @@ def to_spec(fault_id: str, fault_type: str, parameters: Mapping[str, Any], *, ex
     if realisation:  # the plan's words; the node records them with the backend it chose
         spec.update(realisation=realisation, widened=widened)
     if runtime is not None:
-        spec["runtime"] = {"component": runtime.get("component"), "peers": list(runtime.get("peers") or ()),
+        spec["runtime"] = {"component": runtime.get("component"), "in_process": bool(runtime.get("in_process", True)),
+                           "peers": list(runtime.get("peers") or ()),
                            "peer_addresses": list(runtime.get("peer_addresses") or ())}
     if ft.is_network:
         scope = scope or {}

@@ -116,11 +116,11 @@ def _fault_target(fault: Fault, experiment: Experiment, replicas: tuple[Replica,
         # addresses of peer services elsewhere (callers arriving over the network).
         names = [] if wanted in (None, "all") else list(dict.fromkeys(wanted))
         component = fault.target_service if fault.target_service in topo.components else None
-        runtime = {"component": component, "peers": names,
+        runtime = {"component": component, "in_process": kind == "component", "peers": names,
                    "peer_addresses": [ip for ip in dict.fromkeys(r.data_ip for r in replicas
                                                                  if r.service in peers and r.service != service)]}
         how = describe(fault.type, service=service, target_service=fault.target_service, nodes=nodes, widen=False,
-                       runtime=True, component=component, peer_services=names)
+                       runtime=True, component=component, in_process=kind == "component", peer_services=names)
     else:
         how = describe(fault.type, service=service, target_service=fault.target_service, nodes=nodes, widen=wide,
                        interface=iface, direction=fault.scope.direction or fault.parameters.get("direction"),

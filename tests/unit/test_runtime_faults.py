@@ -320,7 +320,7 @@ def test_the_seed_fault_is_realised_by_the_runtime_on_gen1_and_gen2(tmp_path, to
     plan = build_plan(load_experiment(_exp(tmp_path, topology, "network-latency", "{delay: 200ms, jitter: 50ms}")),
                       load_lab("local"))
     (ft,) = plan.faults
-    assert ft.runtime == {"component": "social-graph-service", "peers": [], "peer_addresses": []}
+    assert ft.runtime == {"component": "social-graph-service", "in_process": True, "peers": [], "peer_addresses": []}
     assert ft.realisation == f"runtime: in-process calls into social-graph-service in service {ft.service} on " \
                              f"{','.join(ft.nodes)}"
     spec = next(s for s in plan.steps if s.name.startswith("inject:")).extravars["fault_spec"]
@@ -334,8 +334,9 @@ def test_realise_runtime_on_a_gen3_service_is_recorded_and_peers_carry_their_add
                       load_lab("local"))
     (ft,) = plan.faults
     assert ft.runtime["peers"] == ["home-timeline-service"] and len(ft.runtime["peer_addresses"]) >= 1
-    assert ft.realisation.startswith("runtime: in-process calls into social-graph-service in service "
+    assert ft.realisation.startswith("runtime: calls into social-graph-service in service "
                                      "social-graph-service on ") and ft.realisation.endswith(", from home-timeline-service")
+    assert ft.runtime["in_process"] is False
 
 
 @pytest.mark.parametrize(("ftype", "params", "scope", "field", "words"), [

@@ -322,7 +322,8 @@ def apply_fault(store: Store, raw: dict[str, Any], *, not_before_ns: int | None 
         if rt is not None:
             rec["realisation"] = describe(spec.type, service=spec.service, target_service=raw_target(spec),
                                           nodes=[socket.gethostname()], widen=False, runtime=True,
-                                          component=rt.get("component"), peer_services=rt.get("peers") or ())
+                                          component=rt.get("component"), in_process=rt.get("in_process", True),
+                                          peer_services=rt.get("peers") or ())
         else:
             rec["realisation"] = describe(spec.type, service=spec.service, target_service=raw_target(spec),
                                           nodes=[socket.gethostname()], widen=bool(rec.get("widened")),

@@ -51,7 +51,7 @@ SHORT = ["--set", "schedule.warmup=3s", "--set", "schedule.baseline=12s", "--set
          "--set", "schedule.recovery=4s", "--set", "workload.rate=40/s"]
 KILLED = {
     "name": "rt-kill", "topology": "gen1-monolith",
-    "workload": {"rate": "20/s", "arrival": "constant", "seed": 2},
+    "workload": {"rate": "40/s", "arrival": "constant", "seed": 2},  # compose-post: ~4/s into social-graph
     "schedule": {"warmup": "2s", "baseline": "4s", "fault": "10s", "recovery": "2s"},
     "chaos_injections": [{"id": "sg-delay", "type": "network-latency", "target_service": "social-graph-service",
                           "parameters": {"delay": "100ms"}}],

@@ -46,7 +46,7 @@ from typing import Any
 
 from aiohttp import web
 
-from grayctl.runtime.calls import CallFailed, Client, DownstreamError, DownstreamTimeout
+from grayctl.runtime.calls import CallFailed, Client, DownstreamError, DownstreamTimeout, retry_wait
 from grayctl.runtime.config import (
     CallSpec,
     ComponentSpec,
@@ -236,8 +236,7 @@ class Runtime:
         outcome, detail = "error", ""
         for attempt in range(spec.retries + 1):
             if attempt:
-                delay = min(self.cfg.backoff_cap, spec.backoff * (2 ** (attempt - 1)))
-                await asyncio.sleep(delay / 2 + self.client.rng.uniform(0, delay / 2))
+                await asyncio.sleep(retry_wait(self.cfg.backoff_cap, spec.backoff, attempt, self.client.rng))
             verdict = board.decide(spec.component, size=ep.response_size, **who)
             try:
                 async with asyncio.timeout(spec.timeout):

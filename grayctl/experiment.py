@@ -157,6 +157,7 @@ class Scope:
     direction: str | None  # None for non-network faults
     fraction: Percent
     widen: str | None = None  # "process": a fault on a component inside a shared process hits all of it
+    realise: str | None = None  # "host" | "runtime": the realisation asked for (grayctl.faults.realise)
 
     def to_dict(self) -> dict[str, Any]:
         out: dict[str, Any] = {}
@@ -166,6 +167,8 @@ class Scope:
         out["fraction"] = self.fraction.canonical()
         if self.widen is not None:
             out["widen"] = self.widen
+        if self.realise is not None:
+            out["realise"] = self.realise
         return out
 
 
@@ -495,9 +498,10 @@ class _ExperimentValidator:
             # Where the target lives decides how the fault is realised; refuse here, with the line,
             # what would otherwise be widened silently to the whole process.
             why = realisation_problem(ftype, target_kind(topology.is_network_hop(target)), scope.widen,
-                                      target=target, service=service, topology=topology.name)
+                                      target=target, service=service, topology=topology.name, realise=scope.realise)
             if why:
-                ck.problem(path + ("target_service",), why[0], expected=why[1])
+                at = ("scope", "realise") if scope.realise is not None else ("target_service",)
+                ck.problem(path + at, why[0], expected=why[1])
         offset = ck.field(m, path, "offset", _nonneg_duration(), parse_duration(DEFAULTS["fault"]["offset"]))
         backend = ck.field(m, path, "backend", parse_choice(BACKENDS, "backend"), DEFAULTS["fault"]["backend"])
         if ftype is not None and backend not in (None, "auto") and not CATALOG[ftype].is_network:
@@ -571,7 +575,7 @@ class _ExperimentValidator:
                     ck.problem(path + (key,), f"scope.{key} is not used by {ftype}: {why}", at_key=True,
                                expected="scope fields: " + ", ".join(allowed))
             raw = {k: v for k, v in raw.items() if k not in ("peers", "direction") or k in allowed}
-        m = ck.mapping(raw, path, allowed=allowed, what="a scope {peers, direction, fraction, widen}")
+        m = ck.mapping(raw, path, allowed=allowed, what="a scope {peers, direction, fraction, widen, realise}")
         if m is None:
             return None
         specs = {p.name: p for p in SCOPE_PARAMS}
@@ -582,12 +586,16 @@ class _ExperimentValidator:
             spec = specs[key]
             values[key] = ck.field(m, path, key, lambda v, s=spec: parse_param(s, v), spec.default)
         widen = ck.field(m, path, "widen", lambda v: parse_param(specs["widen"], v), None) if "widen" in m else None
+        realise = (ck.field(m, path, "realise", lambda v: parse_param(specs["realise"], v), None)
+                   if "realise" in m else None)
         if "peers" in allowed and topology is not None and values.get("peers") not in (None, "all"):
             self._check_peers(values["peers"], path + ("peers",), topology, target)
-        if any(values.get(k) is None for k in allowed if k != "widen") or ("widen" in m and widen is None):
+        if any(values.get(k) is None for k in allowed if k not in ("widen", "realise")) \
+                or ("widen" in m and widen is None) or ("realise" in m and realise is None):
             return None
         peers = values.get("peers", "all")
-        return Scope(peers if peers == "all" else tuple(peers), values.get("direction"), values["fraction"], widen)
+        return Scope(peers if peers == "all" else tuple(peers), values.get("direction"), values["fraction"], widen,
+                     realise)
 
     # -- metrics, slo, checks ------------------------------------------------------------
     def _metrics(self, raw: Any) -> Metrics:

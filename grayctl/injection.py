@@ -65,7 +65,8 @@ def to_injection_json(records: list[dict[str, Any]], status: str) -> dict[str, A
             "peer_services", "direction", "parameters", "backend", "backend_requested", "mechanism", "commands",
             "nft_script", "helper", "expiry", "revert_commands", "start_ns", "start_utc", "applied_utc", "end_ns",
             "end_utc", "end_reason", "revert_verified", "leftovers", "notes", "status", "targets", "killed",
-            "restarted", "helper_stats", "fraction", "flow_mark", "scheduled_ns", "revert_scheduled_ns", "realisation", "widened", "effect")
+            "restarted", "helper_stats", "fraction", "flow_mark", "scheduled_ns", "revert_scheduled_ns", "realisation", "widened", "effect",
+            "runtime", "runtime_dirs")
     faults = []
     for r in records:
         if r.get("status") == "cancelled":  # a scheduled apply cancelled before it acted: nothing happened

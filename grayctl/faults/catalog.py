@@ -36,6 +36,8 @@ __all__ = [
     "FAMILIES",
     "FAULT_TYPES",
     "QUANTITY_PARSERS",
+    "REALISE_CHOICES",
+    "RUNTIME_TYPES",
     "SCOPE_PARAMS",
     "SIGNALS",
     "WIDEN_CHOICES",
@@ -48,6 +50,7 @@ FAMILIES = ("network", "resource", "process")
 DIRECTIONS = ("egress", "ingress", "both")
 BACKENDS = ("auto", "netem", "fallback")  # what an experiment may ask for (network faults)
 WIDEN_CHOICES = ("process",)  # scope.widen: what a fault on a component may be widened to, on request
+REALISE_CHOICES = ("host", "runtime")  # scope.realise: ask for one realisation (grayctl.faults.realise)
 SIGNALS = ("KILL", "TERM", "INT", "QUIT", "HUP", "ABRT", "USR1", "USR2")
 # The one parser of each quantity kind (grayctl.units), for the experiment and the node alike.
 QUANTITY_PARSERS: dict[str, Callable[[Any], Any]] = {
@@ -121,17 +124,30 @@ class FaultType:
     backends: tuple[str, ...]  # what can realise it: netem, fallback (network); stress-ng; signals
     export: Mapping[str, str]  # its name in other datasets' vocabularies, e.g. {"rcaeval": "delay"}
     check: Check | None = None
-    scope_fields: tuple[str, ...] = ("peers", "direction", "fraction", "widen")
+    scope_fields: tuple[str, ...] = ("peers", "direction", "fraction", "widen", "realise")
     refused: Mapping[str, str] = field(default_factory=dict)  # backend -> why it cannot realise this type
     # How it is realised on a target that is a service with its own network hop ("service") or a
-    # component inside a shared process ("component"): host | refused (a later runtime realisation
-    # of in-process faults becomes a third value). grayctl.faults.realise reads it.
-    realisation: Mapping[str, str] = field(default_factory=lambda: {"service": "host", "component": "refused"})
+    # component inside a shared process ("component"): host | runtime (the service runtime acts at
+    # the component's boundary, grayctl.runtime.faults) | refused. grayctl.faults.realise reads it;
+    # the types in RUNTIME_TYPES get "runtime" on components, the others "refused".
+    realisation: Mapping[str, str] = field(default_factory=dict)
     in_process_refusal: str = ""  # why a host realisation would not be faithful on a component
+    runtime_refusal: str = ""  # why the runtime cannot realise it ("" for the types it realises)
 
     def __post_init__(self) -> None:
         if not self.in_process_refusal:
             object.__setattr__(self, "in_process_refusal", _IN_PROCESS_REFUSAL[self.family])
+        if not self.realisation:
+            runtime = self.name in RUNTIME_TYPES
+            object.__setattr__(self, "realisation", {"service": "host",
+                                                     "component": "runtime" if runtime else "refused"})
+        if self.name not in RUNTIME_TYPES and not self.runtime_refusal:
+            object.__setattr__(self, "runtime_refusal", _RUNTIME_REFUSAL.get(self.name, "the service runtime does not "
+                                                                             "realise this fault type"))
+
+    @property
+    def runtime_realisable(self) -> bool:
+        return self.realisation.get("component") == "runtime"
 
     @property
     def param_map(self) -> dict[str, Param]:
@@ -146,6 +162,21 @@ class FaultType:
         return self.family == "network"
 
 
+# What the service runtime realises at a component's boundary (grayctl.runtime.faults): calls into
+# the component delayed, lost, failed, cut off, rate-limited, or its worker pool stopped.
+RUNTIME_TYPES = ("network-latency", "network-loss", "network-bandwidth", "network-corruption", "network-partition",
+                 "process-pause")
+_RUNTIME_REFUSAL = {
+    "network-duplication": "a call is not a packet: a duplicated in-process call would be a second request, not "
+                           "what duplication does on the wire (TCP drops the copy)",
+    "network-reorder": "a call is not a packet stream: reordering has no in-process equivalent (TCP delivers in order)",
+    "network-flap": "there is no link between components of one process to take down",
+    "cpu-stress": "extra CPU inside one component's handlers is not implemented faithfully (one event loop: it "
+                  "would slow every component of the process)",
+    "memory-stress": "the process's memory is shared: an allocation cannot be charged to one component",
+    "disk-io-stress": "the component's handlers do no disk I/O of their own to stress",
+    "process-kill": "a component cannot be killed without its process (every component in it)",
+}
 _IN_PROCESS_REFUSAL = {
     "network": "its calls are in-process, so there is no packet to act on (the host would delay the whole "
                "service's traffic)",
@@ -269,26 +300,26 @@ CATALOG: dict[str, FaultType] = {
         FaultType("network-partition", "network", "Drop all traffic between the target and its peers.", (
             Param("peers", "names", "Services cut off from the target, or 'all'.", default="all"),
             Param("direction", "choice", "Which way traffic is dropped.", default="both", choices=DIRECTIONS),
-        ), _NETWORK, {"rcaeval": "socket"}, _check_partition, scope_fields=("fraction", "widen")),
+        ), _NETWORK, {"rcaeval": "socket"}, _check_partition, scope_fields=("fraction", "widen", "realise")),
         FaultType("network-flap", "network", "Take the target's data link down and up on a cycle (ip link set down/up).", (
             Param("down", "duration", "How long the link stays down each cycle.", required=True, min=0.0,
                   min_exclusive=True, max=_MAX_DELAY),
             Param("up", "duration", "How long the link stays up between downs.", required=True, min=0.0,
                   min_exclusive=True),
-        ), _NETWORK, {"rcaeval": "flap"}, scope_fields=("fraction", "widen")),
+        ), _NETWORK, {"rcaeval": "flap"}, scope_fields=("fraction", "widen", "realise")),
         FaultType("cpu-stress", "resource", "Burn CPU inside the target node's limits (stress-ng --cpu).", (
             Param("workers", "int", "Number of CPU workers.", default=1, min=1, max=1024),
             Param("load", "percent", "Load per worker.", default=_p("100%"), min=0.0, min_exclusive=True),
-        ), ("stress-ng",), {"rcaeval": "cpu"}, scope_fields=("fraction", "widen")),
+        ), ("stress-ng",), {"rcaeval": "cpu"}, scope_fields=("fraction", "widen", "realise")),
         FaultType("memory-stress", "resource", "Allocate and touch memory inside the target node's limits (stress-ng --vm).", (
             Param("bytes", "size", "Memory to hold.", min=1, max=1024**4),
             Param("percent", "percent", "Memory to hold, as a share of the node's memory limit.", min=0.0, min_exclusive=True),
             Param("workers", "int", "Number of VM workers sharing the amount.", default=1, min=1, max=64),
-        ), ("stress-ng",), {"rcaeval": "mem"}, _check_memory, scope_fields=("fraction", "widen")),
+        ), ("stress-ng",), {"rcaeval": "mem"}, _check_memory, scope_fields=("fraction", "widen", "realise")),
         FaultType("disk-io-stress", "resource", "Write and sync files in the node's state directory (stress-ng --hdd).", (
             Param("workers", "int", "Number of I/O workers.", default=1, min=1, max=64),
             Param("bytes", "size", "Bytes each worker writes per cycle.", default=_s("256MiB"), min=4096, max=1024**4),
-        ), ("stress-ng",), {"rcaeval": "disk"}, scope_fields=("fraction", "widen")),
+        ), ("stress-ng",), {"rcaeval": "disk"}, scope_fields=("fraction", "widen", "realise")),
         FaultType("process-pause", "process", "SIGSTOP/SIGCONT the target service's processes: one pause or a stutter.", (
             Param("duration", "duration", "One pause this long at the start of the window (default: the whole window).",
                   min=0.0, min_exclusive=True),
@@ -296,11 +327,11 @@ CATALOG: dict[str, FaultType] = {
                 Param("pause", "duration", "How long each pause lasts.", required=True, min=0.0, min_exclusive=True),
                 Param("every", "duration", "Period of the pauses.", required=True, min=0.0, min_exclusive=True),
             )),
-        ), ("signals",), {"rcaeval": "pause"}, _check_pause, scope_fields=("fraction", "widen")),
+        ), ("signals",), {"rcaeval": "pause"}, _check_pause, scope_fields=("fraction", "widen", "realise")),
         FaultType("process-kill", "process", "Kill the target service's processes, optionally restarting them.", (
             Param("signal", "choice", "Signal sent (name without SIG).", default="KILL", choices=SIGNALS),
             Param("restart", "bool", "Restart the service after the kill.", default=True),
-        ), ("signals",), {"rcaeval": "kill"}, scope_fields=("fraction", "widen")),
+        ), ("signals",), {"rcaeval": "kill"}, scope_fields=("fraction", "widen", "realise")),
     ]
 }
 
@@ -312,7 +343,10 @@ SCOPE_PARAMS: tuple[Param, ...] = (
     Param("fraction", "percent", "Share of the target's replicas (or flows, for network faults) affected.",
           default=_p("100%"), min=0.0, min_exclusive=True),
     Param("widen", "choice", "On a component inside a shared process: fault the whole process (recorded as "
-          "widened). Without it such a fault is refused.", choices=WIDEN_CHOICES),
+          "widened). Without it a fault the runtime cannot realise there is refused.", choices=WIDEN_CHOICES),
+    Param("realise", "choice", "Ask for one realisation: host (the node acts: tc, nftables, signals) or runtime "
+          "(the service runtime acts at the target's boundary; also on a service of its own). Default: host on a "
+          "service, runtime on a component inside a shared process.", choices=REALISE_CHOICES),
 )
 
 

@@ -54,6 +54,16 @@ def _table(params: tuple[Param, ...], first: str) -> list[str]:
     return [f"| {first} | kind | default | range | meaning |", "|---|---|---|---|---|", *_rows(params)]
 
 
+_RUNTIME_HOW = {
+    "network-latency": "each call into it sleeps a sampled delay first (twice with direction both)",
+    "network-loss": "a lost call never reaches it, the caller's timeout and retries run",
+    "network-bandwidth": "calls wait in a token bucket for their answer's bytes, lost past the limit",
+    "network-corruption": "a corrupted call fails (in-process: an error; over HTTP: 502)",
+    "network-partition": "every call from the peers (default all callers) is lost",
+    "process-pause": "its worker pool stops taking work: calls wait at its gate for the pause or stutter",
+}
+
+
 def to_markdown() -> str:
     """The "Types" section of docs/fault-catalog.md, from the catalog."""
     out = [_BEGIN, "## Types", ""]
@@ -66,8 +76,11 @@ def to_markdown() -> str:
                 f"Exported as: {exports}.", "",
                 f"Realised on a service with its own hop: {ft.realisation['service']}; on a component inside a "
                 f"shared process: {ft.realisation['component']}"
-                + (f" ({ft.in_process_refusal}; `scope.widen: process` faults the whole process)"
-                   if ft.realisation["component"] == "refused" else "") + ".", ""]
+                + (f" ({ft.in_process_refusal}; the runtime cannot either: {ft.runtime_refusal}; "
+                   "`scope.widen: process` faults the whole process)"
+                   if ft.realisation["component"] == "refused" else
+                   " (the service runtime at the component's boundary: " + _RUNTIME_HOW.get(ft.name, "") + "; "
+                   "`scope.realise: runtime` asks for it on a service of its own too)") + ".", ""]
     out += ["### `scope` (common to all types)", "", *_table(SCOPE_PARAMS, "field"), "", _END]
     return "\n".join(out) + "\n"
 

@@ -156,15 +156,21 @@ def to_spec(fault_id: str, fault_type: str, parameters: Mapping[str, Any], *, ex
             name: str | None = None, service: str = "", target_service: str = "", interface: str | None = None,
             peers: Iterable[str] = (), peer_services: Iterable[str] = (), ports: Iterable[int] = (),
             scope: Mapping[str, Any] | None = None, backend: str = "auto", realisation: str = "",
-            widened: bool = False, effect: str = "record") -> dict[str, Any]:
+            widened: bool = False, effect: str = "record", runtime: Mapping[str, Any] | None = None) -> dict[str, Any]:
     """The node-facing spec of a fault (``parameters``: canonical strings). Network fields only for
-    network faults: other families take no interface, peers or flow fraction on the node."""
+    network faults: other families take no interface, peers or flow fraction on the node.
+    ``runtime``: realised by the service runtime ({component, peers, peer_addresses}): the node
+    writes a control file per replica of ``service`` (grayctl.faults.node.runtimectl)."""
     ft = CATALOG[fault_type]
     spec: dict[str, Any] = {"id": fault_id, "name": name or fault_id, "type": fault_type, "family": ft.family,
                             "parameters": dict(parameters), "service": service, "target_service": target_service,
                             "expire_after_s": expire_after_s, "effect": effect}
     if realisation:  # the plan's words; the node records them with the backend it chose
         spec.update(realisation=realisation, widened=widened)
+    if runtime is not None:
+        spec["runtime"] = {"component": runtime.get("component"), "in_process": bool(runtime.get("in_process", True)),
+                           "peers": list(runtime.get("peers") or ()),
+                           "peer_addresses": list(runtime.get("peer_addresses") or ())}
     if ft.is_network:
         scope = scope or {}
         spec.update(interface=interface, peers=list(peers), peer_services=list(peer_services), ports=list(ports),

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 from grayctl.errors import InputError, Problem
 from grayctl.experiment import Experiment, Fault
-from grayctl.faults.realise import describe, realisation_problem, target_kind, widened
+from grayctl.faults.realise import describe, realisation_of, realisation_problem, target_kind, widened
 from grayctl.faults.spec import expire_after, node_fault_id, to_spec
 from grayctl.lab.definition import LabDefinition
 from grayctl.lab.provider import provider_for
@@ -80,8 +80,9 @@ def _fault_target(fault: Fault, experiment: Experiment, replicas: tuple[Replica,
     service = fault.service
     network = fault.layer == NETWORK_LAYER
     kind = target_kind(topo.is_network_hop(fault.target_service))
+    realise = fault.scope.realise
     why = realisation_problem(fault.type, kind, fault.scope.widen, target=fault.target_service, service=service,
-                              topology=topo.name)
+                              topology=topo.name, realise=realise)
     if why:  # load_experiment refuses it first, with the line; a guard for plans built another way
         raise InputError(_problem(experiment, why[0], f"chaos_injections.{fault.id}.target_service", why[1]))
     mine = [r for r in replicas if r.service == service]
@@ -107,12 +108,25 @@ def _fault_target(fault: Fault, experiment: Experiment, replicas: tuple[Replica,
         nodes = nodes[:round(count)]
     peer_ips = tuple(dict.fromkeys(r.data_ip for r in replicas if r.service in peers))
     iface = DATA_IFACE if network else None
-    wide = widened(kind, fault.scope.widen)
-    how = describe(fault.type, service=service, target_service=fault.target_service, nodes=nodes, widen=wide,
-                   interface=iface, direction=fault.scope.direction or fault.parameters.get("direction"),
-                   backend=fault.backend, peer_services=peers)
+    wide = widened(kind, fault.scope.widen, realise)
+    runtime = None
+    if realisation_of(fault.type, kind, fault.scope.widen, realise) == "runtime":
+        # The service runtime acts at the component's boundary (grayctl.runtime.faults): peers as
+        # written (callers inside the process match by component or service name), and the data
+        # addresses of peer services elsewhere (callers arriving over the network).
+        names = [] if wanted in (None, "all") else list(dict.fromkeys(wanted))
+        component = fault.target_service if fault.target_service in topo.components else None
+        runtime = {"component": component, "in_process": kind == "component", "peers": names,
+                   "peer_addresses": [ip for ip in dict.fromkeys(r.data_ip for r in replicas
+                                                                 if r.service in peers and r.service != service)]}
+        how = describe(fault.type, service=service, target_service=fault.target_service, nodes=nodes, widen=False,
+                       runtime=True, component=component, in_process=kind == "component", peer_services=names)
+    else:
+        how = describe(fault.type, service=service, target_service=fault.target_service, nodes=nodes, widen=wide,
+                       interface=iface, direction=fault.scope.direction or fault.parameters.get("direction"),
+                       backend=fault.backend, peer_services=peers)
     return FaultTarget(fault, service, nodes, iface, tuple(sorted({r.port for r in mine})), peers, peer_ips,
-                       how, wide)
+                       how, wide, runtime)
 
 
 def _parts(experiment: Experiment, replicas: tuple[Replica, ...]) -> tuple[Step, ...]:
@@ -176,7 +190,8 @@ def _steps(experiment: Experiment, lab: LabDefinition, replicas: tuple[Replica, 
                                       target_service=f.target_service, interface=ft.interface,
                                       peers=ft.peer_addresses, peer_services=ft.peers,
                                       ports=ft.ports if shared else (), scope=f.scope.to_dict(), backend=f.backend,
-                                      realisation=ft.realisation, widened=ft.widened, effect="require")}
+                                      realisation=ft.realisation, widened=ft.widened, effect="require",
+                                      runtime=ft.runtime)}
         hosts = ":".join(ft.nodes)
         steps.append(Step(f"inject:{f.id}", "run", "fault.yml", hosts, {"fault_state": "present", **spec},
                           f.start_s, f.end_s, why=f"{f.type}: {ft.realisation}"))

@@ -73,6 +73,8 @@ class FaultTarget:
     peer_addresses: tuple[str, ...] = ()  # data IPs of the peer services' replicas
     realisation: str = ""  # how it is realised (grayctl.faults.realise.describe); the node refines the backend
     widened: bool = False  # scope.widen: process took a component's fault to its whole service
+    # realised by the service runtime: {component (None = the whole service), peers, peer_addresses}
+    runtime: dict[str, Any] | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return {"id": self.fault.id, "type": self.fault.type, "target_service": self.fault.target_service,
@@ -80,7 +82,8 @@ class FaultTarget:
                 "ports": list(self.ports), "peers": list(self.peers) or "all",
                 "peer_addresses": list(self.peer_addresses),
                 "window_s": [self.fault.start_s, self.fault.end_s], "backend": self.fault.backend,
-                "realisation": self.realisation, "widened": self.widened}
+                "realisation": self.realisation, "widened": self.widened,
+                "realised_by": "runtime" if self.runtime is not None else "host"}
 
 
 @dataclass(frozen=True)

@@ -1,4 +1,7 @@
-"""``python -m grayctl.runtime --config FILE.json [--ready-file PATH]``: run one service process.
+"""``python -m grayctl.runtime --config FILE.json [--ready-file PATH] [--fault-control PATH]``: run one service process.
+
+Runtime-realised faults come through ``--fault-control`` (default: ``fault_control`` beside the
+config, the replica's directory on the nodes; grayctl.faults.node.runtimectl writes it).
 
 Exit codes: 0 after a graceful stop (SIGTERM/SIGINT), 2 for an invalid config, 3 when the
 addresses cannot be bound. On startup it prints one JSON line ``{"event": "ready", ...}`` to
@@ -20,6 +23,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--config", required=True, help="runtime config JSON (see docs/runtime.md)")
     p.add_argument("--ready-file", help="written (JSON) once listening; removed on a clean stop")
     p.add_argument("--no-uvloop", action="store_true", help="use the default asyncio loop")
+    p.add_argument("--fault-control", help="fault control file to poll (default: fault_control beside --config)")
     args = p.parse_args(argv)
     try:
         cfg = load_runtime_config(args.config)
@@ -30,14 +34,19 @@ def main(argv: list[str] | None = None) -> int:
         run_runtime,  # aiohttp import only once the config is good
     )
 
+    from pathlib import Path
+
+    from grayctl.faults.node.runtimectl import control_path
+
+    control = args.fault_control or str(control_path(Path(args.config).resolve().parent))
     if not args.no_uvloop:
         try:
             import uvloop
         except ImportError:  # the plain loop works, just slower
             pass
         else:
-            return uvloop.run(run_runtime(cfg, args.ready_file))
-    return asyncio.run(run_runtime(cfg, args.ready_file))
+            return uvloop.run(run_runtime(cfg, args.ready_file, control))
+    return asyncio.run(run_runtime(cfg, args.ready_file, control))
 
 
 if __name__ == "__main__":

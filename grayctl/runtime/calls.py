@@ -33,7 +33,13 @@ from grayctl.runtime.config import CallSpec, RuntimeConfig
 from grayctl.runtime.metrics import Registry
 from grayctl.runtime.spans import Tracer, format_traceparent
 
-__all__ = ["CallFailed", "Client", "Downstream", "DownstreamError", "DownstreamTimeout"]
+__all__ = ["CallFailed", "Client", "Downstream", "DownstreamError", "DownstreamTimeout", "retry_wait"]
+
+
+def retry_wait(cap: float, backoff: float, attempt: int, rng: random.Random) -> float:
+    """Seconds before attempt ``attempt`` (>= 1): ``min(cap, backoff * 2**(attempt-1))``, equal jitter."""
+    delay = min(cap, backoff * (2 ** (attempt - 1)))
+    return delay / 2 + rng.uniform(0, delay / 2)
 
 
 class CallFailed(Exception):
@@ -129,8 +135,7 @@ class Client:
         for attempt in range(spec.retries + 1):
             if attempt:
                 self.m_retries.inc(lbl)
-                delay = min(self.cfg.backoff_cap, spec.backoff * (2 ** (attempt - 1)))
-                await asyncio.sleep(delay / 2 + self.rng.uniform(0, delay / 2))
+                await asyncio.sleep(retry_wait(self.cfg.backoff_cap, spec.backoff, attempt, self.rng))
             idx = ds.pick()
             url = ds.urls[idx] + path
             span_id = self.tracer.new_span_id()

@@ -21,6 +21,12 @@ function call: its own ``internal`` span and metrics, no HTTP, no timeout or ret
 call has neither), and no admission: the pool guards what arrives over the network, so a
 gen1 monolith is admitted once at its entry like a real monolith. Errors propagate unchanged.
 
+Runtime-realised faults (grayctl.runtime.faults, from the replica's ``fault_control`` file that the
+node's fault executor writes): while one acts on a component, in-process calls into it get the
+wire's semantics (the topology's per-attempt timeout, retries with backoff) and the fault's
+verdict (delayed, lost, failed, held at a paused component's gate); requests arriving over the
+network into it are delayed, never answered (lost), answered 502 (corrupted) or held the same way.
+
 ``GET /health`` answers 200 whenever the process answers at all. It does not look at pools,
 queues or downstreams, deliberately: it is the naive liveness check whose disagreement with
 user-visible latency and errors *is* the gray failure grayctl measures.
@@ -40,7 +46,7 @@ from typing import Any
 
 from aiohttp import web
 
-from grayctl.runtime.calls import CallFailed, Client
+from grayctl.runtime.calls import CallFailed, Client, DownstreamError, DownstreamTimeout, retry_wait
 from grayctl.runtime.config import (
     CallSpec,
     ComponentSpec,
@@ -48,11 +54,14 @@ from grayctl.runtime.config import (
     ParallelSpec,
     RuntimeConfig,
 )
+from grayctl.runtime.faults import FaultBoard
 from grayctl.runtime.metrics import CONTENT_TYPE, Registry, process_collector
 from grayctl.runtime.spans import Tracer, parse_traceparent
 from grayctl.runtime.work import PreciseSleeper, Sampler, Store, burn_cpu, derive_seed
 
-__all__ = ["JsonLog", "Runtime", "Shed", "WorkerPool", "run_runtime"]
+__all__ = ["LOST_HOLD_S", "JsonLog", "Runtime", "Shed", "WorkerPool", "run_runtime"]
+
+LOST_HOLD_S = 60.0  # a lost request arriving over the network is held unanswered this long at most
 
 
 class Shed(Exception):
@@ -132,7 +141,7 @@ _ERROR_BODY = {502: b"downstream failure\n", 503: b"overloaded: request shed\n",
 class Runtime:
     """Everything one service process executes. Build inside a running event loop."""
 
-    def __init__(self, config: RuntimeConfig, log: JsonLog) -> None:
+    def __init__(self, config: RuntimeConfig, log: JsonLog, control_path: str | None = None) -> None:
         self.cfg = config
         self.log = log
         self.sampler = Sampler(derive_seed(config.seed, config.service, config.replica, "work"))
@@ -185,6 +194,7 @@ class Runtime:
                 ("topology", "service", "replica"),
                 fn=lambda: {(config.topology, config.service, str(config.replica)): 1})
         r.collectors.append(process_collector())
+        self.faults = FaultBoard(control_path, r, log)
 
     # -- execution ---------------------------------------------------------------------
     async def execute(self, comp: ComponentSpec, ep: EndpointSpec, trace_id: str, span_id: str) -> None:
@@ -199,19 +209,81 @@ class Runtime:
                 self.m_store.inc((comp.name, "hit" if hit else "miss"))
         for step in ep.steps:
             if isinstance(step, ParallelSpec):
-                results = await asyncio.gather(*(self.call(c, trace_id, span_id) for c in step.calls),
+                results = await asyncio.gather(*(self.call(c, trace_id, span_id, comp.name) for c in step.calls),
                                                return_exceptions=True)
                 # wait for every branch (like a real fan-out), then fail with the first failure
                 for res in results:
                     if isinstance(res, BaseException):
                         raise res
             else:
-                await self.call(step, trace_id, span_id)
+                await self.call(step, trace_id, span_id, comp.name)
 
-    async def call(self, spec: CallSpec, trace_id: str, parent_span: str) -> None:
+    async def call(self, spec: CallSpec, trace_id: str, parent_span: str, caller: str | None = None) -> None:
         if spec.service is not None:
             await self.client.call(spec, trace_id, parent_span)
             return
+        if self.faults.faults and self.faults.any_for(spec.component):
+            await self._call_faulted(spec, trace_id, parent_span, caller)
+            return
+        await self._inprocess(spec, trace_id, parent_span)
+
+    async def _call_faulted(self, spec: CallSpec, trace_id: str, parent_span: str, caller: str | None) -> None:
+        """An in-process call into a component a runtime fault acts on: the wire's semantics (per-attempt
+        timeout, retries with the client's backoff, as grayctl.runtime.calls), the fault's verdict."""
+        board = self.faults
+        ep = self.components[spec.component].endpoints[spec.endpoint]
+        who: dict[str, Any] = {"caller": caller, "caller_service": self.cfg.service}
+        outcome, detail = "error", ""
+        for attempt in range(spec.retries + 1):
+            if attempt:
+                await asyncio.sleep(retry_wait(self.cfg.backoff_cap, spec.backoff, attempt, self.client.rng))
+            verdict = board.decide(spec.component, size=ep.response_size, **who)
+            try:
+                async with asyncio.timeout(spec.timeout):
+                    await board.wait_gate(spec.component, **who)
+                    if verdict.before_s > 0:
+                        await self.sleeper.sleep(verdict.before_s)
+                    if verdict.lost:
+                        await asyncio.Event().wait()  # never answered: the attempt's timeout ends it
+                    if verdict.failed:
+                        outcome, detail = "error", f"{spec.target} (in-process) failed: corrupted by a runtime fault"
+                    else:
+                        await self._inprocess(spec, trace_id, parent_span)
+                        if verdict.after_s > 0:
+                            await self.sleeper.sleep(verdict.after_s)
+                        outcome = "ok"
+            except TimeoutError:
+                outcome, detail = "timeout", f"{spec.target} (in-process) timed out after {spec.timeout:g}s"
+            except CallFailed as err:
+                outcome, detail = "error", err.detail
+            if outcome == "ok":
+                return
+        if outcome == "timeout":
+            raise DownstreamTimeout(detail)
+        raise DownstreamError(detail)
+
+    async def _arrival_faults(self, request: web.Request, comp: ComponentSpec,
+                              ep: EndpointSpec) -> tuple[int | None, float]:
+        """Runtime faults on a request arriving over the network: (status to answer at once or None, delay
+        after the endpoint). A lost request is never answered: held until its caller gives up."""
+        who: dict[str, Any] = {"remote": request.remote}
+        verdict = self.faults.decide(comp.name, size=ep.response_size, **who)
+        if verdict.before_s > 0:
+            await self.sleeper.sleep(verdict.before_s)
+        if verdict.lost:
+            end = time.monotonic() + LOST_HOLD_S
+            while time.monotonic() < end:
+                transport = request.transport
+                if transport is None or transport.is_closing():
+                    break
+                await asyncio.sleep(0.05)
+            return 504, 0.0
+        if verdict.failed:
+            return 502, 0.0
+        await self.faults.wait_gate(comp.name, **who)
+        return None, verdict.after_s
+
+    async def _inprocess(self, spec: CallSpec, trace_id: str, parent_span: str) -> None:
         # In-process: a function call with its own span (kind=internal) and metrics.
         comp = self.components[spec.component]
         ep = comp.endpoints[spec.endpoint]
@@ -248,6 +320,12 @@ class Runtime:
         lbl = (comp.name, ep.name)
         pool = self.pools[comp.name]
         status = 200
+        after = 0.0
+        if self.faults.faults and self.faults.any_for(comp.name):
+            early, after = await self._arrival_faults(request, comp, ep)
+            if early is not None:
+                self.m_requests.inc(lbl + ("http", "faulted"))
+                return web.Response(status=early, body=_ERROR_BODY[early], content_type="text/plain")
         try:
             queued = await pool.acquire()
         except Shed:
@@ -268,6 +346,8 @@ class Runtime:
                              error=f"{type(err).__name__}: {err}")
             finally:
                 pool.release()
+        if after > 0:
+            await self.sleeper.sleep(after)
         self.m_requests.inc(lbl + ("http", str(status)))
         self.m_duration.observe(lbl + ("http",), time.perf_counter() - t0)
         self.tracer.record(trace_id, span_id, parent_id, "server", comp.name, ep.name,
@@ -306,10 +386,11 @@ def _summary(cfg: RuntimeConfig) -> dict[str, Any]:
     }
 
 
-async def run_runtime(cfg: RuntimeConfig, ready_file: str | None = None) -> int:
-    """Serve until SIGTERM/SIGINT; returns the process exit code."""
+async def run_runtime(cfg: RuntimeConfig, ready_file: str | None = None, control_path: str | None = None) -> int:
+    """Serve until SIGTERM/SIGINT; returns the process exit code. ``control_path``: the fault control
+    file to poll (grayctl.faults.node.runtimectl; beside the config on the nodes)."""
     log = JsonLog(cfg.log_path, cfg.service, cfg.replica)
-    rt = Runtime(cfg, log)
+    rt = Runtime(cfg, log, control_path)
     log("starting", pid=os.getpid(), python=sys.version.split()[0],
         loop=type(asyncio.get_running_loop()).__module__, precise_sleep=rt.sleeper.precise, config=_summary(cfg))
     stop = asyncio.Event()
@@ -332,6 +413,7 @@ async def run_runtime(cfg: RuntimeConfig, ready_file: str | None = None) -> int:
         await rt.client.close()
         return 3
     flusher = asyncio.create_task(rt.tracer.run_flusher())
+    poller = asyncio.create_task(rt.faults.run_poller())
     ready = {"event": "ready", "service": cfg.service, "replica": cfg.replica, "pid": os.getpid(),
              "listen": f"{cfg.listen_ip}:{cfg.port}", "metrics": f"{cfg.metrics_ip}:{cfg.metrics_port}"}
     log("ready", listen=ready["listen"], metrics=ready["metrics"])
@@ -351,11 +433,12 @@ async def run_runtime(cfg: RuntimeConfig, ready_file: str | None = None) -> int:
     await data.cleanup()
     await mgmt.cleanup()
     await rt.client.close()
-    flusher.cancel()
-    try:
-        await flusher
-    except asyncio.CancelledError:
-        pass
+    for task in (flusher, poller):
+        task.cancel()
+        try:
+            await task
+        except asyncio.CancelledError:
+            pass
     rt.tracer.flush()
     rt.sleeper.close()
     if ready_file:

@@ -53,7 +53,13 @@ def test_the_roles_argument_spec_knows_the_families_and_every_field_the_plan_wri
     assert tuple(options["family"]["choices"]) == FAMILIES
     net = to_spec("f1", "network-latency", {"delay": "1ms"}, expire_after_s=9, interface="data",
                   realisation="host: netem egress on node01 data, peers all")
-    assert set(net) | {"seed"} == set(options)
+    assert set(net) | {"seed", "runtime"} == set(options)
+    # a fault the runtime realises carries runtime too, every field of it in the spec's options
+    rt = to_spec("f1", "network-latency", {"delay": "1ms"}, expire_after_s=9, interface="data",
+                 realisation="runtime: in-process calls into db in service app on node01",
+                 runtime={"component": "db", "in_process": True, "peers": [], "peer_addresses": []})
+    assert set(rt) | {"seed"} == set(options)
+    assert set(rt["runtime"]) == set(options["runtime"]["options"])
     assert tuple(options["effect"]["choices"]) == EFFECT_MODES
 
 

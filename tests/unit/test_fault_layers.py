@@ -35,8 +35,22 @@ def test_the_node_half_imports_only_faults_and_units(path: Path) -> None:
     assert not stray, f"{path.relative_to(PKG)} imports {sorted(stray)}"
 
 
+# Node programs outside faults/ that take a fault from the node half: the service runtime realises
+# runtime faults from the control file the executor owns (runtimectl) with netem's decision model
+# (delaymodel). They import those two and nothing else of it; the controller imports neither module.
+NODE_PROGRAMS = {"runtime/faults.py": {"grayctl.faults.node.runtimectl", "grayctl.faults.node.delaymodel"},
+                 "runtime/__main__.py": {"grayctl.faults.node.runtimectl"}}
+
+
+def test_node_programs_take_only_the_control_channel_and_the_decision_model() -> None:
+    for rel, allowed in NODE_PROGRAMS.items():
+        mods = {m for m in _grayctl_imports(PKG / rel) if m.startswith("grayctl.faults.node")}
+        assert mods <= allowed, (rel, mods - allowed)
+
+
 def test_the_controller_never_imports_the_node_executor() -> None:
-    controller = [p for p in PKG.rglob("*.py") if "faults" not in p.relative_to(PKG).parts]
+    controller = [p for p in PKG.rglob("*.py") if "faults" not in p.relative_to(PKG).parts
+                  and str(p.relative_to(PKG)) not in NODE_PROGRAMS]
     bad = {str(p.relative_to(PKG)): sorted(m for m in _grayctl_imports(p) if m.startswith("grayctl.faults.node"))
            for p in controller}
     assert not {k: v for k, v in bad.items() if v}

@@ -44,7 +44,7 @@ def test_every_fault_type_declares_its_realisation_on_both_kinds_of_target():
         assert "widen" in ft.scope_fields
 
 
-@pytest.mark.parametrize("ftype", sorted(CATALOG))
+@pytest.mark.parametrize("ftype", sorted(n for n, t in CATALOG.items() if not t.runtime_realisable))
 @pytest.mark.parametrize("topology", ["gen1-monolith", "gen2-coarse"])
 def test_a_fault_on_a_component_sharing_a_process_is_refused_with_line_and_field(tmp_path, topology, ftype):
     with pytest.raises(InputError) as err:
@@ -53,6 +53,14 @@ def test_a_fault_on_a_component_sharing_a_process_is_refused_with_line_and_field
     assert err.value.exit_code == 2
     assert "x.yaml:4:" in text and "target_service" in text
     assert "is a component inside service" in text and "widen: process" in text
+
+
+@pytest.mark.parametrize("ftype", sorted(n for n, t in CATALOG.items() if t.runtime_realisable))
+@pytest.mark.parametrize("topology", ["gen1-monolith", "gen2-coarse"])
+def test_what_the_runtime_realises_on_a_component_is_planned_as_runtime_never_widened(tmp_path, topology, ftype):
+    (ft,) = _plan(tmp_path, topology, ftype, "social-graph-service").faults
+    assert ft.runtime is not None and ft.runtime["component"] == "social-graph-service" and not ft.widened
+    assert ft.realisation.startswith("runtime: ") and "social-graph-service in service" in ft.realisation
 
 
 def test_process_pause_on_social_graph_in_gen1_widened_on_request_is_recorded_as_widened(tmp_path):

@@ -46,10 +46,19 @@ def test_the_same_fault_file_plans_on_both_as_a_host_fault(tmp_path: Path, topol
     assert fault["widened"] is (topology == "shop-monolith"), fault  # recorded: nothing silent
 
 
-def test_a_pause_of_a_component_inside_the_monolith_is_refused_not_widened(tmp_path: Path) -> None:
+def test_a_pause_of_a_component_inside_the_monolith_is_realised_by_the_runtime_not_widened(tmp_path: Path) -> None:
     text = FAULT.replace("network-latency", "process-pause").replace("storefront", "catalog") \
+        .replace("parameters: {{delay: 100ms}}", "parameters: {{}}").replace("    scope: {{widen: process}}\n", "")
+    (fault,) = build_plan(_exp(tmp_path, "shop-monolith", text), load_lab("local")).faults
+    assert fault.runtime is not None and not fault.widened
+    assert fault.realisation.startswith("runtime: worker pool of catalog in service "), fault.realisation
+    (own,) = build_plan(_exp(tmp_path, "shop-services", text), load_lab("local")).faults  # its own process there
+    assert own.runtime is None and own.realisation.startswith("host: SIGSTOP")
+
+
+def test_a_stress_of_a_component_inside_the_monolith_is_refused_not_widened(tmp_path: Path) -> None:
+    text = FAULT.replace("network-latency", "cpu-stress").replace("storefront", "catalog") \
         .replace("parameters: {{delay: 100ms}}", "parameters: {{}}").replace("    scope: {{widen: process}}\n", "")
     with pytest.raises(InputError) as info:
         _exp(tmp_path, "shop-monolith", text)
     assert "catalog" in info.value.render() and "widen" in info.value.render()
-    assert build_plan(_exp(tmp_path, "shop-services", text), load_lab("local"))  # its own process there

@@ -11,6 +11,9 @@ reported chaos-tool defect; the executor looks for the effect itself and records
   cpu/memory/disk stress      stress-ng's workers burn CPU; the cgroup's pressure/throttling beside it
   process-pause               every target process is seen in state T
   process-kill                every killed process is gone (or replaced by its restart)
+  runtime-realised faults     the runtime's own per-fault counters move on every replica
+                              (grayctl_runtime_fault_calls_total{fault_id=...} on its /metrics):
+                              the calls into the component the fault decided on
 
 Map: verify(rec, spec, store_path) -> {"verified": bool, "evidence": {...}, "how": str}
 Polls until evidence or the deadline: a fault that acts is verified in well under the window.
@@ -114,10 +117,74 @@ def _cpu_ticks(pid: int) -> int:
     return total
 
 
+RUNTIME_COUNTER = "grayctl_runtime_fault_calls_total"
+RUNTIME_POLL_S = 0.1  # a scrape of each replica's /metrics per poll
+
+
+def runtime_fault_calls(text: str, fault_id: str) -> int:
+    """Calls the runtime's fault ``fault_id`` decided on, summed over the actions, from /metrics text."""
+    total = 0.0
+    key = f'fault_id="{fault_id}"'
+    for line in text.splitlines():
+        if line.startswith(RUNTIME_COUNTER + "{") and key in line:
+            try:
+                total += float(line.rsplit(" ", 1)[1])
+            except (IndexError, ValueError):
+                continue
+    return int(total)
+
+
+def _metrics_url(replica_dir: str) -> str | None:
+    try:
+        cfg = json.loads((Path(replica_dir) / "config.json").read_text())
+        ip, port = cfg["metrics"]["ip"], int(cfg["metrics"]["port"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+    host = f"[{ip}]" if ":" in str(ip) else ip
+    return f"http://{host}:{port}/metrics"
+
+
+def _scrape(url: str | None) -> str:
+    if url is None:
+        return ""
+    import urllib.request
+
+    try:
+        with urllib.request.urlopen(url, timeout=1.0) as resp:  # noqa: S310 -- a replica's own mgmt address
+            return resp.read().decode(errors="replace")
+    except (OSError, ValueError):
+        return ""
+
+
+def runtime_evidence(rec: dict[str, Any], deadline: float) -> dict[str, Any]:
+    """Every replica's counters of this fault move (each replica decides on its own calls)."""
+    fid = rec["fault_id"]
+    dirs = list(rec.get("runtime_dirs") or [])
+    urls = {d: _metrics_url(d) for d in dirs}
+
+    def read() -> dict[str, int]:
+        return {d: runtime_fault_calls(_scrape(u), fid) for d, u in urls.items()}
+
+    first = read()
+    last = first
+    ok = False
+    while True:
+        ok = bool(dirs) and all(last[d] > first[d] for d in dirs)
+        if ok or time.monotonic() >= deadline:
+            break
+        time.sleep(RUNTIME_POLL_S)
+        last = read()
+    return {"verified": ok, "how": f"the runtime's {RUNTIME_COUNTER}{{fault_id=\"{fid}\"}} moves on every replica",
+            "evidence": {"before": sum(first.values()), "after": sum(last.values()),
+                         "replicas": {d: {"before": first[d], "after": last[d], "metrics": urls[d]} for d in dirs}}}
+
+
 def verify(rec: dict[str, Any], stats_path: Path | None = None, window_s: float = WINDOW_S) -> dict[str, Any]:
     """Evidence that the fault of ``rec`` (an applied record) acts on this host."""
     deadline = time.monotonic() + window_s
     ftype = rec["type"]
+    if rec.get("backend") == "runtime":
+        return runtime_evidence(rec, deadline)
     if ftype == "network-flap":
         dev = rec.get("interface") or ""
         _, seen, ok = _poll(lambda: _link_down(dev), lambda a, b: b, deadline)

@@ -53,7 +53,7 @@ from typing import Any
 
 from grayctl.faults.backends import Actions, network_actions, select_backend, stress_argv
 from grayctl.faults.catalog import CATALOG
-from grayctl.faults.node import effect, steer
+from grayctl.faults.node import effect, runtimectl, steer
 from grayctl.faults.realise import describe
 from grayctl.faults.node.procs import (
     alive,
@@ -67,7 +67,15 @@ from grayctl.faults.node.procs import (
     spawn,
     stop_group,
 )
-from grayctl.faults.spec import FaultRefused, Spec, ensure_interface_allowed, load_spec, plain_path, validate_fault_id
+from grayctl.faults.spec import (
+    FaultRefused,
+    Spec,
+    ensure_interface_allowed,
+    load_spec,
+    plain_path,
+    validate_fault_id,
+    validate_network,
+)
 
 __all__ = ["apply_fault", "list_faults", "main", "probe_netem", "revert_fault"]
 
@@ -291,7 +299,8 @@ def apply_fault(store: Store, raw: dict[str, Any], *, not_before_ns: int | None 
             store.path(fid, stale).unlink(missing_ok=True)
         store.write(rec)
     try:
-        APPLY[spec.family](store, spec, rec, python, expire_at)
+        (_apply_runtime if raw.get("runtime") is not None else APPLY[spec.family])(store, spec, rec, python,
+                                                                                   expire_at)
         # Evidence that it acts, within effect.WINDOW_S of the apply; "require" (the run's plan)
         # fails the step without it, "record" (a hand-written spec's default) only records it.
         rec["effect"] = effect.verify(rec, store.path(fid, ".stats.json"))
@@ -309,11 +318,18 @@ def apply_fault(store: Store, raw: dict[str, Any], *, not_before_ns: int | None 
     rec["status"] = "active"
     rec["applied_ns"], rec["applied_utc"] = _now()
     if rec.get("realisation"):  # the plan's words, for this node and with the backend it chose
-        rec["realisation"] = describe(spec.type, service=spec.service, target_service=raw_target(spec),
-                                      nodes=[socket.gethostname()], widen=bool(rec.get("widened")),
-                                      interface=spec.interface, direction=spec.direction,
-                                      backend=rec.get("backend") or spec.backend,
-                                      peer_services=spec.raw.get("peer_services") or ())
+        rt = raw.get("runtime")
+        if rt is not None:
+            rec["realisation"] = describe(spec.type, service=spec.service, target_service=raw_target(spec),
+                                          nodes=[socket.gethostname()], widen=False, runtime=True,
+                                          component=rt.get("component"), in_process=rt.get("in_process", True),
+                                          peer_services=rt.get("peers") or ())
+        else:
+            rec["realisation"] = describe(spec.type, service=spec.service, target_service=raw_target(spec),
+                                          nodes=[socket.gethostname()], widen=bool(rec.get("widened")),
+                                          interface=spec.interface, direction=spec.direction,
+                                          backend=rec.get("backend") or spec.backend,
+                                          peer_services=spec.raw.get("peer_services") or ())
     store.write(rec)
     return {"changed": True, "record": rec}
 
@@ -488,6 +504,55 @@ def _apply_process(store: Store, spec: Spec, rec: dict[str, Any], python: str, _
         _start_expiry(store, rec, python, None)
 
 
+_NAME = re.compile(r"\A[a-z0-9][a-z0-9-]{0,62}\Z")
+
+
+def _runtime_entry(spec: Spec, expire_at: float) -> dict[str, Any]:
+    """The control-file entry of a runtime-realised fault (grayctl.faults.node.runtimectl), validated."""
+    rt = spec.raw.get("runtime")
+    if not isinstance(rt, dict):
+        raise FaultRefused("runtime must be a mapping {component, peers, peer_addresses} (grayctl plan writes it)")
+    if not CATALOG[spec.type].runtime_realisable:
+        raise FaultRefused(f"{spec.type} cannot be realised by the service runtime: {CATALOG[spec.type].runtime_refusal}")
+    component = rt.get("component")
+    if component is not None and not (isinstance(component, str) and _NAME.match(component)):
+        raise FaultRefused(f"runtime.component {component!r} is not a component name")
+    peers = rt.get("peers") or []
+    if not isinstance(peers, list) or not all(isinstance(p, str) and _NAME.match(p) for p in peers):
+        raise FaultRefused(f"runtime.peers {peers!r} must be a list of component or service names")
+    addresses = [str(validate_network(a).network_address) for a in rt.get("peer_addresses") or []]
+    spec.values  # noqa: B018 -- parse the parameters here: a bad one is refused before anything is written
+    return {"id": spec.fault_id, "type": spec.type, "component": component, "parameters": spec.parameters,
+            "peers": peers, "peer_addresses": addresses, "direction": spec.direction, "fraction": spec.fraction,
+            "start_mono": time.monotonic(), "expires_mono": runtimectl.mono_deadline(expire_at),
+            "expires_at": expire_at}
+
+
+def _apply_runtime(store: Store, spec: Spec, rec: dict[str, Any], python: str, expire_at: float) -> None:
+    """A fault the service runtime realises: an entry in each local replica's control file, and the
+    same on-host expiry as a host fault (``watch``: it removes the entries); the entry's own
+    monotonic expiry stops the runtime even when that watcher is dead too."""
+    entry = _runtime_entry(spec, expire_at)
+    services_dir = Path(plain_path(spec.raw.get("services_dir", ""), "services_dir"))
+    running = [t for t in (service_process(d) for d in service_dirs(services_dir, spec.service)) if t and t["running"]]
+    if not running:
+        raise FaultRefused(f"no running replica of service {spec.service!r} on this node "
+                           f"(looked in {services_dir}/{spec.service}-<n>/pid): the runtime realises this fault")
+    rec.update(backend="runtime", mechanism="runtime control file", runtime=spec.raw["runtime"],
+               runtime_dirs=[t["dir"] for t in running])
+    store.write(rec)  # the directories first: a revert after a crash from here on finds every entry
+    for t in running:
+        path = runtimectl.put_entry(t["dir"], {**entry, "seed": int(hashlib.sha256(
+            f"{spec.fault_id}:{t['dir']}".encode()).hexdigest()[:12], 16)})
+        rec["commands"].append({"write": str(path), "entry": spec.fault_id, "replica_pid": t["pid"], "rc": 0,
+                                "at_ns": _now()[0]})
+    rec["notes"].append("realised by the service runtime at the target's boundary: an entry in each replica's "
+                        f"{runtimectl.CONTROL_FILE} (polled by the runtime), expiring by itself on the node's "
+                        "monotonic clock")
+    store.write(rec)
+    _start_expiry(store, rec, python, None)
+
+
 # The executor of each catalog family (roles/fault/tasks/<family>.yml is the role's side of it).
 APPLY = {"network": _apply_network, "resource": _apply_stress, "process": _apply_process}
 
@@ -544,6 +609,8 @@ def _leftovers(rec: dict[str, Any]) -> list[str]:
                 left.append(f"service {t['dir']} is not running")
     if rec.get("temp_dir") and Path(rec["temp_dir"]).exists():
         left.append(f"directory {rec['temp_dir']}")
+    for path in runtimectl.entries_of((runtimectl.control_path(d) for d in rec.get("runtime_dirs") or []), fid):
+        left.append(f"runtime control entry in {path}")
     if rec.get("flow_mark"):
         n = _marked_flows(rec["flow_mark"])
         if n is None:
@@ -609,6 +676,8 @@ def revert_fault(store: Store, fid: str, *, reason: str = "revert", not_before_n
                     steps.append({"restart_failed": t["dir"], "error": str(exc)})
     for argv in rec.get("revert_commands") or []:
         steps.append(_run(argv))
+    for d in rec.get("runtime_dirs") or []:
+        steps.append({"runtime_control": str(runtimectl.control_path(d)), "removed": runtimectl.drop_entry(d, fid)})
     if rec.get("netfilter"):
         steps.append({"removed": steer.revert_fault(fid)})
     if rec.get("flow_mark"):

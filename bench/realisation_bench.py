@@ -1,0 +1,162 @@
+#!/usr/bin/env python3
+"""Are the host and the runtime realisations of a fault the same fault? (issue 14, item 3)
+
+On gen3 (every component a service of its own, so both realisations apply), one run per fault type
+holds the same fault twice in its fault phase, first realised on the host (netem or the fallback
+delayer on the target's node) and then, after a gap to recover, by the service runtime
+(``scope.realise: runtime``). The users' p50 and p99 shift in each window against the run's
+baseline are compared: the goal is agreement within 10 %. Windows are the host-measured ones of
+injection.json (the first ``SETTLE_S`` of each left out); the users are every request of the mix.
+
+The target is ``post-storage-service``: every request type calls it (reads through the timelines,
+compose-post to store), so the users' percentiles see the fault without a filter.
+
+By default the script brings up a private 14-node netns lab of its own (lab ``rbench14``,
+10.232.0.0/24 + 10.232.64.0/24, lab home in a temporary directory) and takes it down at the end;
+``--lab NAME_OR_PATH`` uses a lab that is already up. Needs root (run it under the shared lab lock).
+Writes the ``realisation-bench`` section of docs/benchmarks.md (bench/machine.py). Written on
+2026-12-08 and not yet run on a lab (the shared lab lock did not come free in time): no section and
+no figures exist until it is.
+
+  sudo .venv/bin/python bench/realisation_bench.py [--lab L] [--window 20s] [--rate 30/s] [--no-write]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import sys
+import tempfile
+import time
+from contextlib import nullcontext
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import yaml
+from benchlab import grayctl, private_lab
+from machine import describe, write_section
+
+SECTION = "realisation-bench"
+LAB = {"name": "rbench14", "nodes": {"count": 14},
+       "networks": {"management": "10.232.0.0/24", "data": "10.232.64.0/24"}}
+TARGET = "post-storage-service"
+FAULTS = {"latency": ("network-latency", {"delay": "50ms"}), "loss": ("network-loss", {"percent": "2%"})}
+SETTLE_S = 2.0  # the first seconds of a window are left out (the apply's own second, callers' pools)
+GOAL = 0.10
+
+
+def experiment(kind: str, window_s: float, rate: str) -> dict:
+    ftype, params = FAULTS[kind]
+    w = f"{window_s:g}s"
+    return {"name": f"realisation-{kind}", "topology": "gen3-disaggregated",
+            "workload": {"rate": rate, "arrival": "constant", "seed": 11},
+            "schedule": {"warmup": "5s", "baseline": w, "fault": f"{window_s * 3:g}s", "recovery": "5s"},
+            "chaos_injections": [
+                {"id": "host", "type": ftype, "target_service": TARGET, "parameters": params, "offset": "0s",
+                 "duration": w},
+                {"id": "runtime", "type": ftype, "target_service": TARGET, "parameters": params,
+                 "offset": f"{window_s * 2:g}s", "duration": w, "scope": {"realise": "runtime"}}]}
+
+
+def percentiles(lat_s: np.ndarray) -> tuple[float, float]:
+    p50, p99 = np.percentile(lat_s, [50, 99])
+    return float(p50), float(p99)
+
+
+def measure(kind: str, lab: str, tmp: Path, env: dict[str, str], window_s: float, rate: str) -> dict:
+    doc = experiment(kind, window_s, rate)
+    f = tmp / f"{doc['name']}.yaml"
+    f.write_text(yaml.safe_dump(doc, sort_keys=False))
+    t = time.monotonic()
+    proc = grayctl("run", str(f), "--lab", lab, "--out", str(tmp / "runs"), "--quiet", env=env)
+    wall = time.monotonic() - t
+    if proc.returncode != 0:
+        print(proc.stdout[-3000:], proc.stderr[-3000:], file=sys.stderr)
+        raise SystemExit(f"the {kind} run failed (exit {proc.returncode}); its records are in {tmp}")
+    ds = Path(next(x for x in proc.stdout.splitlines() if "dataset:" in x).split("dataset:", 1)[1].strip())
+    from grayctl.dataset.labels import user_latency_ns
+
+    manifest = json.loads((ds / "manifest.json").read_text())
+    inj = {r["fault_id"]: r for r in json.loads((ds / "injection.json").read_text())}  # node ids: host, runtime
+    requests = pd.read_parquet(ds / "requests.parquet")
+    intended = requests["intended_ns"].astype("int64").to_numpy()
+    lat = user_latency_ns(requests) / 1e9
+    start = manifest["times"]["start_ns"]
+    phases = {p["phase"]: (p["start_s"], p["end_s"]) for p in manifest["times"]["phases"]}
+    b0, b1 = phases["baseline"]
+    base = (intended >= start + b0 * 1e9) & (intended < start + b1 * 1e9)
+    out = {"kind": kind, "wall_s": wall, "baseline": percentiles(lat[base]), "n_baseline": int(base.sum())}
+    for name in ("host", "runtime"):
+        rec = inj[name]
+        sel = (intended >= rec["start_ns"] + SETTLE_S * 1e9) & (intended < rec["end_ns"])
+        p50, p99 = percentiles(lat[sel])
+        out[name] = {"p50": p50, "p99": p99, "n": int(sel.sum()), "realisation": rec.get("realisation"),
+                     "effect": (rec.get("effect") or {}).get("verified"),
+                     "errors": float(requests["error_kind"].notna().to_numpy()[sel].mean())}
+    return out
+
+
+def table(results: list[dict]) -> list[str]:
+    lines = ["| fault | realisation | users' p50 shift | users' p99 shift | errors in window | requests | effect |",
+             "|---|---|---|---|---|---|---|"]
+    verdicts = []
+    for r in results:
+        b50, b99 = r["baseline"]
+        shifts = {}
+        for name in ("host", "runtime"):
+            w = r[name]
+            shifts[name] = (w["p50"] - b50, w["p99"] - b99)
+            lines.append(f"| {FAULTS[r['kind']][0]} {FAULTS[r['kind']][1]} | {w['realisation']} | "
+                         f"{shifts[name][0] * 1e3:+.1f} ms | {shifts[name][1] * 1e3:+.1f} ms | {w['errors']:.1%} | "
+                         f"{w['n']} | {'verified' if w['effect'] else 'NOT verified'} |")
+        for i, q in enumerate(("p50", "p99")):
+            h, rt = shifts["host"][i], shifts["runtime"][i]
+            rel = abs(rt - h) / abs(h) if abs(h) > 1e-4 else float("inf")
+            verdicts.append(f"{r['kind']} {q}: host {h * 1e3:+.1f} ms, runtime {rt * 1e3:+.1f} ms, differ by "
+                            f"{rel:.0%} ({'within' if rel <= GOAL else 'NOT within'} {GOAL:.0%})")
+    return lines + ["", *[f"- {v}" for v in verdicts]]
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--lab", default=None, help="a lab that is up (default: a private 14-node lab, up and down)")
+    ap.add_argument("--window", default="20s", help="each fault window and the baseline")
+    ap.add_argument("--rate", default="30/s")
+    ap.add_argument("--only", choices=sorted(FAULTS), action="append", help="one fault kind (default: all)")
+    ap.add_argument("--no-write", action="store_true", help="print, do not touch docs/benchmarks.md")
+    args = ap.parse_args()
+    from grayctl.units import parse_duration
+
+    window_s = parse_duration(args.window).seconds
+    tmp = Path(tempfile.mkdtemp(prefix="grayctl-realisation-bench-"))
+    env = dict(os.environ)
+    machine = describe(load_average_is="at the start; other jobs share the machine")
+    results = []
+    with private_lab(tmp, LAB, env) if args.lab is None else nullcontext(args.lab) as lab:
+        for kind in args.only or list(FAULTS):
+            results.append(measure(kind, lab, tmp, env, window_s, args.rate))
+    text = "\n".join([
+        "## Host vs runtime realisation of the same fault (gen3)", "",
+        f"Measured {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())} with "
+        f"`{' '.join(['bench/realisation_bench.py', *sys.argv[1:]])}` on: {machine}.", "",
+        f"One run per fault on gen3-disaggregated, {args.rate} constant arrivals, the default mix; the fault on "
+        f"`{TARGET}` (every request type calls it) for {args.window} realised on the host, then after "
+        f"{args.window} of recovery for {args.window} by the service runtime (`scope.realise: runtime`). Shifts "
+        f"are each window's users' percentile minus the run's baseline ({args.window}); the first "
+        f"{SETTLE_S:g} s of each window are left out. Goal: the two shifts agree within {GOAL:.0%}.", "",
+        *table(results), "",
+        "Loss is where the two differ by construction: on the host a lost packet costs TCP a retransmission "
+        "(RTO >= 200 ms) and the call usually still succeeds; in the runtime a call is lost whole, and the caller "
+        "waits its timeout and retries (docs/runtime.md, *Runtime-realised faults*)."])
+    print(text)
+    if not args.no_write:
+        write_section(SECTION, text)
+    shutil.rmtree(tmp, ignore_errors=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

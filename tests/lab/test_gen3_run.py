@@ -10,7 +10,10 @@ with a short schedule; the tests then read the dataset it wrote:
 - the labels' fault window matches injection.json's host timestamps within one second;
 - ``grayctl dataset verify`` passes, and fails (exit 6, naming the file) on a corrupted copy;
 - the report renders in headless Chromium, and the series its latency plot draws shows the fault;
-- nothing is left on the lab and the baseline verifies.
+- nothing is left on the lab and the baseline verifies;
+- the shipped sweep sweeps/seed-three-topologies.yaml (issue 14) runs the seed's fault verbatim on
+  gen1, gen2 and gen3: each run complete, realised where the component lives (runtime, runtime,
+  host) with a verified effect, compose-post's median up >= 150 ms, the three side by side.
 
 Budget: a few minutes on a quiet 2-core machine (lab up, the run's fixed Ansible cost plus a 37 s schedule,
 lab down); far more when the machine is shared with other labs (every playbook slows down with the load).
@@ -31,7 +34,9 @@ import pytest
 import yaml
 
 import grayctl.dataset
-from grayctl.dataset.labels import NS
+from grayctl.dataset.labels import NS, user_latency_ns
+from grayctl.paths import PROJECT_ROOT
+from grayctl.phases import figures_by_phase
 from grayctl.report.render import _per_second
 from runlab import RunLab  # tests/lab is on sys.path (rootdir-less test dir)
 
@@ -181,3 +186,39 @@ def test_nothing_is_left_on_the_lab_and_the_baseline_verifies(lab: RunLab, run: 
     assert manifest["teardown"]["verify_clean"]["ok"] is True
     assert lab.leftovers() == []
     assert lab.baseline_verifies()
+
+
+# Issue 14's question on the shipped sweep: the seed's fault, verbatim, on all three decompositions.
+SEED_SWEEP = PROJECT_ROOT / "sweeps" / "seed-three-topologies.yaml"
+SEED_SWEEP_GUARD_S = 3 * 900  # three runs of the seed's 130 s schedule on a loaded machine: a hang guard
+
+
+def _compose_post_p50_rise_s(ds: Path) -> tuple[float, int]:
+    """compose-post's median user latency, fault window minus baseline, and the fault window's requests."""
+    manifest = json.loads((ds / "manifest.json").read_text())
+    requests = pd.read_parquet(ds / "requests.parquet")
+    compose = requests[requests["type"] == "compose-post"]
+    phases = [(p["phase"], p["start_s"], p["end_s"]) for p in manifest["times"]["phases"]]
+    fig = figures_by_phase(compose["intended_ns"].astype("int64").to_numpy(), user_latency_ns(compose),
+                           compose["error_kind"].notna().to_numpy(), manifest["times"]["start_ns"], phases)
+    return fig["fault"]["p50_s"] - fig["baseline"]["p50_s"], fig["fault"]["requests"]
+
+
+def test_the_seed_sweep_runs_the_seed_fault_on_all_three_decompositions_and_compares_them(lab: RunLab) -> None:
+    out = lab.tmp / "seed-sweep"
+    proc = lab.grayctl("sweep", str(SEED_SWEEP), "--lab", str(lab.file), "--out", str(out), "--quiet",
+                       timeout=SEED_SWEEP_GUARD_S)
+    (root,) = out.glob("seed-three-topologies-*")
+    index = pd.read_parquet(root / "index.parquet")
+    assert sorted(index["axis:topology"]) == ["gen1-monolith", "gen2-coarse", "gen3-disaggregated"], proc.stdout
+    assert set(index["status"]) == {"complete"}, index[["axis:topology", "status", "exit_code"]]
+    how = {"gen1-monolith": "runtime: ", "gen2-coarse": "runtime: ", "gen3-disaggregated": "host: "}
+    for topology, ds in zip(index["axis:topology"], index["dataset"]):
+        (inj,) = json.loads((Path(ds) / "injection.json").read_text())
+        assert inj["realisation"].startswith(how[topology]) and inj["effect"]["verified"] is True, (topology, inj)
+        rise, n = _compose_post_p50_rise_s(Path(ds))
+        print(f"\n{topology}: compose-post p50 +{rise * 1e3:.0f} ms in the fault window (n={n}); {inj['realisation']}")
+        assert n >= 20 and rise >= 0.150, (topology, rise, n)
+    comparison = pd.read_csv(root / "comparison.csv")
+    assert len(comparison) == 3 and (root / "comparison.html").is_file()
+    assert lab.leftovers() == []

@@ -6,16 +6,31 @@ Each test module gets its own lab name, address range and lab home under a tmp d
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
 import sys
 from pathlib import Path
 
+import pandas as pd
 import yaml
 
+from grayctl.dataset.labels import user_latency_ns
 from grayctl.lab.definition import load_lab
 from grayctl.paths import PROJECT_ROOT
+from grayctl.phases import figures_by_phase
+
+
+def request_figures(ds: Path, request_type: str) -> dict:
+    """One request type's figures per phase of the dataset ``ds`` (grayctl.phases.figures_by_phase:
+    phase -> p50_s, p99_s, requests, ...), from requests.parquet and the manifest's phase times."""
+    manifest = json.loads((ds / "manifest.json").read_text())
+    requests = pd.read_parquet(ds / "requests.parquet")
+    one = requests[requests["type"] == request_type]
+    phases = [(p["phase"], p["start_s"], p["end_s"]) for p in manifest["times"]["phases"]]
+    return figures_by_phase(one["intended_ns"].astype("int64").to_numpy(), user_latency_ns(one),
+                            one["error_kind"].notna().to_numpy(), manifest["times"]["start_ns"], phases)
 
 
 def dataset_dir(stdout: str) -> Path:

@@ -34,11 +34,10 @@ import pytest
 import yaml
 
 import grayctl.dataset
-from grayctl.dataset.labels import NS, user_latency_ns
+from grayctl.dataset.labels import NS
 from grayctl.paths import PROJECT_ROOT
-from grayctl.phases import figures_by_phase
 from grayctl.report.render import _per_second
-from runlab import RunLab  # tests/lab is on sys.path (rootdir-less test dir)
+from runlab import RunLab, request_figures  # tests/lab is on sys.path (rootdir-less test dir)
 
 # slow tier (scripts/test slow): a 14-node lab and a full gen3 run cost minutes even on a quiet machine;
 # the default lab tier keeps the same checks on a 6-node gen2 run (tests/lab/test_run.py).
@@ -193,17 +192,6 @@ SEED_SWEEP = PROJECT_ROOT / "sweeps" / "seed-three-topologies.yaml"
 SEED_SWEEP_GUARD_S = 3 * 900  # three runs of the seed's 130 s schedule on a loaded machine: a hang guard
 
 
-def _compose_post_p50_rise_s(ds: Path) -> tuple[float, int]:
-    """compose-post's median user latency, fault window minus baseline, and the fault window's requests."""
-    manifest = json.loads((ds / "manifest.json").read_text())
-    requests = pd.read_parquet(ds / "requests.parquet")
-    compose = requests[requests["type"] == "compose-post"]
-    phases = [(p["phase"], p["start_s"], p["end_s"]) for p in manifest["times"]["phases"]]
-    fig = figures_by_phase(compose["intended_ns"].astype("int64").to_numpy(), user_latency_ns(compose),
-                           compose["error_kind"].notna().to_numpy(), manifest["times"]["start_ns"], phases)
-    return fig["fault"]["p50_s"] - fig["baseline"]["p50_s"], fig["fault"]["requests"]
-
-
 def test_the_seed_sweep_runs_the_seed_fault_on_all_three_decompositions_and_compares_them(lab: RunLab) -> None:
     out = lab.tmp / "seed-sweep"
     proc = lab.grayctl("sweep", str(SEED_SWEEP), "--lab", str(lab.file), "--out", str(out), "--quiet",
@@ -216,7 +204,8 @@ def test_the_seed_sweep_runs_the_seed_fault_on_all_three_decompositions_and_comp
     for topology, ds in zip(index["axis:topology"], index["dataset"]):
         (inj,) = json.loads((Path(ds) / "injection.json").read_text())
         assert inj["realisation"].startswith(how[topology]) and inj["effect"]["verified"] is True, (topology, inj)
-        rise, n = _compose_post_p50_rise_s(Path(ds))
+        fig = request_figures(Path(ds), "compose-post")
+        rise, n = fig["fault"]["p50_s"] - fig["baseline"]["p50_s"], fig["fault"]["requests"]
         print(f"\n{topology}: compose-post p50 +{rise * 1e3:.0f} ms in the fault window (n={n}); {inj['realisation']}")
         assert n >= 20 and rise >= 0.150, (topology, rise, n)
     comparison = pd.read_csv(root / "comparison.csv")

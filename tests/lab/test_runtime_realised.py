@@ -33,11 +33,9 @@ import pandas as pd
 import pytest
 import yaml
 
-from grayctl.dataset.labels import user_latency_ns
 from grayctl.faults.node import runtimectl
 from grayctl.paths import PROJECT_ROOT
-from grayctl.phases import figures_by_phase
-from runlab import RunLab, dataset_dir  # tests/lab is on sys.path (rootdir-less test dir)
+from runlab import RunLab, dataset_dir, request_figures  # tests/lab is on sys.path (rootdir-less test dir)
 
 pytestmark = [
     pytest.mark.lab,
@@ -99,11 +97,7 @@ def _seed_run(lab: RunLab, topology: str) -> None:
     active = labels[labels["fault_active"]]
     assert len(active) and active["fault_realisations"].str.startswith("runtime: ").all()
     # users see it: compose-post's median, fault window against baseline
-    requests = pd.read_parquet(ds / "requests.parquet")
-    compose = requests[requests["type"] == "compose-post"]
-    phases = [(p["phase"], p["start_s"], p["end_s"]) for p in manifest["times"]["phases"]]
-    fig = figures_by_phase(compose["intended_ns"].astype("int64").to_numpy(), user_latency_ns(compose),
-                           compose["error_kind"].notna().to_numpy(), manifest["times"]["start_ns"], phases)
+    fig = request_figures(ds, "compose-post")
     rise = fig["fault"]["p50_s"] - fig["baseline"]["p50_s"]
     print(f"\n{topology}: compose-post p50 baseline {fig['baseline']['p50_s'] * 1e3:.1f} ms, "
           f"fault {fig['fault']['p50_s'] * 1e3:.1f} ms (+{rise * 1e3:.1f} ms), n={fig['fault']['requests']}")

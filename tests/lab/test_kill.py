@@ -36,7 +36,6 @@ import signal
 import subprocess
 import time
 from dataclasses import dataclass
-from datetime import datetime
 from pathlib import Path
 
 import pytest
@@ -177,12 +176,10 @@ def _kill_mid_fault(lab: RunLab, doc: dict, name: str, classes: dict[str, str]) 
         if fname not in ids:
             continue
         exp = expiry_record(lab, rec["node"], fid)
-        if rec["status"] == "reverted":
-            assert rec["revert_verified"] and str(rec["end_reason"]).startswith("expiry:"), rec
-            done, how = rec["end_ns"] / 1e9, rec["end_reason"]
-        else:
-            assert exp is not None and exp["clean"] and exp["left"] == [], (rec["status"], exp)
-            done, how = datetime.fromisoformat(exp["reverted_utc"]).timestamp(), f"expiry:{exp['reason']} (its own record)"
+        # every fault's record is closed by its expiry, a netfilter fault's too (expiry --fault-record)
+        assert rec["status"] == "reverted", (rec["status"], exp)
+        assert rec["revert_verified"] and str(rec["end_reason"]).startswith("expiry:"), rec
+        done, how = rec["end_ns"] / 1e9, rec["end_reason"]
         assert how.startswith("expiry:expired"), how
         print(f"{classes[fname]:8} {fname:12} node: {how} {done - killed:6.1f} s after the kill")
     return Killed(killed, by_fault, clean_at, topology, state_at_kill)
@@ -231,8 +228,8 @@ def test_sigkill_of_a_run_mid_fault_leaves_every_node_clean_by_the_on_host_expir
 
 
 def test_a_fault_whose_expiry_reverted_it_after_a_sigkill_is_applied_anew_by_the_next_inject(lab: RunLab) -> None:
-    """A netfilter fault's expiry reverts it but leaves its record 'active'; the next apply of the same
-    spec must apply it again, not answer 'already active' from the stale record (no reset between)."""
+    """A netfilter fault's expiry reverts it and closes its record (reverted, expiry:expired); the next
+    apply of the same spec applies it again, not 'already active' or a silent skip (no reset between)."""
     exp = lab.experiment({**NEXT, "name": "inject-twice"}, "inject-twice")
     plan = json.loads(lab.grayctl("plan", "--json", str(exp), "--lab", str(lab.file)).stdout)
     ((node,),) = [f["nodes"] for f in plan["faults"]]
@@ -257,7 +254,9 @@ def test_a_fault_whose_expiry_reverted_it_after_a_sigkill_is_applied_anew_by_the
         while expiry_record(lab, node, fid) is None and time.time() < float(rec["expire_at"]) + EXPIRY_SLACK_S:
             time.sleep(0.2)
         assert (expiry_record(lab, node, fid) or {}).get("reason") == "expired"
-        assert not fault_state(lab, node)["nft"] and node_records(lab)[fid]["status"] == "active"  # stale
+        closed = node_records(lab)[fid]
+        assert not fault_state(lab, node)["nft"] and closed["status"] == "reverted", closed
+        assert closed["end_reason"] == "expiry:expired" and closed["revert_verified"] is True, closed
         again = lab.grayctl("fault", "inject", str(exp), "--lab", str(lab.file), "--duration", "3",
                             "--expire-margin", "2", "--record-dir", str(lab.tmp / "inject-2"))
     finally:

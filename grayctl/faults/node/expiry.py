@@ -5,7 +5,7 @@ the controller, the SSH connection, the helper or the helper's process group doe
 down::
 
     setsid python -m grayctl.faults.node.expiry --at EPOCH --fault-id ID \\
-        [--pid HELPER_PID] [--grace 2s] [--record F] [--pidfile F]
+        [--pid HELPER_PID] [--grace 2s] [--record F] [--fault-record F] [--pidfile F]
 
 It waits for the first of:
 
@@ -19,7 +19,10 @@ It waits for the first of:
 Then, in every case, it removes everything named after the fault id (``steer.revert_fault``:
 nft table ``inet grayctl_<id>``, iptables chain ``GRAYCTL_<id>``), reads the kernel state back
 to verify (``steer.fault_leftovers``), writes a JSON record (reason, host UTC times, what was
-removed, what is left) and exits 0 when clean, 1 when something is left.
+removed, what is left) and exits 0 when clean, 1 when something is left. When it ended the fault
+itself (expired, helper-exited) it also closes the fault's own record (``--fault-record``, faultctl's
+``<id>.json``: reverted or revert-failed, ``end_reason: expiry:<reason>``), so the record never says
+``active`` for a fault that is gone; on "cancelled" the faultctl revert that signalled it does that.
 
 So the helper's own ``--expire-at`` and exit handler are the polite path; this process is the
 guarantee. What it does not survive: its own SIGKILL or a reboot (a reboot clears netfilter
@@ -29,6 +32,7 @@ state and kills the helper anyway).
 from __future__ import annotations
 
 import argparse
+import fcntl
 import json
 import os
 import select
@@ -42,7 +46,9 @@ from pathlib import Path
 from grayctl.faults.node import steer
 from grayctl.faults.node.args import duration_ns, monotonic_deadline
 
-__all__ = ["wait_for_trigger", "stop_helper", "main"]
+__all__ = ["close_fault_record", "wait_for_trigger", "stop_helper", "main"]
+
+LOCK_WAIT_S = 5.0  # for faultctl's directory lock; a revert holding it longer closes the record itself
 
 
 def _utc(ts: float | None = None) -> str:
@@ -104,8 +110,48 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--grace", type=duration_ns, default=2_000_000_000,
                    help="between SIGTERM and SIGKILL of the helper at expiry")
     p.add_argument("--record", type=Path, default=None, help="write what happened as JSON here")
+    p.add_argument("--fault-record", type=Path, default=None,
+                   help="faultctl's record of the fault: closed when this expiry ended the fault")
     p.add_argument("--pidfile", type=Path, default=None)
     return p
+
+
+def close_fault_record(path: Path, outcome: dict, *, pid: int | None = None) -> bool:
+    """Mark the fault's record (faultctl's ``<id>.json``) ended by this expiry, under faultctl's lock
+    on its directory: only while it is ``active`` and names this process (``pid``) as its expiry, so a
+    newer apply's record is never touched. True when it was closed."""
+    fd = os.open(path.parent, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        end = time.monotonic() + LOCK_WAIT_S
+        while True:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                break
+            except BlockingIOError:
+                if time.monotonic() > end:
+                    return False  # a revert holds it: it closes the record
+                time.sleep(0.05)
+        try:
+            rec = json.loads(path.read_text())
+        except (OSError, ValueError):
+            return False
+        if rec.get("status") != "active" or (rec.get("expiry") or {}).get("pid") != (pid or os.getpid()):
+            return False
+        stats = path.with_name(path.name[: -len(".json")] + ".stats.json")
+        try:
+            helper_stats = json.loads(stats.read_text())
+        except (OSError, ValueError):
+            helper_stats = None
+        rec.update(status="reverted" if outcome["clean"] else "revert-failed", end_ns=time.time_ns(),
+                   end_utc=outcome["reverted_utc"], end_reason=f"expiry:{outcome['reason']}",
+                   leftovers=outcome["left"], revert_verified=outcome["clean"], helper_stats=helper_stats,
+                   expiry_record=outcome)
+        tmp = path.with_name(path.name + ".tmp")
+        tmp.write_text(json.dumps(rec, indent=1) + "\n")
+        os.replace(tmp, path)
+        return True
+    finally:
+        os.close(fd)  # closing releases the lock
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -145,6 +191,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         tmp = args.record.with_name(args.record.name + ".tmp")
         tmp.write_text(json.dumps(record, indent=1) + "\n")
         os.replace(tmp, args.record)
+    if args.fault_record and reason != "cancelled":
+        close_fault_record(args.fault_record, record)
     if args.pidfile:
         args.pidfile.unlink(missing_ok=True)
     print(f"expiry: {args.fault_id}: {reason}; removed {removed or 'nothing'}; left {left or 'nothing'}",

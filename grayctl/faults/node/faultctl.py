@@ -185,7 +185,8 @@ def _start_expiry(store: Store, rec: dict[str, Any], python: str, helper_pid: in
     fid = rec["fault_id"]
     if rec.get("netfilter_only"):
         argv = [python, "-m", "grayctl.faults.node.expiry", "--at", f"{rec['expire_at']:.3f}", "--fault-id", fid,
-                "--record", str(store.path(fid, ".expiry.json")), "--pidfile", str(store.path(fid, ".expiry.pid"))]
+                "--record", str(store.path(fid, ".expiry.json")), "--fault-record", str(store.path(fid)),
+                "--pidfile", str(store.path(fid, ".expiry.pid"))]
         if helper_pid:
             argv += ["--pid", str(helper_pid)]
     else:

@@ -378,23 +378,28 @@ def test_health_per_second_adds_up_to_the_run(server):
 
 
 def test_the_phase_figures_served_during_a_run_are_the_datasets_own(server, tmp_path):
-    # Phases of a 4 s run; /phases is read after the baseline ended and its requests were answered.
+    # Phases of a 6 s run; /phases is read once the baseline ended and its requests were answered
+    # (polled: on a loaded machine replies can lag), while the fault phase still runs.
     from grayctl.dataset.labels import user_latency_ns
     from grayctl.phases import figures_by_phase
 
     port = free_port()
     # whole-second phases: a UTC second belongs to the phase holding its midpoint (the labels' rule)
-    phases = [("warmup", 0.0, 1.0), ("baseline", 1.0, 3.0), ("fault", 3.0, 4.0)]
-    raw = config({"fast": server.url("/fast"), "err": server.url("/err")}, rate=40.0, duration=4.0,
+    phases = [("warmup", 0.0, 1.0), ("baseline", 1.0, 3.0), ("fault", 3.0, 6.0)]
+    raw = config({"fast": server.url("/fast"), "err": server.url("/err")}, rate=40.0, duration=6.0,
                  metrics_listen=f"127.0.0.1:{port}", records_path=str(tmp_path / "r.parquet"))
     query = "&".join(f"phase={n}:{a:g}:{b:g}" for n, a, b in phases)
 
     async def go():
         task = asyncio.ensure_future(run_workload(to_config(raw), log=lambda _m: None))
-        await asyncio.sleep(3.7)  # the baseline's seconds have ended (and their fast replies are in)
+        await asyncio.sleep(3.3)  # the baseline's seconds have ended
         async with aiohttp.ClientSession() as s:
-            async with s.get(f"http://127.0.0.1:{port}/phases?{query}") as r:
-                live = await r.json()
+            for _ in range(20):  # until their fast replies are in, well before the run's end at 6 s
+                async with s.get(f"http://127.0.0.1:{port}/phases?{query}") as r:
+                    live = await r.json()
+                if live["baseline"]["pending"] == 0:
+                    break
+                await asyncio.sleep(0.1)
             async with s.get(f"http://127.0.0.1:{port}/phases?phase=bad") as r:
                 bad = r.status
         return await task, live, bad

@@ -55,7 +55,7 @@ CORPUS = {
                       inj("cpu-stress", "monolith", workers=1, load="80%"),
                       inj("process-pause", "monolith", stutter={"pause": "50ms", "every": "500ms"})],
     "gen2-coarse": [inj("network-loss", "read-path", percent="5%"),
-                    inj("memory-stress", "user-graph", percent="50%"),
+                    inj("memory-stress", "user-graph", bytes="256MiB"),
                     inj("network-bandwidth", "frontend", rate="2mbit")],
     "gen3-disaggregated": [inj("network-latency", "social-graph-service", delay="100ms", jitter="20ms"),
                            inj("network-loss", "post-storage-service", percent="5%"),

@@ -14,9 +14,7 @@ compose-post to store), so the users' percentiles see the fault without a filter
 By default the script brings up a private 14-node netns lab of its own (lab ``rbench14``,
 10.232.0.0/24 + 10.232.64.0/24, lab home in a temporary directory) and takes it down at the end;
 ``--lab NAME_OR_PATH`` uses a lab that is already up. Needs root (run it under the shared lab lock).
-Writes the ``realisation-bench`` section of docs/benchmarks.md (bench/machine.py). Written on
-2026-12-08 and not yet run on a lab (the shared lab lock did not come free in time): no section and
-no figures exist until it is.
+Writes the ``realisation-bench`` section of docs/benchmarks.md (bench/machine.py).
 
   sudo .venv/bin/python bench/realisation_bench.py [--lab L] [--window 20s] [--rate 30/s] [--no-write]
 """

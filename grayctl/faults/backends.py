@@ -191,8 +191,10 @@ def _network_actions(spec: Spec, backend: str, iface: str, mark: steer.FlowMark 
     corr = v.get("correlation")
     if spec.type == "network-loss" and corr.value == 0 and not v["burst"]:
         threshold = round(need(v, "percent").value / 100 * steer.LOSS_RESOLUTION)
-        script = _nft_loss_or_partition(spec, f"numgen random mod {steer.LOSS_RESOLUTION} < {threshold} counter drop",
-                                        directions, mark)
+        # counter before the random test too: the effect check sees the scope's packets reach the rule
+        # even when a low rate drops none in its 2 s (steer.build_loss_script)
+        rule = f"counter numgen random mod {steer.LOSS_RESOLUTION} < {threshold} counter drop"
+        script = _nft_loss_or_partition(spec, rule, directions, mark)
         return Actions(backend, "nft-loss", nft_script=script, netfilter=True)
     queue = fallback_queue(fid)
     helper = [python, "-m", "grayctl.faults.node.nfqdelay", "--queue", str(queue), "--fault-id", fid,

@@ -186,8 +186,8 @@ def test_loss_script_is_one_owned_table_replaced_atomically():
     text = steer.build_loss_script("f3", scope, 5.0)
     assert text.splitlines()[:3] == ["add table inet grayctl_f3", "delete table inet grayctl_f3",
                                      "table inet grayctl_f3 {"]
-    assert 'oifname "data" ip daddr { 10.219.0.2/32 } numgen random mod 1000000 < 50000 counter drop' in text
-    assert 'oifname "data" ip6 daddr { fd00::/64 } numgen random mod 1000000 < 50000 counter drop' in text
+    assert 'oifname "data" ip daddr { 10.219.0.2/32 } counter numgen random mod 1000000 < 50000 counter drop' in text
+    assert 'oifname "data" ip6 daddr { fd00::/64 } counter numgen random mod 1000000 < 50000 counter drop' in text
 
 
 def test_partition_both_ways_has_egress_and_ingress_chains():

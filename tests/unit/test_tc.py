@@ -201,7 +201,7 @@ def test_fallback_delayer_with_a_fraction_selects_new_connections_and_steers_onl
 def test_fallback_nft_loss_with_a_fraction_matches_the_selected_bit():
     s = _spec(type="network-loss", parameters={"percent": "5%"}, fraction="50%", peers=["10.0.64.3"])
     act = network_actions(s, "fallback", python="/py", expire_at=0, files=_FILES, flow_slot=0)
-    assert ('oifname "data" ip daddr { 10.0.64.3/32 } ct mark & 0x2 == 0x2 numgen random mod 1000000 < 50000 '
+    assert ('oifname "data" ip daddr { 10.0.64.3/32 } ct mark & 0x2 == 0x2 counter numgen random mod 1000000 < 50000 '
             'counter drop') in act.nft_script
     assert "chain select_out" in act.nft_script and "chain select_in" in act.nft_script
 

@@ -116,6 +116,13 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
+def _write_atomic(path: Path, data: dict) -> None:
+    """``data`` as JSON at ``path``, whole or not at all (a reader never sees half a record)."""
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(json.dumps(data, indent=1) + "\n")
+    os.replace(tmp, path)
+
+
 def close_fault_record(path: Path, outcome: dict, *, pid: int | None = None) -> bool:
     """Mark the fault's record (faultctl's ``<id>.json``) ended by this expiry, under faultctl's lock
     on its directory: only while it is ``active`` and names this process (``pid``) as its expiry, so a
@@ -146,9 +153,7 @@ def close_fault_record(path: Path, outcome: dict, *, pid: int | None = None) -> 
                    end_utc=outcome["reverted_utc"], end_reason=f"expiry:{outcome['reason']}",
                    leftovers=outcome["left"], revert_verified=outcome["clean"], helper_stats=helper_stats,
                    expiry_record=outcome)
-        tmp = path.with_name(path.name + ".tmp")
-        tmp.write_text(json.dumps(rec, indent=1) + "\n")
-        os.replace(tmp, path)
+        _write_atomic(path, rec)
         return True
     finally:
         os.close(fd)  # closing releases the lock
@@ -188,9 +193,7 @@ def main(argv: Sequence[str] | None = None) -> int:
               "triggered_utc": triggered, "reverted_utc": _utc(), "deadline_utc": _utc(args.at),
               "removed": removed, "left": left, "clean": not left}
     if args.record:
-        tmp = args.record.with_name(args.record.name + ".tmp")
-        tmp.write_text(json.dumps(record, indent=1) + "\n")
-        os.replace(tmp, args.record)
+        _write_atomic(args.record, record)
     if args.fault_record and reason != "cancelled":
         close_fault_record(args.fault_record, record)
     if args.pidfile:

@@ -20,6 +20,7 @@ from pathlib import Path
 
 import pytest
 
+from grayctl.lab.definition import LabDefinition
 from grayctl.paths import PROJECT_ROOT
 
 pytestmark = [
@@ -42,13 +43,20 @@ def _run(argv: list[str], env: dict[str, str], cwd: Path, timeout: float) -> sub
     return proc
 
 
+# The local lab's host-side names: its nodes' namespaces (gc-local-nodeNN) and links (<lab id>m001...);
+# the other test files' labs, up on other workers meanwhile, are not this test's to count.
+LOCAL_LINKS = LabDefinition(name="local").lab_id
+
+
 def _machine() -> dict[str, set[str]]:
-    """What a lab leaves if it leaks: namespaces, links, lab processes."""
+    """What the local lab leaves if it leaks: namespaces, links, lab processes."""
     links = subprocess.run(["ip", "-o", "link", "show"], capture_output=True, text=True).stdout
     procs = subprocess.run(["ps", "-eo", "args"], capture_output=True, text=True).stdout
+    netns = subprocess.run(["ip", "netns", "list"], capture_output=True, text=True).stdout.split()
     return {
-        "netns": set(subprocess.run(["ip", "netns", "list"], capture_output=True, text=True).stdout.split()),
-        "links": {line.split(":")[1].strip().split("@")[0] for line in links.splitlines() if ":" in line},
+        "netns": {n for n in netns if n.startswith("gc-local-")},
+        "links": {name for line in links.splitlines() if ":" in line
+                  if (name := line.split(":")[1].strip().split("@")[0]).startswith(LOCAL_LINKS)},
         "lab processes": {p for p in procs.splitlines() if str(LAB_HOME) in p},
     }
 

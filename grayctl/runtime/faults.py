@@ -12,9 +12,12 @@ What each type does to a call into the faulted component (``decide`` -> ``Verdic
 
   network-latency     sleep a sampled delay (delay +- jitter, netem's distributions and correlation,
                       grayctl.faults.node.delaymodel) before the call; direction ``both``: also after
-  network-loss        the call is lost: it never reaches the component (random or Gilbert-Elliott
-                      loss, as netem decides per packet, here per call); the caller's timeout runs out
-                      and its retries run, as on the wire
+  network-loss        the answer's packets are lost as netem decides per packet (random or
+                      Gilbert-Elliott), and the call waits what Linux TCP takes to repair them
+                      (``Wire``: a lost last segment waits for the tail-loss probe, a lone one for the
+                      retransmission timer, any other for fast retransmit; a lost retransmission backs
+                      off); a repair longer than the caller's timeout runs its timeout and retries, a
+                      call whose every retransmission is lost is lost, as on the wire
   network-partition   every call from the peers (``peers``; default all callers) is lost
   network-corruption  the call fails (an in-process call: an error; over HTTP: a 502 answer)
   network-bandwidth   a token bucket of ``rate`` with ``burst``: the call waits until the bytes of its
@@ -29,7 +32,7 @@ over the network into the component are faulted at the same boundary (gen2: a co
 coarse service called from another service): a lost one is never answered (the caller times out).
 
 Counters on /metrics, per fault: ``grayctl_runtime_fault_calls_total{fault_id, type, component,
-action}`` (action: delayed, lost, failed, paused, passed = decided on and left alone),
+action}`` (action: delayed, retransmitted, lost, failed, paused, passed = decided on and left alone),
 ``grayctl_runtime_fault_delay_seconds_total{fault_id}``, ``grayctl_runtime_faults_active``; the
 executor's effect check reads the first (grayctl.faults.node.effect).
 
@@ -42,6 +45,7 @@ Map:
 from __future__ import annotations
 
 import asyncio
+import math
 import os
 import random
 import time
@@ -54,11 +58,50 @@ from grayctl.faults.node.runtimectl import live_entries, read_entries
 from grayctl.faults.spec import resolve_parameters
 from grayctl.runtime.metrics import Registry
 
-__all__ = ["POLL_S", "FaultBoard", "RuntimeFault", "Verdict"]
+__all__ = ["POLL_S", "FaultBoard", "RuntimeFault", "Verdict", "Wire"]
 
 POLL_S = 0.15  # how often the control file's stat is checked
 _TYPES = ("network-latency", "network-loss", "network-partition", "network-corruption", "network-bandwidth",
           "process-pause")
+
+
+class Wire:
+    """Linux TCP's loss repair, in seconds, for a message of ``size`` bytes whose segments a loss model
+    drops: what a packet loss on the host costs the call (net/ipv4/tcp_output.c,
+    ``tcp_schedule_loss_probe``; tcp_timer.c). The lab's round trip is ``SRTT_S``.
+
+    - a lost last segment is repaired by the tail-loss probe: 2 x srtt + 2 jiffies, or, when it was
+      the only segment in flight, + the minimum RTO (200 ms), capped by the RTO (srtt + 200 ms);
+    - an earlier lost segment is repaired by RACK and fast retransmit once the later ones are
+      acknowledged: about srtt x 1.25 (the reordering window) + the retransmission's round trip;
+    - each lost retransmission waits the retransmission timer, doubling from the RTO."""
+
+    MSS = 1448  # bytes per segment on a 1500-byte Ethernet MTU
+    SRTT_S = 0.001  # the lab's round trip (sub-millisecond between namespaces and VMs on one host)
+    RTO_MIN_S = 0.2  # TCP_RTO_MIN
+    JIFFIES_2_S = 0.008  # TCP_TIMEOUT_MIN: 2 jiffies at Debian's HZ=250
+    GIVE_UP_S = 60.0  # past this the call counts as lost (the caller's timeout ends it long before)
+
+    @classmethod
+    def repair_s(cls, size: int, lose: Any) -> float:
+        """Seconds the message waits; 0.0: no segment lost; ``math.inf``: lost for good. ``lose()`` is
+        one packet's verdict (True: dropped)."""
+        segments = max(1, math.ceil(size / cls.MSS))
+        lost = [lose() for _ in range(segments)]
+        if not any(lost):
+            return 0.0
+        rto = cls.SRTT_S + cls.RTO_MIN_S
+        if lost[-1]:
+            probe = 2 * cls.SRTT_S + (cls.RTO_MIN_S if segments == 1 else cls.JIFFIES_2_S)
+            wait = min(probe, rto)
+        else:
+            wait = 1.25 * cls.SRTT_S + cls.SRTT_S
+        while lose():  # the retransmission is lost too: the retransmission timer, backing off
+            wait += rto
+            rto *= 2
+            if wait > cls.GIVE_UP_S:
+                return math.inf
+        return wait
 
 
 @dataclass
@@ -167,7 +210,8 @@ class FaultBoard:
         self._sig: tuple[int, int, int] | None = None
         self.m_calls = registry.counter(
             "grayctl_runtime_fault_calls_total", "Calls into a component that a runtime-realised fault decided on, "
-            "by action (delayed, lost, failed, paused, passed).", ("fault_id", "type", "component", "action"))
+            "by action (delayed, retransmitted, lost, failed, paused, passed).",
+            ("fault_id", "type", "component", "action"))
         self.m_delay = registry.counter("grayctl_runtime_fault_delay_seconds_total",
                                         "Delay added by runtime-realised faults (sleeps and bandwidth waits).",
                                         ("fault_id",))
@@ -248,9 +292,17 @@ class FaultBoard:
                     added += after
                 action = "delayed"
             elif f.type == "network-loss":
-                assert f.model is not None
-                if f.model.decide(0).drop:
+                model = f.model
+                assert model is not None
+                wait = Wire.repair_s(size, lambda: model.decide(0).drop)
+                if f.direction == "both":  # the request's packet (one segment) is lost on its way in too
+                    wait += Wire.repair_s(1, lambda: model.decide(0).drop)
+                if wait == math.inf:
                     v.lost, action = True, "lost"
+                elif wait > 0:  # the answer comes late by TCP's repair (after the component ran)
+                    v.after_s += wait
+                    added = wait
+                    action = "retransmitted"
             elif f.type == "network-partition":
                 v.lost, action = True, "lost"
             elif f.type == "network-corruption":

@@ -24,8 +24,9 @@ gen1 monolith is admitted once at its entry like a real monolith. Errors propaga
 Runtime-realised faults (grayctl.runtime.faults, from the replica's ``fault_control`` file that the
 node's fault executor writes): while one acts on a component, in-process calls into it get the
 wire's semantics (the topology's per-attempt timeout, retries with backoff) and the fault's
-verdict (delayed, lost, failed, held at a paused component's gate); requests arriving over the
-network into it are delayed, never answered (lost), answered 502 (corrupted) or held the same way.
+verdict (delayed by a latency or TCP's repair of a lost packet, lost, failed, held at a paused
+component's gate); requests arriving over the network into it are delayed, never answered (lost),
+answered 502 (corrupted) or held the same way.
 
 ``GET /health`` answers 200 whenever the process answers at all. It does not look at pools,
 queues or downstreams, deliberately: it is the naive liveness check whose disagreement with

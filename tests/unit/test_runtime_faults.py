@@ -9,6 +9,7 @@ so every call into ``db`` is in-process: only the runtime can fault it.
 from __future__ import annotations
 
 import json
+import math
 import signal
 import subprocess
 import sys
@@ -26,7 +27,7 @@ from grayctl.faults.node.faultctl import Store, apply_fault, revert_fault
 from grayctl.lab.definition import load_lab
 from grayctl.plan import build_plan
 from grayctl.runtime.config import service_config
-from grayctl.runtime.faults import FaultBoard, RuntimeFault
+from grayctl.runtime.faults import FaultBoard, RuntimeFault, Wire
 from grayctl.runtime.metrics import Registry
 from grayctl.topology import load_topology
 from test_runtime import fetch, free_port, sample  # tests/unit is on sys.path (rootdir-less test dir)
@@ -174,6 +175,39 @@ def test_latency_samples_follow_delay_and_jitter_with_netems_model():
     mean = sum(xs) / len(xs)
     sd = (sum((x - mean) ** 2 for x in xs) / len(xs)) ** 0.5
     assert abs(mean - 0.2) < 0.005 and abs(sd - 0.05) < 0.005
+
+
+def _verdicts(*drops: bool):
+    seq = iter(drops)
+    return lambda: next(seq)
+
+
+def test_a_lost_packet_costs_the_call_tcps_repair_as_linux_times_it():
+    srtt, rto = Wire.SRTT_S, Wire.SRTT_S + Wire.RTO_MIN_S
+    assert Wire.repair_s(64, _verdicts(False)) == 0.0
+    # a lone segment lost: the probe would wait 2 srtt + the minimum RTO, so the RTO fires first
+    assert Wire.repair_s(64, _verdicts(True, False)) == pytest.approx(rto)
+    # the last of six (8 KiB): the tail-loss probe after 2 srtt + 2 jiffies
+    assert Wire.repair_s(8192, _verdicts(*[False] * 5, True, False)) == pytest.approx(2 * srtt + Wire.JIFFIES_2_S)
+    # an earlier one: fast retransmit once the later segments are acknowledged
+    assert Wire.repair_s(8192, _verdicts(True, *[False] * 5, False)) == pytest.approx(2.25 * srtt)
+    # its retransmission lost too: the retransmission timer, then backed off
+    assert Wire.repair_s(64, _verdicts(True, True, True, False)) == pytest.approx(rto + rto + 2 * rto)
+    assert Wire.repair_s(64, lambda: True) == math.inf  # every retransmission lost: the call is lost
+
+
+def test_loss_on_the_board_delays_the_share_of_calls_a_packet_loss_hits_and_loses_only_what_tcp_cannot_repair(
+        tmp_path):
+    board = FaultBoard(tmp_path / "fault_control", Registry())
+    board.faults = {"f": _fault("network-loss", {"percent": "2%"})}
+    verdicts = [board.decide("db", size=8192) for _ in range(20000)]
+    hit = [v for v in verdicts if v.acts]
+    # six segments each lost with 2 %: 1 - 0.98**6 = 11.4 % of the answers need a repair
+    assert 0.10 < len(hit) / len(verdicts) < 0.13, len(hit)
+    assert not any(v.lost for v in verdicts) and all(v.before_s == 0 and v.after_s > 0 for v in hit)
+    assert sum(v.after_s >= Wire.RTO_MIN_S for v in hit) < 0.05 * len(hit)  # backoffs are rare at 2 %
+    board.faults = {"f": _fault("network-loss", {"percent": "100%"})}
+    assert board.decide("db", size=64).lost
 
 
 def test_bandwidth_lets_the_burst_through_then_queues_at_the_rate_and_drops_past_the_limit():

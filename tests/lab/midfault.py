@@ -16,6 +16,7 @@ from pathlib import Path
 
 import yaml
 
+from grayctl.faults.node import runtimectl
 from grayctl.paths import PROJECT_ROOT
 from runlab import RunLab  # tests/lab is on sys.path (rootdir-less test dir)
 
@@ -24,6 +25,26 @@ APPLY_GUARD_S = 900  # hang guard for the run to reach its fault phase (a loaded
 
 
 # ---------------------------------------------------------------------------- reading a node
+
+# One fault per class for the slow tier's matrices (test_kill's SIGKILL, test_cut's link cut) on three-tier.
+MATRIX = {  # case -> (class, the fault): network faults on api (its calls to store are the traffic),
+    # resource faults on frontend, process faults on store
+    "delay": ("network", {"type": "network-latency", "target_service": "api", "parameters": {"delay": "30ms"}}),
+    "loss": ("network", {"type": "network-loss", "target_service": "api", "parameters": {"percent": "30%"}}),
+    "partition": ("network", {"type": "network-partition", "target_service": "api",
+                              "parameters": {"peers": "all", "direction": "both"}}),
+    "bandwidth": ("network", {"type": "network-bandwidth", "target_service": "api",
+                              "parameters": {"rate": "1mbit", "burst": "4KiB", "limit": "64KiB"}}),
+    "cpu": ("resource", {"type": "cpu-stress", "target_service": "frontend", "parameters": {"workers": 1, "load": "50%"}}),
+    "memory": ("resource", {"type": "memory-stress", "target_service": "frontend",
+                            "parameters": {"bytes": "32MiB", "workers": 1}}),
+    "disk": ("resource", {"type": "disk-io-stress", "target_service": "frontend",
+                          "parameters": {"workers": 1, "bytes": "8MiB"}}),
+    "pause": ("process", {"type": "process-pause", "target_service": "store", "parameters": {}}),
+    "stutter": ("process", {"type": "process-pause", "target_service": "store",
+                            "parameters": {"stutter": {"pause": "100ms", "every": "300ms"}}}),
+}
+
 
 def node_var(lab: RunLab, node: str, key: str) -> str:
     inv = yaml.safe_load(lab.defn.inventory_path.read_text())["all"]["children"]["lab_nodes"]
@@ -71,7 +92,7 @@ def nft_rules(lab: RunLab, node: str, *, ignore_table: str | None = None) -> str
 
 def fault_state(lab: RunLab, node: str, *, ignore_table: str | None = None) -> dict:
     """What a fault can leave on a node: qdiscs, nft rules, cgroup limits; its processes (the delayer,
-    the expiry watchers, stress-ng) and the stopped ones."""
+    the expiry watchers, stress-ng) and the stopped ones; runtime-realised faults acting on its replicas."""
     procs = processes(lab, node)
     return {
         "qdiscs": sorted(line.split(" refcnt")[0] for line in in_netns(lab, node, "tc", "qdisc", "show").splitlines()),
@@ -79,7 +100,15 @@ def fault_state(lab: RunLab, node: str, *, ignore_table: str | None = None) -> d
         "limits": cgroup_limits(lab, node),
         "fault processes": sorted(a for _p, _s, a in procs if "grayctl.faults.node" in a or "stress-ng" in a),
         "stopped": sorted(f"{p} {a}" for p, s, a in procs if s in "Tt"),
+        "runtime faults": runtime_faults(lab, node),
     }
+
+
+def runtime_faults(lab: RunLab, node: str) -> list[str]:
+    """The runtime-realised faults that act on the node's replicas now: live entries of their control files."""
+    services = Path(node_var(lab, node, "grayctl_state_dir")) / "services"
+    return sorted(f"{p.parent.name} {fid}" for p in services.glob(f"*/{runtimectl.CONTROL_FILE}")
+                  for fid in runtimectl.live_entries(runtimectl.read_entries(p)))
 
 
 def node_records(lab: RunLab) -> dict[str, dict]:

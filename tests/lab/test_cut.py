@@ -8,7 +8,9 @@ the management path between the controller and that node:
 - default tier: the node's management link down, from the host end of its veth (the bridge port:
   as a cable pulled at the switch; the node keeps its own ``mgmt`` end, addresses and routes);
 - slow tier: the node's SSH port blocked (an nft table of the test's own inside the node's netns,
-  dropping TCP to port 22; deleted afterwards).
+  dropping TCP to port 22; deleted afterwards); and the link cut under one fault of each class
+  (midfault.MATRIX: delay, loss, partition, bandwidth, cpu/memory/disk stress, pause, stutter) and
+  under a runtime-realised latency (its replica's control entry must end by the expiry too).
 
 While it is cut, the run's revert cannot reach the node. The fault must still end by itself at its
 on-host expiry (the fault's planned length + 30 s after its apply, at most the schedule's end
@@ -39,8 +41,8 @@ from datetime import datetime
 
 import pytest
 
-from midfault import (APPLY_GUARD_S, Drain, drift, expiry_record, fault_state, node_records, start_run,
-                      until_applied)
+from midfault import (APPLY_GUARD_S, MATRIX, Drain, drift, expiry_record, fault_state, node_records,
+                      start_run, until_applied)
 from runlab import RunLab  # tests/lab is on sys.path (rootdir-less test dir)
 
 pytestmark = [
@@ -117,15 +119,17 @@ def _reaches(lab: RunLab, node: str) -> bool:
 # ---------------------------------------------------------------------------- the test
 
 def _cut_mid_fault(lab: RunLab, case: str, cut: Callable[[RunLab, str], AbstractContextManager[None]],
-                   ignore_table: str | None = None) -> None:
-    plan = json.loads(lab.grayctl("plan", "--json", str(lab.experiment(DOC, f"cut-{case}")), "--lab",
+                   ignore_table: str | None = None, entry: dict | None = None) -> None:
+    """``entry``: the fault (the id FID), default DOC's delay on api."""
+    doc = DOC if entry is None else {**DOC, "name": f"cut-{case}", "chaos_injections": [{"id": FID, **entry}]}
+    plan = json.loads(lab.grayctl("plan", "--json", str(lab.experiment(doc, f"cut-{case}")), "--lab",
                                   str(lab.file)).stdout)
     ((node,),) = [f["nodes"] for f in plan["faults"]]
     before = fault_state(lab, node)
-    assert not (before["fault processes"] or before["stopped"] or before["nft"]), before
+    assert not (before["fault processes"] or before["stopped"] or before["nft"] or before["runtime faults"]), before
     out = lab.tmp / f"runs-{case}"
     stderr = f"cut-{case}.stderr"
-    proc = start_run(lab, lab.experiment(DOC, f"cut-{case}"), out, stderr_name=stderr)
+    proc = start_run(lab, lab.experiment(doc, f"cut-{case}"), out, stderr_name=stderr)
     try:
         t0 = until_applied(proc, {FID})
         events = Drain(proc)
@@ -210,3 +214,17 @@ def test_a_run_whose_node_loses_its_mgmt_link_mid_fault_ends_incomplete_and_the_
 def test_a_run_whose_node_has_its_ssh_port_blocked_mid_fault_ends_incomplete_and_the_expiry_ends_the_fault(
         lab: RunLab) -> None:
     _cut_mid_fault(lab, "ssh", ssh_blocked, ignore_table=CUT_TABLE)  # its table gone too: leftovers() lists any
+
+
+# The slow tier's matrix: one fault of each class (midfault.MATRIX, as test_kill's SIGKILL matrix), and a
+# runtime-realised one, each on its node with that node's management link down.
+CUT_MATRIX = {**{case: entry for case, (_cls, entry) in MATRIX.items()},
+              "runtime": {"type": "network-latency", "target_service": "api", "parameters": {"delay": "30ms"},
+                          "scope": {"realise": "runtime"}}}
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("case", list(CUT_MATRIX))
+def test_a_link_cut_mid_fault_per_fault_class_ends_incomplete_and_the_expiry_ends_the_fault(lab: RunLab,
+                                                                                           case: str) -> None:
+    _cut_mid_fault(lab, f"link-{case}", link_down, entry=CUT_MATRIX[case])

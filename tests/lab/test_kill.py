@@ -43,8 +43,8 @@ import pytest
 from grayctl.faults.spec import EXPIRY_MARGIN_S
 from grayctl.paths import PROJECT_ROOT
 from grayctl.units import parse_duration
-from midfault import (APPLY_GUARD_S, EXPIRY_SLACK_S, drift, expiry_record, fault_state, node_records, node_var,
-                      processes, session_gone, start_run, until_applied)
+from midfault import (APPLY_GUARD_S, EXPIRY_SLACK_S, MATRIX, drift, expiry_record, fault_state, node_records,
+                      node_var, processes, session_gone, start_run, until_applied)
 from runlab import RunLab  # tests/lab is on sys.path (rootdir-less test dir)
 
 pytestmark = [
@@ -275,23 +275,6 @@ def test_a_fault_whose_expiry_reverted_it_after_a_sigkill_is_applied_anew_by_the
 # One run per case on the same lab; each starts from where the last left off (its reimage resets).
 # Timeouts are hang guards sized for a loaded machine, not expectations.
 
-MATRIX = {  # case -> (class, the fault): network faults on api (its calls to store are the traffic),
-    # resource faults on frontend, process faults on store
-    "delay": ("network", {"type": "network-latency", "target_service": "api", "parameters": {"delay": "30ms"}}),
-    "loss": ("network", {"type": "network-loss", "target_service": "api", "parameters": {"percent": "30%"}}),
-    "partition": ("network", {"type": "network-partition", "target_service": "api",
-                              "parameters": {"peers": "all", "direction": "both"}}),
-    "bandwidth": ("network", {"type": "network-bandwidth", "target_service": "api",
-                              "parameters": {"rate": "1mbit", "burst": "4KiB", "limit": "64KiB"}}),
-    "cpu": ("resource", {"type": "cpu-stress", "target_service": "frontend", "parameters": {"workers": 1, "load": "50%"}}),
-    "memory": ("resource", {"type": "memory-stress", "target_service": "frontend",
-                            "parameters": {"bytes": "32MiB", "workers": 1}}),
-    "disk": ("resource", {"type": "disk-io-stress", "target_service": "frontend",
-                          "parameters": {"workers": 1, "bytes": "8MiB"}}),
-    "pause": ("process", {"type": "process-pause", "target_service": "store", "parameters": {}}),
-    "stutter": ("process", {"type": "process-pause", "target_service": "store",
-                            "parameters": {"stutter": {"pause": "100ms", "every": "300ms"}}}),
-}
 
 
 @pytest.mark.slow

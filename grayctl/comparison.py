@@ -98,8 +98,22 @@ def _ci(row: pd.Series, name: str) -> str:
     return f"{d:+.2f} [{lo:+.2f}, {hi:+.2f}]"
 
 
-def render_comparison(table: pd.DataFrame, title: str) -> str:
-    """comparison.html: the cells side by side (effect sizes are Cliff's delta, fault vs baseline)."""
+def _cv(cells: pd.DataFrame | None, cell: Any) -> str:
+    """A cell's baseline repeatability: CV of the repetitions' baseline p50 and p99 (grayctl.sweep.cell_summary)."""
+    if cells is None or not len(cells):
+        return "n/a"
+    row = cells[cells["cell"] == cell]
+    if not len(row):
+        return "n/a"
+    p50, p99 = row.iloc[0].get("baseline_p50_cv"), row.iloc[0].get("baseline_p99_cv")
+    if p50 is None or p99 is None or pd.isna(p50) or pd.isna(p99):
+        return "n/a (fewer than 2 complete runs)"
+    return f"{p50 * 100:.1f} % / {p99 * 100:.1f} %"
+
+
+def render_comparison(table: pd.DataFrame, title: str, cells: pd.DataFrame | None = None) -> str:
+    """comparison.html: the cells side by side (effect sizes are Cliff's delta, fault vs baseline); with
+    ``cells`` (grayctl.sweep.cell_summary) each cell's baseline repeatability beside them."""
     axes = [c for c in table.columns if c.startswith("axis:")]
     head = "".join(f"<th>{html.escape(a[5:])}</th>" for a in axes)
     body = []
@@ -109,7 +123,8 @@ def render_comparison(table: pd.DataFrame, title: str) -> str:
             f"{r['gray_share'] * 100:.1f} % [{r['gray_share_ci_lo'] * 100:.1f}, {r['gray_share_ci_hi'] * 100:.1f}]"
         body.append(f"<tr><td>{r['cell']}</td>{cells}<td>{r['complete']} of {r['runs']}</td>"
                     f"<td>{_ci(r, 'latency_p99')} ({html.escape(str(r['latency_p99_magnitude']))})</td>"
-                    f"<td>{_ci(r, 'error_rate')}</td><td>{gray}</td><td>{html.escape(str(r['impact']))}</td></tr>")
+                    f"<td>{_ci(r, 'error_rate')}</td><td>{gray}</td><td>{html.escape(str(r['impact']))}</td>"
+                    f"<td>{html.escape(_cv(cells, r['cell']))}</td></tr>")
     return f"""<!doctype html><html><head><meta charset="utf-8"><title>{html.escape(title)}</title>
 <style>body{{font:14px system-ui,sans-serif;margin:2em}}table{{border-collapse:collapse}}
 td,th{{border:1px solid #ccc;padding:4px 8px;text-align:left}}th{{background:#f3f3f3}}</style></head><body>
@@ -118,8 +133,11 @@ td,th{{border:1px solid #ccc;padding:4px 8px;text-align:left}}th{{background:#f3
 without a fault. Effect sizes are Cliff's delta of the per-second user p99 and error rate (+1: every fault
 second worse than every baseline second) with a seeded bootstrap 95 % interval; gray is the share of fault
 seconds labelled gray (users degraded, health checks green) with a Wilson 95 % interval; impact counts
-the runs' fault-window classes. Runs that did not complete are counted, never pooled.</p>
+the runs' fault-window classes; baseline CV is the coefficient of variation of the repetitions' baseline
+p50 and p99 (how well the cell's runs repeat before any fault). Runs that did not complete are counted,
+never pooled.</p>
 <table><tr><th>cell</th>{head}<th>complete runs</th><th>user p99: delta [95 % CI]</th>
-<th>errors: delta [95 % CI]</th><th>gray share of fault seconds [95 % CI]</th><th>impact</th></tr>
+<th>errors: delta [95 % CI]</th><th>gray share of fault seconds [95 % CI]</th><th>impact</th>
+<th>baseline CV p50 / p99</th></tr>
 {''.join(body)}</table></body></html>
 """

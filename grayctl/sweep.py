@@ -370,7 +370,7 @@ def _write_index(root: Path, rows: list[dict[str, Any]]) -> Any:
         table = compare_cells(df)
         table.to_csv(root / ".tmp-comparison.csv", index=False)
         (root / ".tmp-comparison.csv").replace(root / "comparison.csv")
-        (root / ".tmp-comparison.html").write_text(render_comparison(table, root.name))
+        (root / ".tmp-comparison.html").write_text(render_comparison(table, root.name, cells))
         (root / ".tmp-comparison.html").replace(root / "comparison.html")
     return df
 

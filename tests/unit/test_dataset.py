@@ -417,3 +417,13 @@ def test_a_sweeps_cells_compare_side_by_side_with_confidence_intervals(run: Path
     assert c["complete"] == 0 and c["fault_seconds"] == 0 and pd.isna(c["gray_share"])  # never pooled in
     page = render_comparison(t.reset_index(), "demo")
     assert "95 % CI" in page and ">a<" in page and ">c<" in page
+    # each cell's baseline repeatability beside it (the sweep index's CV per cell)
+    from grayctl.sweep import cell_summary
+
+    index["baseline_p50_ms"], index["baseline_p99_ms"] = [10.0, 12.0, 9.0, None], [40.0, 60.0, 30.0, None]
+    for col in ("fault_p50_ms", "fault_p99_ms"):
+        index[col] = 1.0
+    page = render_comparison(t.reset_index(), "demo", cell_summary(index))
+    assert "baseline CV p50 / p99" in page
+    assert "<td>12.9 % / 28.3 %</td>" in page  # cell 0: sd/mean of (10, 12) and of (40, 60)
+    assert page.count("n/a (fewer than 2 complete runs)") == 2  # cells 1 and 2

@@ -98,11 +98,11 @@ def _ci(row: pd.Series, name: str) -> str:
     return f"{d:+.2f} [{lo:+.2f}, {hi:+.2f}]"
 
 
-def _cv(cells: pd.DataFrame | None, cell: Any) -> str:
+def _cv(summary: pd.DataFrame | None, cell: Any) -> str:
     """A cell's baseline repeatability: CV of the repetitions' baseline p50 and p99 (grayctl.sweep.cell_summary)."""
-    if cells is None or not len(cells):
+    if summary is None or not len(summary):
         return "n/a"
-    row = cells[cells["cell"] == cell]
+    row = summary[summary["cell"] == cell]
     if not len(row):
         return "n/a"
     p50, p99 = row.iloc[0].get("baseline_p50_cv"), row.iloc[0].get("baseline_p99_cv")
@@ -111,9 +111,9 @@ def _cv(cells: pd.DataFrame | None, cell: Any) -> str:
     return f"{p50 * 100:.1f} % / {p99 * 100:.1f} %"
 
 
-def render_comparison(table: pd.DataFrame, title: str, cells: pd.DataFrame | None = None) -> str:
+def render_comparison(table: pd.DataFrame, title: str, summary: pd.DataFrame | None = None) -> str:
     """comparison.html: the cells side by side (effect sizes are Cliff's delta, fault vs baseline); with
-    ``cells`` (grayctl.sweep.cell_summary) each cell's baseline repeatability beside them."""
+    ``summary`` (grayctl.sweep.cell_summary) each cell's baseline repeatability beside them."""
     axes = [c for c in table.columns if c.startswith("axis:")]
     head = "".join(f"<th>{html.escape(a[5:])}</th>" for a in axes)
     body = []
@@ -124,7 +124,7 @@ def render_comparison(table: pd.DataFrame, title: str, cells: pd.DataFrame | Non
         body.append(f"<tr><td>{r['cell']}</td>{cells}<td>{r['complete']} of {r['runs']}</td>"
                     f"<td>{_ci(r, 'latency_p99')} ({html.escape(str(r['latency_p99_magnitude']))})</td>"
                     f"<td>{_ci(r, 'error_rate')}</td><td>{gray}</td><td>{html.escape(str(r['impact']))}</td>"
-                    f"<td>{html.escape(_cv(cells, r['cell']))}</td></tr>")
+                    f"<td>{html.escape(_cv(summary, r['cell']))}</td></tr>")
     return f"""<!doctype html><html><head><meta charset="utf-8"><title>{html.escape(title)}</title>
 <style>body{{font:14px system-ui,sans-serif;margin:2em}}table{{border-collapse:collapse}}
 td,th{{border:1px solid #ccc;padding:4px 8px;text-align:left}}th{{background:#f3f3f3}}</style></head><body>

@@ -22,6 +22,9 @@ pytestmark = [
 ]
 
 P99 = "histogram_quantile(0.99, sum by (le) (rate(grayctl_workload_request_duration_seconds_bucket[4s])))"
+# the relative check on the median: a baseline p99 on a machine the other test workers keep busy is a
+# few throttled requests (261 ms once, against a 7.9 ms median), no steady figure to be 1.5x of
+P50 = "histogram_quantile(0.5, sum by (le) (rate(grayctl_workload_request_duration_seconds_bucket[4s])))"
 EXPERIMENT = {
     "name": "checks-test",
     "topology": "gen2-coarse",
@@ -32,7 +35,7 @@ EXPERIMENT = {
     "checks": [
         # 80 ms on a hop of every request: users' p99 cannot stay under 1 ms
         {"name": "p99-under-1ms", "query": P99, "phase": "fault", "tolerance": {"max": "1ms"}, "fail_run": True},
-        {"name": "p99-rises", "query": P99, "phase": "fault", "tolerance": {"relative_to_baseline": ">=1.5x"}},
+        {"name": "p50-rises", "query": P50, "phase": "fault", "tolerance": {"relative_to_baseline": ">=1.5x"}},
         {"name": "nothing-exports-this", "query": "sum(rate(grayctl_no_such_metric_total[4s]))",
          "phase": "all", "tolerance": {"max": 1}},
     ],
@@ -51,19 +54,21 @@ def lab(tmp_path_factory: pytest.TempPathFactory):
 
 def test_a_violated_fail_run_check_fails_the_run_with_exit_7_and_no_data_is_said_loudly(lab: RunLab) -> None:
     exp = lab.experiment(EXPERIMENT, "violated")
-    proc = lab.grayctl("run", str(exp), "--out", str(lab.tmp / "runs"), "--quiet", check=False)
+    # --allow-invalid-load: the checks are under test, not the generator's pace (a busy machine can make it
+    # fall behind; then the run would exit 9 before the checks' 7: test_run covers that verdict)
+    proc = lab.grayctl("run", str(exp), "--out", str(lab.tmp / "runs"), "--quiet", "--allow-invalid-load", check=False)
     print(proc.stdout, proc.stderr)  # shown with a failure (or under -s): the console's check lines
     assert proc.returncode == 7, proc.stdout + proc.stderr
     assert "p99-under-1ms (fault:" in proc.stderr, proc.stderr  # ChecksFailed names it, with its value
     assert "check p99-under-1ms (fault): fail (" in proc.stdout and "[fail_run: the run fails]" in proc.stdout
-    assert "check p99-rises (fault): pass (" in proc.stdout, proc.stdout
+    assert "check p50-rises (fault): pass (" in proc.stdout, proc.stdout
     assert "check nothing-exports-this (all): NO DATA" in proc.stdout, proc.stdout
     ds = dataset_dir(proc.stdout)
     manifest = json.loads((ds / "manifest.json").read_text())
     assert manifest["status"] == "complete" and manifest["teardown"]["verify_clean"]["ok"] is True
     checks = {c["name"]: c for c in manifest["checks"]}
     assert checks["p99-under-1ms"]["verdict"] == "fail" and checks["p99-under-1ms"]["value"] > 0.05
-    assert checks["p99-rises"]["value"] > 1.5 and checks["p99-rises"]["baseline"] > 0
+    assert checks["p50-rises"]["value"] > 1.5 and checks["p50-rises"]["baseline"] > 0
     assert checks["nothing-exports-this"]["verdict"] == "no data" and checks["nothing-exports-this"]["value"] is None
     assert "NO DATA" in (ds / "report.html").read_text()
     assert lab.grayctl("dataset", "verify", str(ds), check=False).returncode == 0

@@ -30,10 +30,12 @@ EXPERIMENT = {
     "topology": "gen2-coarse",
     "workload": {"rate": "15/s", "arrival": "constant", "seed": 5},
     "schedule": {"warmup": "2s", "baseline": "6s", "fault": "8s", "recovery": "6s"},
-    "chaos_injections": [{"id": "ug-latency", "type": "network-latency", "target_service": "user-graph",
+    # on the front end, whose answers every request waits for (user-graph is on compose-post's path only:
+    # 10 % of the mix, invisible in the median)
+    "chaos_injections": [{"id": "fe-latency", "type": "network-latency", "target_service": "frontend",
                           "parameters": {"delay": "80ms"}}],
     "checks": [
-        # 80 ms on a hop of every request: users' p99 cannot stay under 1 ms
+        # 80 ms on every request's answer: users' p99 cannot stay under 1 ms
         {"name": "p99-under-1ms", "query": P99, "phase": "fault", "tolerance": {"max": "1ms"}, "fail_run": True},
         {"name": "p50-rises", "query": P50, "phase": "fault", "tolerance": {"relative_to_baseline": ">=1.5x"}},
         {"name": "nothing-exports-this", "query": "sum(rate(grayctl_no_such_metric_total[4s]))",

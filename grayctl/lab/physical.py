@@ -93,7 +93,7 @@ def is_inventory(path: Path) -> bool:
         return False
     try:
         data = yaml.safe_load(text)
-    except yaml.YAMLError:
+    except (yaml.YAMLError, ValueError, TypeError):  # ValueError: a tag PyYAML cannot build ('!!float y')
         data = None
     except RecursionError:  # nested deeper than PyYAML's recursion: no inventory; load_lab says where
         return False

@@ -623,6 +623,9 @@ FOUND = [
      {"lab.yml": "name: deep\nnodes: " + "[" * 3000 + "]" * 3000 + "\n"}, "lab.yml:2:72: YAML nested too deeply"),
     ("a broken lab.yml went to ansible-inventory", ["plan", "{root}/experiments/seed.yaml", "--lab", "{d}/lab.yml"],
      {"lab.yml": "name: x\n[lab_nodes]\n  bad: indent\n"}, "lab.yml:3:"),
+    ("a lab.yml tag PyYAML cannot build was a ValueError traceback (the inventory sniff)",
+     ["plan", "{root}/experiments/seed.yaml", "--lab", "{d}/lab.yml"],
+     {"lab.yml": "- [true, .NaN]\n- - null\n  - !!float y\n"}, "lab.yml:1:1: the document is a list"),
 ]
 
 

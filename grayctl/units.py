@@ -83,7 +83,13 @@ _BARE_NUMBER_RE = re.compile(r"\A[+-]?[0-9]*\.?[0-9]+(?:[eE][+-]?[0-9]+)?\Z")
 
 
 def _fmt(x: float) -> str:
-    """Shortest plain decimal for x (no exponent): 1.5 -> '1.5', 200.0 -> '200'."""
+    """Shortest plain decimal for x (no exponent): 1.5 -> '1.5', 200.0 -> '200'. An int past a float's range
+    (YAML reads 1e400 written out as an int) is shown by its digits, never converted (OverflowError)."""
+    if isinstance(x, int):
+        digits = str(x)
+        return digits if len(digits) <= 30 else f"{digits[:12]}... ({len(digits)} digits)"
+    if not math.isfinite(x):
+        return str(x)
     if x == int(x) and abs(x) < 1e15:
         return str(int(x))
     text = f"{x:.9f}".rstrip("0").rstrip(".")

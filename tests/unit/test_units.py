@@ -113,3 +113,13 @@ def test_quantities_compare_by_value() -> None:
 def test_equality_ignores_how_the_value_was_written() -> None:
     assert parse_duration("1500ms") == parse_duration("1.5s")
     assert parse_rate("1000kbit") == parse_rate("1mbit")
+
+
+def test_a_bare_int_past_a_floats_range_is_refused_with_its_digits_not_an_overflow() -> None:
+    """Found by bench/fuzz_loaders.py (an application's latency mean of 1 and 105 zeros): formatting the number
+    for the message converted it to a float and raised OverflowError, a traceback through the CLI."""
+    with pytest.raises(UnitError) as info:
+        parse_duration(10**105)
+    assert "has no unit" in str(info.value) and "(106 digits)" in str(info.value)
+    with pytest.raises(UnitError, match="expected a duration"):
+        parse_duration(float("inf"))

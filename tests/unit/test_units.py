@@ -116,7 +116,7 @@ def test_equality_ignores_how_the_value_was_written() -> None:
 
 
 def test_a_bare_int_past_a_floats_range_is_refused_with_its_digits_not_an_overflow() -> None:
-    """Found by bench/fuzz_loaders.py (an application's latency mean of 1 and 105 zeros): formatting the number
+    """Found by bench/fuzz_loaders.py (an application's latency mean of 1 and 400 zeros): formatting the number
     for the message converted it to a float and raised OverflowError, a traceback through the CLI."""
     with pytest.raises(UnitError) as info:
         parse_duration(10**105)

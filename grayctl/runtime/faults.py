@@ -294,9 +294,13 @@ class FaultBoard:
             elif f.type == "network-loss":
                 model = f.model
                 assert model is not None
-                wait = Wire.repair_s(size, lambda: model.decide(0).drop)
+
+                def lose() -> bool:  # one packet's verdict, netem's model
+                    return model.decide(0).drop
+
+                wait = Wire.repair_s(size, lose)
                 if f.direction == "both":  # the request's packet (one segment) is lost on its way in too
-                    wait += Wire.repair_s(1, lambda: model.decide(0).drop)
+                    wait += Wire.repair_s(1, lose)
                 if wait == math.inf:
                     v.lost, action = True, "lost"
                 elif wait > 0:  # the answer comes late by TCP's repair (after the component ran)
